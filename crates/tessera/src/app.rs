@@ -1,0 +1,157 @@
+//! Wiring: settings → stores → core → router, and the server's lifecycle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::core::clock::{Clock, SystemClock};
+use crate::core::passwords::{HashParams, PoolSize};
+use crate::core::sessions::SessionPolicy;
+use crate::core::{CoreOptions, Tessera};
+use crate::http::{self, AppState};
+use crate::store::UserQuery;
+use crate::store::sqlite::SqliteStore;
+
+/// A built application: the core, its stores and its router.
+pub struct App {
+    pub core: Arc<Tessera>,
+    pub settings: Arc<Settings>,
+    store: SqliteStore,
+}
+
+fn duration(d: std::time::Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+impl App {
+    /// Opens (creating and migrating if needed) the store and builds the core.
+    pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = SqliteStore::open(&settings.database_url)
+            .await
+            .with_context(|| format!("cannot open the database {}", settings.database_url))?;
+        let options = CoreOptions {
+            sessions: SessionPolicy {
+                idle: duration(settings.session_idle_timeout),
+                absolute: duration(settings.session_absolute_timeout),
+                touch_every: duration(settings.session_touch_interval),
+            },
+            hash_params: HashParams {
+                memory_kib: settings.argon2_memory_kib,
+                iterations: settings.argon2_iterations,
+                parallelism: settings.argon2_parallelism,
+            },
+            hash_pool: PoolSize {
+                threads: settings.hash_threads,
+                queue: settings.hash_queue,
+            },
+            session_cache_entries: settings.session_cache_entries,
+            user_cache_entries: settings.user_cache_entries,
+        };
+        let core = Tessera::new(store.clone().stores(), clock, options)?;
+        Ok(Self {
+            core: Arc::new(core),
+            settings: Arc::new(settings),
+            store,
+        })
+    }
+
+    pub fn router(&self) -> axum::Router {
+        http::router(AppState {
+            core: Arc::clone(&self.core),
+            settings: Arc::clone(&self.settings),
+        })
+    }
+
+    /// Starts the change-log follower (cache coherence across processes).
+    pub fn spawn_background(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Arc::clone(&self.core).follow_changes(cancel))
+    }
+
+    pub async fn close(self) {
+        self.store.close().await;
+    }
+}
+
+/// `tessera serve`: runs until SIGTERM or Ctrl-C, then drains in-flight
+/// requests and stops.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let app = App::open(settings, Arc::new(SystemClock)).await?;
+    let addr = app.settings.addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (TESSERA_ADDR)"))?;
+    let local = listener.local_addr()?;
+    let no_users = app
+        .core
+        .list_users(&UserQuery {
+            limit: 1,
+            ..UserQuery::default()
+        })
+        .await
+        .map(|u| u.is_empty())
+        .unwrap_or(false);
+    eprintln!(
+        "tessera listening on http://{local} (public URL {}), store {}",
+        app.settings.public_url.url,
+        redact_url(&app.settings.database_url)
+    );
+    if no_users {
+        eprintln!(
+            "no users yet: create an admin with `tessera user create --email you@example.com --role admin`"
+        );
+    }
+    let cancel = CancellationToken::new();
+    let background = app.spawn_background(cancel.clone());
+    let service = app
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    cancel.cancel();
+    let _ = background.await;
+    app.close().await;
+    served.context("the server stopped with an error")?;
+    eprintln!("tessera stopped");
+    Ok(())
+}
+
+/// A database URL without any password in it, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,244 @@
+//! The command line: `serve` and account administration. Every command reads
+//! the same configuration as `serve` and works while a server runs on the same
+//! database (its caches learn of changes through the change log).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, App};
+use crate::config::{Flags, Settings};
+use crate::core::accounts::{NewAccount, Password, User, UserStatus};
+use crate::core::clock::SystemClock;
+use crate::store::UserQuery;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Sessions, JWTs and cookies done right"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./tessera.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Database URL (overrides TESSERA_DATABASE_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (creates the database and schema if missing).
+    Serve(ServeArgs),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides TESSERA_ADDR).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Public URL browsers use (overrides TESSERA_PUBLIC_URL).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prompts for the password unless --password-stdin.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// A role to grant (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print the created user as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users.
+    List {
+        /// Only users whose email contains this text.
+        #[arg(long, value_name = "TEXT")]
+        query: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend a user: every session ends and logins are refused.
+    Suspend { id: String },
+    /// Reactivate a suspended user.
+    Activate { id: String },
+    /// Replace a user's roles (none given: remove all roles).
+    Roles { id: String, roles: Vec<String> },
+}
+
+impl Cli {
+    pub fn flags(&self) -> Flags {
+        let (addr, public_url) = match &self.command {
+            Command::Serve(args) => (args.addr.clone(), args.public_url.clone()),
+            Command::User(_) => (None, None),
+        };
+        Flags {
+            addr,
+            public_url,
+            database_url: self.database_url.clone(),
+        }
+    }
+
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
+/// Runs a parsed command with validated settings.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(_) => app::serve(settings).await,
+        Command::User(cmd) => {
+            let app = App::open(settings, Arc::new(SystemClock)).await?;
+            let result = run_user(&app, cmd).await;
+            app.close().await;
+            result
+        }
+    }
+}
+
+async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
+    let core = &app.core;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        UserCommand::Create {
+            email,
+            roles,
+            password_stdin,
+            json,
+        } => {
+            let password = if password_stdin {
+                read_password_line()?
+            } else {
+                prompt_password()?
+            };
+            let user = core
+                .register(NewAccount {
+                    email,
+                    password,
+                    roles,
+                })
+                .await?;
+            print_user(&mut out, &user, json)?;
+        }
+        UserCommand::List { query, json } => {
+            let users = all_users(app, query).await?;
+            if json {
+                serde_json::to_writer(&mut out, &serde_json::json!({ "users": users }))?;
+                writeln!(out)?;
+            } else {
+                for u in &users {
+                    writeln!(
+                        out,
+                        "{}  {}  {}  {}",
+                        u.id,
+                        u.email,
+                        u.status.as_str(),
+                        u.roles.join(",")
+                    )?;
+                }
+            }
+        }
+        UserCommand::Suspend { id } => {
+            let user = core.set_status(&id, UserStatus::Suspended).await?;
+            writeln!(
+                out,
+                "suspended {} ({}); all sessions ended",
+                user.id, user.email
+            )?;
+        }
+        UserCommand::Activate { id } => {
+            let user = core.set_status(&id, UserStatus::Active).await?;
+            writeln!(out, "reactivated {} ({})", user.id, user.email)?;
+        }
+        UserCommand::Roles { id, roles } => {
+            let user = core.set_roles(&id, &roles).await?;
+            writeln!(out, "{} now has roles: {}", user.id, user.roles.join(","))?;
+        }
+    }
+    Ok(())
+}
+
+async fn all_users(app: &App, query: Option<String>) -> anyhow::Result<Vec<User>> {
+    let mut users = Vec::new();
+    let mut after_id = None;
+    loop {
+        let page = app
+            .core
+            .list_users(&UserQuery {
+                email_contains: query.clone(),
+                limit: 500,
+                after_id: after_id.take(),
+            })
+            .await?;
+        let done = page.len() < 500;
+        after_id = page.last().map(|u| u.id.clone());
+        users.extend(page);
+        if done {
+            return Ok(users);
+        }
+    }
+}
+
+fn print_user(out: &mut impl Write, user: &User, json: bool) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, user)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "created {} ({}) roles: {}",
+            user.id,
+            user.email,
+            if user.roles.is_empty() {
+                "none".to_owned()
+            } else {
+                user.roles.join(",")
+            }
+        )?;
+    }
+    Ok(())
+}
+
+fn read_password_line() -> anyhow::Result<Password> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+    zeroize::Zeroize::zeroize(&mut line);
+    if trimmed.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(Password::new(trimmed))
+}
+
+fn prompt_password() -> anyhow::Result<Password> {
+    let first = rpassword::prompt_password("Password: ")
+        .context("cannot prompt for a password (no terminal?); use --password-stdin")?;
+    let second =
+        rpassword::prompt_password("Repeat password: ").context("cannot prompt for a password")?;
+    let (first, second) = (Password::new(first), Password::new(second));
+    if !crate::core::secret::secrets_equal(first.expose(), second.expose()) {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}

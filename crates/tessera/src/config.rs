@@ -1,0 +1,575 @@
+//! One `Settings` struct, read once at start-up from
+//! defaults < `tessera.toml` (or `--config FILE`) < `TESSERA_*` environment <
+//! command-line flags, and validated as a whole. A bad value stops the process
+//! with one line naming the setting, where it came from and what is allowed.
+//! Unknown keys are errors too: a misspelt `TESSERA_SESION_IDLE_TIMEOUT` must
+//! not silently leave the default in place.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
+
+/// Every setting Tessera knows, with its default and what it accepts.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "addr",
+        "127.0.0.1:8080",
+        "a socket address such as 127.0.0.1:8080",
+    ),
+    (
+        "public_url",
+        "http://localhost:<port>",
+        "an http(s) URL without query or fragment",
+    ),
+    ("database_url", "sqlite://tessera.db", "a sqlite:// URL"),
+    (
+        "redis_url",
+        "(unset)",
+        "a redis:// URL (not supported by this build yet)",
+    ),
+    (
+        "session_idle_timeout",
+        "2h",
+        "a duration such as 90s, 10m, 2h or 30d",
+    ),
+    (
+        "session_absolute_timeout",
+        "30d",
+        "a duration from 1m to 400d",
+    ),
+    (
+        "session_touch_interval",
+        "60s",
+        "a duration shorter than the idle timeout",
+    ),
+    ("cookie_secure", "true", "true or false"),
+    ("cookie_samesite", "Lax", "Lax, Strict or None"),
+    (
+        "session_cache_entries",
+        "100000",
+        "a whole number from 1 to 100000000",
+    ),
+    (
+        "user_cache_entries",
+        "100000",
+        "a whole number from 1 to 100000000",
+    ),
+    (
+        "argon2_memory_kib",
+        "19456",
+        "KiB of memory per hash, 7168 to 4194304",
+    ),
+    ("argon2_iterations", "2", "a whole number from 1 to 20"),
+    ("argon2_parallelism", "1", "a whole number from 1 to 16"),
+    (
+        "hash_threads",
+        "<CPU cores>",
+        "a whole number from 1 to 256",
+    ),
+    (
+        "hash_queue",
+        "<16 × hash_threads>",
+        "a whole number from 1 to 100000",
+    ),
+    (
+        "log",
+        "info",
+        "a tracing filter such as info or tessera=debug",
+    ),
+    ("log_format", "text", "text or json"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The public URL and the `Origin` a browser on it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub url: String,
+    /// `scheme://host[:port]`, lowercase, default ports omitted.
+    pub origin: String,
+    pub is_https: bool,
+    pub is_loopback: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub public_url: PublicUrl,
+    pub database_url: String,
+    pub session_idle_timeout: Duration,
+    pub session_absolute_timeout: Duration,
+    pub session_touch_interval: Duration,
+    pub cookie_secure: bool,
+    pub cookie_samesite: SameSite,
+    pub session_cache_entries: usize,
+    pub user_cache_entries: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot be used; its `Display` is the one line to print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+impl Settings {
+    /// Reads every layer. `config_file` is `--config`; without it
+    /// `./tessera.toml` is used when present.
+    pub fn load(config_file: Option<&Path>, flags: &Flags) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        match config_file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(ConfigError(format!(
+                        "--config {}: no such file",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None => figment = figment.merge(Toml::file("tessera.toml")),
+        }
+        let figment = figment
+            .merge(Env::prefixed("TESSERA_"))
+            .merge(Serialized::defaults(flags));
+        Self::from_figment(&figment)
+    }
+
+    /// Settings from explicit key/value pairs over the defaults (for tests and
+    /// embedding); no file or environment is read.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Self, ConfigError> {
+        let map: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+        Self::from_figment(&Figment::from(Serialized::defaults(map)))
+    }
+
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let values: BTreeMap<String, Value> = figment
+            .extract()
+            .map_err(|e| ConfigError(format!("configuration cannot be read: {e}")))?;
+        let raw = Raw { figment, values };
+        raw.check_known_keys()?;
+
+        let addr: SocketAddr = raw.parse("addr", "127.0.0.1:8080", |s| s.parse().ok())?;
+        let default_public = format!("http://localhost:{}", addr.port());
+        let public_url = raw.parse("public_url", &default_public, parse_public_url)?;
+        let database_url = raw.parse("database_url", "sqlite://tessera.db", |s| {
+            (s.starts_with("sqlite:") && s.len() > "sqlite:".len()).then(|| s.to_owned())
+        })?;
+        if let Some(text) = raw.text("redis_url") {
+            return Err(raw.error(
+                "redis_url",
+                &text,
+                "Redis is not supported by this build yet; unset it",
+            ));
+        }
+        let idle = raw.parse("session_idle_timeout", "2h", parse_duration)?;
+        let absolute = raw.parse("session_absolute_timeout", "30d", parse_duration)?;
+        let touch = raw.parse("session_touch_interval", "60s", parse_duration)?;
+        if absolute < Duration::from_secs(60) || absolute > Duration::from_secs(400 * 86_400) {
+            return Err(raw.error(
+                "session_absolute_timeout",
+                &humantime::format_duration(absolute).to_string(),
+                "between 1m and 400d (browsers cap cookie lifetimes at 400 days)",
+            ));
+        }
+        if idle < Duration::from_secs(60) || idle > absolute {
+            return Err(raw.error(
+                "session_idle_timeout",
+                &humantime::format_duration(idle).to_string(),
+                "at least 1m and no longer than session_absolute_timeout",
+            ));
+        }
+        if touch >= idle {
+            return Err(raw.error(
+                "session_touch_interval",
+                &humantime::format_duration(touch).to_string(),
+                "shorter than session_idle_timeout",
+            ));
+        }
+        let cookie_secure = raw.parse("cookie_secure", "true", parse_bool)?;
+        let cookie_samesite = raw.parse("cookie_samesite", "Lax", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "lax" => Some(SameSite::Lax),
+                "strict" => Some(SameSite::Strict),
+                "none" => Some(SameSite::None),
+                _ => None,
+            }
+        })?;
+        if cookie_samesite == SameSite::None && !cookie_secure {
+            return Err(raw.error(
+                "cookie_samesite",
+                "None",
+                "Lax or Strict when cookie_secure is false (browsers refuse SameSite=None without Secure)",
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let hash_threads = raw.parse("hash_threads", &cores.to_string(), range(1, 256))?;
+        let settings = Settings {
+            addr,
+            public_url,
+            database_url,
+            session_idle_timeout: idle,
+            session_absolute_timeout: absolute,
+            session_touch_interval: touch,
+            cookie_secure,
+            cookie_samesite,
+            session_cache_entries: raw.parse(
+                "session_cache_entries",
+                "100000",
+                range(1, 100_000_000),
+            )?,
+            user_cache_entries: raw.parse("user_cache_entries", "100000", range(1, 100_000_000))?,
+            argon2_memory_kib: raw.parse("argon2_memory_kib", "19456", range(7168, 4_194_304))?,
+            argon2_iterations: raw.parse("argon2_iterations", "2", range(1, 20))?,
+            argon2_parallelism: raw.parse("argon2_parallelism", "1", range(1, 16))?,
+            hash_threads,
+            hash_queue: raw.parse(
+                "hash_queue",
+                &(16 * hash_threads).to_string(),
+                range(1, 100_000),
+            )?,
+            log: raw.parse("log", "info", |s| {
+                tracing_subscriber::EnvFilter::try_new(s)
+                    .ok()
+                    .map(|_| s.to_owned())
+            })?,
+            log_format: raw.parse("log_format", "text", |s| {
+                match s.to_ascii_lowercase().as_str() {
+                    "text" => Some(LogFormat::Text),
+                    "json" => Some(LogFormat::Json),
+                    _ => None,
+                }
+            })?,
+        };
+        Ok(settings)
+    }
+
+    /// Name of the session cookie: `__Host-` prefixed unless cookies are not
+    /// `Secure` (plain-HTTP development), which the prefix would forbid.
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.cookie_secure {
+            "__Host-tessera_session"
+        } else {
+            "tessera_session"
+        }
+    }
+
+    /// Warnings about settings that are allowed but probably wrong.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.cookie_secure && !self.public_url.is_loopback {
+            out.push(format!(
+                "TESSERA_COOKIE_SECURE=false with public URL {}: session cookies will travel over plain HTTP",
+                self.public_url.url
+            ));
+        }
+        if self.cookie_secure && !self.public_url.is_https && !self.public_url.is_loopback {
+            out.push(format!(
+                "public URL {} is plain HTTP: browsers will not store Secure cookies from it; put TLS in front",
+                self.public_url.url
+            ));
+        }
+        out
+    }
+}
+
+/// The merged layers, with where each value came from.
+struct Raw<'a> {
+    figment: &'a Figment,
+    values: BTreeMap<String, Value>,
+}
+
+impl Raw<'_> {
+    fn check_known_keys(&self) -> Result<(), ConfigError> {
+        for key in self.values.keys() {
+            if !SETTINGS.iter().any(|(k, _, _)| k == key) {
+                let source = self.source(key);
+                return Err(ConfigError(format!(
+                    "unknown setting {} ({source}); known settings: {}",
+                    env_name(key),
+                    SETTINGS
+                        .iter()
+                        .map(|(k, _, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn source(&self, key: &str) -> String {
+        self.figment
+            .find_metadata(key)
+            .map_or_else(|| "default".to_owned(), |m| m.name.to_string())
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.values.get(key).and_then(value_text)
+    }
+
+    fn error(&self, key: &str, got: &str, allowed: &str) -> ConfigError {
+        let source = if self.values.contains_key(key) {
+            self.source(key)
+        } else {
+            "default".to_owned()
+        };
+        ConfigError(format!(
+            "invalid setting {} (from {source}): got {got:?}, expected {allowed}",
+            env_name(key)
+        ))
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        default: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        let given = self.text(key);
+        let text = given.as_deref().unwrap_or(default).trim();
+        parse(text).ok_or_else(|| {
+            let allowed = SETTINGS
+                .iter()
+                .find(|(k, _, _)| *k == key)
+                .map_or("a valid value", |(_, _, allowed)| allowed);
+            self.error(key, text, allowed)
+        })
+    }
+}
+
+fn env_name(key: &str) -> String {
+    format!("TESSERA_{}", key.to_ascii_uppercase())
+}
+
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(_, s) => Some(s.clone()),
+        Value::Char(_, c) => Some(c.to_string()),
+        Value::Bool(_, b) => Some(b.to_string()),
+        Value::Num(_, n) => n
+            .to_i128()
+            .map(|i| i.to_string())
+            .or_else(|| n.to_f64().map(|f| f.to_string())),
+        Value::Empty(..) => None,
+        Value::Dict(..) | Value::Array(..) => Some(format!("{v:?}")),
+    }
+}
+
+/// Durations in the contract's forms (`90s`, `10m`, `2h`, `30d`) or any
+/// humantime form (`1h 30m`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let d = humantime::parse_duration(s).ok()?;
+    (!d.is_zero()).then_some(d)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn range<T>(min: u64, max: u64) -> impl Fn(&str) -> Option<T>
+where
+    T: TryFrom<u64>,
+{
+    move |s| {
+        let n: u64 = s.replace('_', "").parse().ok()?;
+        if (min..=max).contains(&n) {
+            T::try_from(n).ok()
+        } else {
+            None
+        }
+    }
+}
+
+fn parse_public_url(s: &str) -> Option<PublicUrl> {
+    let url = url::Url::parse(s).ok()?;
+    let is_https = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => return None,
+    };
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return None;
+    }
+    let host = url.host_str()?.to_ascii_lowercase();
+    let origin = match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    };
+    let is_loopback = host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Some(PublicUrl {
+        url: s.trim_end_matches('/').to_owned(),
+        origin,
+        is_https,
+        is_loopback,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_secure_and_complete() {
+        let s = Settings::from_pairs(&[]).unwrap();
+        assert_eq!(s.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_url.origin, "http://localhost:8080");
+        assert_eq!(s.database_url, "sqlite://tessera.db");
+        assert_eq!(s.session_idle_timeout, Duration::from_secs(7200));
+        assert_eq!(s.session_absolute_timeout, Duration::from_secs(30 * 86_400));
+        assert!(s.cookie_secure);
+        assert_eq!(s.cookie_samesite, SameSite::Lax);
+        assert_eq!(s.session_cookie_name(), "__Host-tessera_session");
+        assert_eq!(
+            (
+                s.argon2_memory_kib,
+                s.argon2_iterations,
+                s.argon2_parallelism
+            ),
+            (19456, 2, 1)
+        );
+    }
+
+    #[test]
+    fn contract_duration_forms_parse() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            parse_duration("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_in_one_line() {
+        let e = Settings::from_pairs(&[("session_idle_timeout", "soon")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_SESSION_IDLE_TIMEOUT"), "{e}");
+        assert!(e.0.contains("90s"), "{e}");
+        assert!(!e.0.contains('\n'));
+        let e = Settings::from_pairs(&[("cookie_samesite", "sometimes")]).unwrap_err();
+        assert!(
+            e.0.contains("TESSERA_COOKIE_SAMESITE") && e.0.contains("Strict"),
+            "{e}"
+        );
+        let e = Settings::from_pairs(&[("session_idle_timeout", "31d")]).unwrap_err();
+        assert!(
+            e.0.contains("no longer than session_absolute_timeout"),
+            "{e}"
+        );
+        let e = Settings::from_pairs(&[("sesion_idle_timeout", "1h")]).unwrap_err();
+        assert!(
+            e.0.contains("unknown setting TESSERA_SESION_IDLE_TIMEOUT"),
+            "{e}"
+        );
+        let e = Settings::from_pairs(&[("public_url", "ftp://example.com")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_PUBLIC_URL"), "{e}");
+        let e = Settings::from_pairs(&[("argon2_memory_kib", "64")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_ARGON2_MEMORY_KIB"), "{e}");
+    }
+
+    #[test]
+    fn insecure_cookie_mode_drops_the_host_prefix_and_forbids_samesite_none() {
+        let s = Settings::from_pairs(&[("cookie_secure", "false")]).unwrap();
+        assert_eq!(s.session_cookie_name(), "tessera_session");
+        assert!(
+            Settings::from_pairs(&[("cookie_secure", "false"), ("cookie_samesite", "None")])
+                .is_err()
+        );
+        let s = Settings::from_pairs(&[("cookie_samesite", "strict")]).unwrap();
+        assert_eq!(s.cookie_samesite, SameSite::Strict);
+    }
+
+    #[test]
+    fn public_url_origin_drops_default_ports_and_paths() {
+        let p = parse_public_url("https://Auth.Example.com:443/base/").unwrap();
+        assert_eq!(p.origin, "https://auth.example.com");
+        assert!(p.is_https && !p.is_loopback);
+        let p = parse_public_url("http://127.0.0.1:9000").unwrap();
+        assert_eq!(p.origin, "http://127.0.0.1:9000");
+        assert!(p.is_loopback);
+        assert!(parse_public_url("https://example.com/?q=1").is_none());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn layers_override_in_order_file_env_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tessera.toml",
+                "addr = \"127.0.0.1:9001\"\nsession_idle_timeout = \"1h\"\ncookie_secure = false\n",
+            )?;
+            jail.set_env("TESSERA_ADDR", "127.0.0.1:9002");
+            let s = Settings::load(None, &Flags::default()).unwrap();
+            assert_eq!(s.addr.port(), 9002);
+            assert_eq!(s.session_idle_timeout, Duration::from_secs(3600));
+            assert!(!s.cookie_secure);
+            let flags = Flags {
+                addr: Some("127.0.0.1:9003".into()),
+                ..Flags::default()
+            };
+            let s = Settings::load(None, &flags).unwrap();
+            assert_eq!(s.addr.port(), 9003);
+            assert_eq!(s.public_url.origin, "http://localhost:9003");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,344 @@
+//! Accounts: users, their emails, roles and status.
+//!
+//! A user's id (`usr_…`) is permanent and is what sessions and tokens refer to;
+//! the email is only a login name, unique case-insensitively. Passwords are
+//! checked against the length policy *before* any hashing so an attacker cannot
+//! make the server hash megabytes. Role changes and suspension are recorded as
+//! change events so every cache (in this process and others) drops what it
+//! knew at once: a change shows at the user's very next request.
+
+use std::fmt;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::error::{CoreError, CoreResult};
+use super::events::Change;
+use super::secret::{is_id, new_id};
+use super::{Tessera, time::serde_rfc3339};
+use crate::store::UserQuery;
+
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 1024;
+const EMAIL_MAX_LEN: usize = 254;
+const ROLE_MAX_LEN: usize = 64;
+const MAX_ROLES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Suspended,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(UserStatus::Active),
+            "suspended" => Some(UserStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// The contract's user object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub status: UserStatus,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl User {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A password in memory: wiped on drop, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The length policy, checked before hashing.
+    pub fn check_policy(&self) -> CoreResult<()> {
+        let chars = self.0.chars().count();
+        if chars < PASSWORD_MIN_CHARS {
+            return Err(CoreError::Validation(format!(
+                "password must be at least {PASSWORD_MIN_CHARS} characters"
+            )));
+        }
+        if chars > PASSWORD_MAX_CHARS {
+            return Err(CoreError::Validation(format!(
+                "password must be at most {PASSWORD_MAX_CHARS} characters"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A syntactically acceptable email and its case-folded key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub display: String,
+    pub key: String,
+}
+
+/// Validates an email address with deliberately conservative rules: one `@`,
+/// a non-empty local part of at most 64 bytes, a dotted domain, no whitespace,
+/// control characters or the characters RFC 5322 only allows quoted. Unicode
+/// letters are allowed (RFC 6531); the key is the lowercase form.
+pub fn parse_email(raw: &str) -> CoreResult<Email> {
+    let invalid = |why: &str| CoreError::Validation(format!("email is not valid: {why}"));
+    let email = raw.trim();
+    if email.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if email.len() > EMAIL_MAX_LEN {
+        return Err(invalid("it is longer than 254 bytes"));
+    }
+    if email.chars().any(|c| {
+        c.is_whitespace() || c.is_control() || is_invisible(c) || "<>()[]\\,;:\"`".contains(c)
+    }) {
+        return Err(invalid("it contains a space, control or special character"));
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(invalid("it has no @"));
+    };
+    if local.is_empty() || local.len() > 64 || domain.contains('@') {
+        return Err(invalid("the part before @ is empty, too long or repeated"));
+    }
+    let labels_ok = domain.split('.').all(|label| {
+        !label.is_empty() && !label.starts_with('-') && !label.ends_with('-') && label.len() <= 63
+    });
+    if !domain.contains('.') || !labels_ok {
+        return Err(invalid("the domain is not a dotted host name"));
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(invalid("the part before @ has misplaced dots"));
+    }
+    Ok(Email {
+        display: email.to_owned(),
+        key: email.to_lowercase(),
+    })
+}
+
+/// Invisible formatting characters (bidi overrides, zero-width joiners, soft
+/// hyphen, BOM) that would let two different addresses look identical.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Role names: short, lowercase ASCII letters, digits, `_`, `-`, `:` and `.`.
+pub fn validate_roles(roles: &[String]) -> CoreResult<Vec<String>> {
+    if roles.len() > MAX_ROLES {
+        return Err(CoreError::Validation(format!(
+            "at most {MAX_ROLES} roles are allowed"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(roles.len());
+    for role in roles {
+        let ok = !role.is_empty()
+            && role.len() <= ROLE_MAX_LEN
+            && role.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'_' | b'-' | b':' | b'.')
+            });
+        if !ok {
+            return Err(CoreError::Validation(format!(
+                "role {role:?} is not valid: use 1 to 64 of a-z 0-9 _ - : ."
+            )));
+        }
+        if !out.contains(role) {
+            out.push(role.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// What it takes to create an account.
+#[derive(Debug)]
+pub struct NewAccount {
+    pub email: String,
+    pub password: Password,
+    pub roles: Vec<String>,
+}
+
+impl Tessera {
+    /// Creates an account. Validation happens before the (expensive) hash.
+    pub async fn register(&self, new: NewAccount) -> CoreResult<User> {
+        let email = parse_email(&new.email)?;
+        new.password.check_policy()?;
+        let roles = validate_roles(&new.roles)?;
+        if self
+            .stores
+            .users
+            .credentials_by_email(&email.key)
+            .await?
+            .is_some()
+        {
+            return Err(CoreError::Conflict(
+                "an account with this email already exists",
+            ));
+        }
+        let password_hash = self.passwords.hash(new.password).await?;
+        let user = User {
+            id: new_id("usr"),
+            email: email.display,
+            roles,
+            status: UserStatus::Active,
+            created_at: self.now(),
+        };
+        self.stores
+            .users
+            .insert_user(&user, &email.key, &password_hash)
+            .await
+            .map_err(|e| match CoreError::from(e) {
+                CoreError::Conflict(_) => {
+                    CoreError::Conflict("an account with this email already exists")
+                }
+                other => other,
+            })?;
+        tracing::info!(user_id = %user.id, "account created");
+        Ok(user)
+    }
+
+    pub async fn user(&self, id: &str) -> CoreResult<User> {
+        if !is_id("usr", id) {
+            return Err(CoreError::NotFound("no such user"));
+        }
+        self.stores
+            .users
+            .user_by_id(id)
+            .await?
+            .map(|u| (*u).clone())
+            .ok_or(CoreError::NotFound("no such user"))
+    }
+
+    pub async fn list_users(&self, query: &UserQuery) -> CoreResult<Vec<User>> {
+        Ok(self.stores.users.list_users(query).await?)
+    }
+
+    /// Replaces a user's roles. Live sessions see the new roles at their next
+    /// request.
+    pub async fn set_roles(&self, id: &str, roles: &[String]) -> CoreResult<User> {
+        let roles = validate_roles(roles)?;
+        let now = self.now();
+        if !self.stores.users.set_roles(id, &roles, now).await? {
+            return Err(CoreError::NotFound("no such user"));
+        }
+        self.publish(Change::UserChanged {
+            user_id: id.to_owned(),
+        })
+        .await?;
+        tracing::info!(user_id = %id, "roles changed");
+        self.user(id).await
+    }
+
+    /// Suspends or reactivates a user. Suspension ends every session at once.
+    pub async fn set_status(&self, id: &str, status: UserStatus) -> CoreResult<User> {
+        let now = self.now();
+        if !self.stores.users.set_status(id, status, now).await? {
+            return Err(CoreError::NotFound("no such user"));
+        }
+        if status == UserStatus::Suspended {
+            self.stores.sessions.delete_user_sessions(id).await?;
+        }
+        self.publish(Change::UserChanged {
+            user_id: id.to_owned(),
+        })
+        .await?;
+        tracing::info!(user_id = %id, status = status.as_str(), "status changed");
+        self.user(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_validated_and_case_folded() {
+        let e = parse_email("  Alice.Smith@Example.COM ").unwrap();
+        assert_eq!(e.display, "Alice.Smith@Example.COM");
+        assert_eq!(e.key, "alice.smith@example.com");
+        assert!(parse_email("o'brien@example.com").is_ok());
+        assert!(parse_email("ünïcødé@exämple.org").is_ok());
+        for bad in [
+            "",
+            "plain",
+            "a@b",
+            "a@@b.com",
+            "@example.com",
+            "a b@example.com",
+            "a@exa mple.com",
+            "x'; DROP TABLE users;--@example.com",
+            "' OR 1=1 --@example.com",
+            "a\u{0}@example.com",
+            "a\u{202e}@example.com",
+            ".a@example.com",
+            "a..b@example.com",
+            "a@-example.com",
+            "a@example..com",
+        ] {
+            assert!(parse_email(bad).is_err(), "{bad:?} should be refused");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        assert!(parse_email(&long_local).is_err());
+    }
+
+    #[test]
+    fn password_policy_counts_characters_not_bytes() {
+        assert!(Password::new("1234567".into()).check_policy().is_err());
+        assert!(Password::new("12345678".into()).check_policy().is_ok());
+        assert!(Password::new("é".repeat(1024)).check_policy().is_ok());
+        assert!(Password::new("a".repeat(1025)).check_policy().is_err());
+        assert_eq!(
+            format!("{:?}", Password::new("hunter22".into())),
+            "[redacted]"
+        );
+    }
+
+    #[test]
+    fn roles_are_validated_and_deduplicated() {
+        let roles = validate_roles(&["admin".into(), "admin".into(), "billing:read".into()]);
+        assert_eq!(roles.unwrap(), vec!["admin", "billing:read"]);
+        assert!(validate_roles(&["Admin".into()]).is_err());
+        assert!(validate_roles(&["a,b".into()]).is_err());
+        assert!(validate_roles(&[String::new()]).is_err());
+    }
+}

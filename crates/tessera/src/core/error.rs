@@ -1,0 +1,46 @@
+//! The core's one error type: what went wrong, in the contract's terms, with no
+//! HTTP in it. The HTTP layer maps each variant to a status and code in one place.
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// Wrong email or password; deliberately does not say which.
+    #[error("the email or password is incorrect")]
+    InvalidCredentials,
+    /// No valid session or token was presented.
+    #[error("authentication is required")]
+    Unauthenticated,
+    #[error("this account is suspended")]
+    AccountSuspended,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// Input that is well-formed but not acceptable (bad email, short password).
+    #[error("{0}")]
+    Validation(String),
+    /// The password hashing pool's queue is full: shed load instead of queueing
+    /// without bound.
+    #[error("the server is busy, try again shortly")]
+    Busy,
+    /// A store failed; the request fails closed.
+    #[error("a backing store is unavailable")]
+    Unavailable,
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => CoreError::Conflict("the resource already exists"),
+            StoreError::Backend(detail) => {
+                tracing::error!(error = %detail, "store operation failed");
+                CoreError::Unavailable
+            }
+        }
+    }
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;

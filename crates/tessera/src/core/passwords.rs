@@ -1,0 +1,261 @@
+//! Password hashing on a bounded pool.
+//!
+//! argon2id is meant to be slow and memory-hungry (19 MiB per hash by default),
+//! so it runs on a fixed number of dedicated threads fed by a bounded queue:
+//! a flood of logins waits in the queue, and beyond it gets
+//! [`CoreError::Busy`] (503) at once. Memory use is therefore capped at
+//! `threads × m_cost` no matter the load, and the async runtime is never
+//! blocked. Unknown emails are verified against a dummy hash made with the same
+//! parameters so they cost the same time as a wrong password.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::oneshot;
+
+use super::accounts::Password;
+use super::error::{CoreError, CoreResult};
+
+/// argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashParams {
+    /// OWASP's first recommended argon2id configuration.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl HashParams {
+    fn argon2(&self) -> Result<Argon2<'static>, argon2::Error> {
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+}
+
+/// Size of the hashing pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSize {
+    pub threads: usize,
+    /// Jobs that may wait for a thread before new ones are refused.
+    pub queue: usize,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of threads with a bounded queue.
+pub struct HashPool {
+    sender: mpsc::SyncSender<Job>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl HashPool {
+    pub fn new(size: PoolSize) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::sync_channel::<Job>(size.queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..size.threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            std::thread::Builder::new()
+                .name(format!("tessera-hash-{n}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match receiver.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // pool dropped
+                        }
+                    }
+                })?;
+        }
+        Ok(Self {
+            sender,
+            queued: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Jobs accepted but not yet finished.
+    pub fn depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` on the pool, or refuses at once with `Busy` when full.
+    pub async fn run<R, F>(&self, work: F) -> CoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let queued = Arc::clone(&self.queued);
+        queued.fetch_add(1, Ordering::Relaxed);
+        let job: Job = Box::new(move || {
+            let out = work();
+            queued.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(out);
+        });
+        if self.sender.try_send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(CoreError::Busy);
+        }
+        rx.await.map_err(|_| CoreError::Unavailable)
+    }
+}
+
+/// Hashes and verifies passwords with argon2id on a [`HashPool`].
+pub struct PasswordHasher {
+    params: HashParams,
+    pool: HashPool,
+    dummy_hash: String,
+}
+
+impl PasswordHasher {
+    pub fn new(params: HashParams, size: PoolSize) -> anyhow::Result<Self> {
+        let argon2 = params
+            .argon2()
+            .map_err(|e| anyhow::anyhow!("argon2 parameters rejected: {e}"))?;
+        let dummy = super::secret::BearerSecret::generate();
+        let dummy_hash: PasswordHash = argon2
+            .hash_password(dummy.expose().as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot make the dummy hash: {e}"))?;
+        let dummy_hash = dummy_hash.to_string();
+        Ok(Self {
+            params,
+            pool: HashPool::new(size)?,
+            dummy_hash,
+        })
+    }
+
+    pub fn pool(&self) -> &HashPool {
+        &self.pool
+    }
+
+    pub async fn hash(&self, password: Password) -> CoreResult<String> {
+        let params = self.params;
+        self.pool
+            .run(move || {
+                let argon2 = params.argon2().map_err(|_| CoreError::Unavailable)?;
+                let hash: PasswordHash = argon2
+                    .hash_password(password.expose().as_bytes())
+                    .map_err(|_| CoreError::Unavailable)?;
+                Ok(hash.to_string())
+            })
+            .await?
+    }
+
+    /// Verifies `password` against `stored`, or against the dummy hash when
+    /// there is no stored hash (unknown account), which always fails.
+    pub async fn verify(&self, password: Password, stored: Option<String>) -> CoreResult<bool> {
+        let real = stored.is_some();
+        let phc = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        let params = self.params;
+        let matched = self
+            .pool
+            .run(move || {
+                let Ok(parsed) = PasswordHash::new(&phc) else {
+                    tracing::error!("a stored password hash cannot be parsed");
+                    return false;
+                };
+                let Ok(argon2) = params.argon2() else {
+                    return false;
+                };
+                argon2
+                    .verify_password(password.expose().as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .await?;
+        Ok(real && matched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cheap() -> HashParams {
+        HashParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_unknown_accounts_never_match() {
+        let h = PasswordHasher::new(
+            cheap(),
+            PoolSize {
+                threads: 1,
+                queue: 4,
+            },
+        )
+        .unwrap();
+        let phc = h.hash(Password::new("correct horse".into())).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert!(
+            h.verify(Password::new("correct horse".into()), Some(phc.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(Password::new("wrong horse!".into()), Some(phc))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !h.verify(Password::new("anything at all".into()), None)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let pool = HashPool::new(PoolSize {
+            threads: 1,
+            queue: 1,
+        })
+        .unwrap();
+        let pool = Arc::new(pool);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        // One job occupies the thread, one waits in the queue.
+        let mut running = Vec::new();
+        for _ in 0..2 {
+            let pool = Arc::clone(&pool);
+            let rx = Arc::clone(&release_rx);
+            running.push(tokio::spawn(async move {
+                pool.run(move || {
+                    let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                })
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(pool.depth(), 2);
+        let refused = pool.run(|| ()).await;
+        assert!(matches!(refused, Err(CoreError::Busy)));
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        for job in running {
+            job.await.unwrap().unwrap();
+        }
+        assert_eq!(pool.depth(), 0);
+        pool.run(|| ()).await.unwrap();
+    }
+}

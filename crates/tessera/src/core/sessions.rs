@@ -1,0 +1,327 @@
+//! Stateful browser sessions.
+//!
+//! What this module guarantees:
+//! - **Opaque, unguessable ids.** The cookie holds 256 random bits; the store
+//!   keeps only their SHA-256, and the public `ses_…` id shown in lists is a
+//!   different random value, so listing sessions reveals no cookie.
+//! - **No fixation.** A login always creates a new session, and a session the
+//!   login request already carried is destroyed first.
+//! - **Two expiries.** A session dies after `idle` without use or after
+//!   `absolute` since login, whichever comes first; both are decided from the
+//!   injected clock. `last_seen_at` is written at most once per `touch_every`,
+//!   so a plain check is a read (usually a cache hit), not a write.
+//! - **Fresh authority.** The user's roles and status are read (through the
+//!   user cache, which change events keep coherent) on every request, so a role
+//!   change or suspension shows at the next request.
+//! - **Same answer for unknown emails and wrong passwords**, in about the same
+//!   time: an unknown email is checked against a dummy hash.
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+use super::Tessera;
+use super::accounts::{Password, User, UserStatus, parse_email};
+use super::error::{CoreError, CoreResult};
+use super::events::Change;
+use super::secret::{BearerSecret, SecretHash, is_id, new_id};
+
+/// Session lifetimes, validated by the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub absolute: Duration,
+    /// Minimum time between two `last_seen_at` writes for one session.
+    pub touch_every: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle: Duration::hours(2),
+            absolute: Duration::days(30),
+            touch_every: Duration::minutes(1),
+        }
+    }
+}
+
+/// A session as stored. `token_hash` is the SHA-256 of the cookie value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token_hash: SecretHash,
+    pub id: String,
+    pub user_id: String,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    /// Absolute expiry.
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Whether a session may be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Usable; `touch` says `last_seen_at` is old enough to be written again.
+    Live {
+        touch: bool,
+    },
+    Expired,
+}
+
+impl SessionPolicy {
+    pub fn idle_expires_at(&self, s: &SessionRecord) -> OffsetDateTime {
+        (s.last_seen_at + self.idle).min(s.expires_at)
+    }
+
+    pub fn liveness(&self, s: &SessionRecord, now: OffsetDateTime) -> Liveness {
+        if now >= self.idle_expires_at(s) {
+            return Liveness::Expired;
+        }
+        Liveness::Live {
+            touch: now - s.last_seen_at >= self.touch_every,
+        }
+    }
+}
+
+/// Where a request came from, recorded on the session for the user's own list.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A verified session and its user, as read for this request.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user: Arc<User>,
+    pub session: Arc<SessionRecord>,
+}
+
+/// A session just created: the secret goes into the cookie and nowhere else.
+#[derive(Debug)]
+pub struct NewSession {
+    pub secret: BearerSecret,
+    pub auth: Authenticated,
+}
+
+/// The CSRF token of a session, derived from its cookie value.
+pub fn csrf_token_for(secret: &BearerSecret) -> String {
+    secret.derive("csrf")
+}
+
+impl Tessera {
+    /// Checks credentials and starts a session. `replacing` is the session the
+    /// request already carried: it is destroyed before anything else happens.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: Password,
+        replacing: Option<&BearerSecret>,
+        client: ClientInfo,
+    ) -> CoreResult<NewSession> {
+        if let Some(old) = replacing {
+            self.end_session_by_secret(old).await?;
+        }
+        let user = self.check_credentials(email, password).await?;
+        let now = self.now();
+        let secret = BearerSecret::generate();
+        let record = SessionRecord {
+            token_hash: secret.hash(),
+            id: new_id("ses"),
+            user_id: user.id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.policy.sessions.absolute,
+            ip: client.ip,
+            user_agent: client.user_agent,
+        };
+        self.stores.sessions.insert_session(&record).await?;
+        tracing::info!(user_id = %user.id, session = %record.id, "session started");
+        Ok(NewSession {
+            secret,
+            auth: Authenticated {
+                user: Arc::new(user),
+                session: Arc::new(record),
+            },
+        })
+    }
+
+    /// Verifies email and password; the shared first step of every password
+    /// login. Unknown emails cost the same hash as known ones.
+    pub async fn check_credentials(&self, email: &str, password: Password) -> CoreResult<User> {
+        password.check_policy()?;
+        let found = match parse_email(email) {
+            Ok(email) => self.stores.users.credentials_by_email(&email.key).await?,
+            Err(_) => None,
+        };
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let matches = self.passwords.verify(password, hash).await?;
+        match user {
+            Some(user) if matches => {
+                if user.status == UserStatus::Suspended {
+                    return Err(CoreError::AccountSuspended);
+                }
+                Ok(user)
+            }
+            _ => Err(CoreError::InvalidCredentials),
+        }
+    }
+
+    /// The per-request check: is this cookie a live session, and whose?
+    pub async fn authenticate_session(&self, secret: &BearerSecret) -> CoreResult<Authenticated> {
+        let hash = secret.hash();
+        let Some(mut session) = self.stores.sessions.session_by_hash(&hash).await? else {
+            return Err(CoreError::Unauthenticated);
+        };
+        let now = self.now();
+        match self.policy.sessions.liveness(&session, now) {
+            Liveness::Expired => {
+                if let Err(e) = self.stores.sessions.delete_session_by_hash(&hash).await {
+                    tracing::warn!(error = %e, "could not delete an expired session");
+                }
+                return Err(CoreError::Unauthenticated);
+            }
+            Liveness::Live { touch: true } => {
+                match self.stores.sessions.touch_session(&hash, now).await {
+                    Ok(Some(fresh)) => session = fresh,
+                    Ok(None) => return Err(CoreError::Unauthenticated),
+                    Err(e) => tracing::warn!(error = %e, "could not record session activity"),
+                }
+            }
+            Liveness::Live { touch: false } => {}
+        }
+        let user = self
+            .stores
+            .users
+            .user_by_id(&session.user_id)
+            .await?
+            .ok_or(CoreError::Unauthenticated)?;
+        if user.status != UserStatus::Active {
+            return Err(CoreError::Unauthenticated);
+        }
+        Ok(Authenticated { user, session })
+    }
+
+    /// Ends the session the caller is using (logout).
+    pub async fn logout(&self, auth: &Authenticated) -> CoreResult<()> {
+        self.stores
+            .sessions
+            .delete_session_by_hash(&auth.session.token_hash)
+            .await?;
+        self.publish(Change::SessionRevoked {
+            user_id: auth.user.id.clone(),
+            session_id: auth.session.id.clone(),
+            token_hash: auth.session.token_hash,
+        })
+        .await
+    }
+
+    async fn end_session_by_secret(&self, secret: &BearerSecret) -> CoreResult<()> {
+        if let Some(old) = self
+            .stores
+            .sessions
+            .delete_session_by_hash(&secret.hash())
+            .await?
+        {
+            self.publish(Change::SessionRevoked {
+                user_id: old.user_id,
+                session_id: old.id,
+                token_hash: old.token_hash,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn sessions_of(&self, user_id: &str) -> CoreResult<Vec<SessionRecord>> {
+        let now = self.now();
+        let mut sessions = self.stores.sessions.sessions_of_user(user_id).await?;
+        sessions.retain(|s| matches!(self.policy.sessions.liveness(s, now), Liveness::Live { .. }));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(sessions)
+    }
+
+    /// Revokes one of the user's own sessions; `NotFound` if it is not theirs.
+    pub async fn revoke_session(&self, user_id: &str, session_id: &str) -> CoreResult<()> {
+        let not_found = CoreError::NotFound("no such session");
+        if !is_id("ses", session_id) {
+            return Err(not_found);
+        }
+        let Some(deleted) = self
+            .stores
+            .sessions
+            .delete_user_session(user_id, session_id)
+            .await?
+        else {
+            return Err(not_found);
+        };
+        tracing::info!(user_id = %user_id, session = %session_id, "session revoked");
+        self.publish(Change::SessionRevoked {
+            user_id: deleted.user_id,
+            session_id: deleted.id,
+            token_hash: deleted.token_hash,
+        })
+        .await
+    }
+
+    /// Ends every session of the user.
+    pub async fn logout_all(&self, user_id: &str) -> CoreResult<()> {
+        let n = self.stores.sessions.delete_user_sessions(user_id).await?;
+        tracing::info!(user_id = %user_id, sessions = n, "all sessions revoked");
+        self.publish(Change::UserSessionsRevoked {
+            user_id: user_id.to_owned(),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(now: OffsetDateTime) -> SessionRecord {
+        SessionRecord {
+            token_hash: SecretHash([0; 32]),
+            id: "ses_x".into(),
+            user_id: "usr_x".into(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + Duration::days(30),
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn idle_expiry_counts_from_last_use() {
+        let p = SessionPolicy::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(10_000);
+        let mut s = record(t0);
+        assert_eq!(p.liveness(&s, t0), Liveness::Live { touch: false });
+        assert_eq!(
+            p.liveness(&s, t0 + Duration::minutes(1)),
+            Liveness::Live { touch: true }
+        );
+        assert_eq!(p.liveness(&s, t0 + Duration::hours(2)), Liveness::Expired);
+        s.last_seen_at = t0 + Duration::hours(1);
+        assert_eq!(
+            p.liveness(&s, t0 + Duration::hours(2)),
+            Liveness::Live { touch: true }
+        );
+    }
+
+    #[test]
+    fn absolute_expiry_wins_over_activity() {
+        let p = SessionPolicy::default();
+        let t0 = OffsetDateTime::UNIX_EPOCH + Duration::days(10_000);
+        let mut s = record(t0);
+        s.last_seen_at = t0 + Duration::days(30) - Duration::minutes(1);
+        assert_eq!(p.idle_expires_at(&s), s.expires_at);
+        assert_eq!(p.liveness(&s, t0 + Duration::days(30)), Liveness::Expired);
+    }
+}

@@ -1,0 +1,120 @@
+//! Request extractors whose every rejection is a contract error: bodies as
+//! JSON (and, where the contract allows, form-encoded), and who is calling
+//! from where.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::core::sessions::ClientInfo;
+
+/// Largest request body accepted (the contract's 64 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// A JSON body.
+pub struct Json<T>(pub T);
+
+/// A JSON or `application/x-www-form-urlencoded` body.
+pub struct JsonOrForm<T>(pub T);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+}
+
+fn body_kind(req: &Request) -> Option<BodyKind> {
+    let ct = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct.split(';').next()?.trim().to_ascii_lowercase();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        Some(BodyKind::Json)
+    } else if mime == "application/x-www-form-urlencoded" {
+        Some(BodyKind::Form)
+    } else {
+        None
+    }
+}
+
+async fn read_body<T: DeserializeOwned, S: Send + Sync>(
+    req: Request,
+    state: &S,
+    allow_form: bool,
+) -> Result<T, ApiError> {
+    let kind = match body_kind(&req) {
+        Some(BodyKind::Form) if !allow_form => None,
+        other => other,
+    };
+    let Some(kind) = kind else {
+        return Err(ApiError::unsupported_media_type(if allow_form {
+            "send the body as application/json or application/x-www-form-urlencoded"
+        } else {
+            "send the body as application/json"
+        }));
+    };
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large()
+        } else {
+            ApiError::invalid_request("the request body could not be read")
+        }
+    })?;
+    match kind {
+        BodyKind::Json => serde_json::from_slice(&bytes).map_err(|e| {
+            if e.is_data() {
+                ApiError::validation(format!("the JSON body does not fit: {e}"))
+            } else {
+                ApiError::invalid_request("the body is not valid JSON")
+            }
+        }),
+        BodyKind::Form => serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| ApiError::validation(format!("the form body does not fit: {e}"))),
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, state, false).await.map(Json)
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, state, true).await.map(JsonOrForm)
+    }
+}
+
+/// The caller's address and user agent, as recorded on sessions.
+pub struct Client(pub ClientInfo);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| {
+                ua.chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_USER_AGENT_CHARS)
+                    .collect::<String>()
+            })
+            .filter(|ua| !ua.is_empty());
+        Ok(Client(ClientInfo { ip, user_agent }))
+    }
+}

@@ -1,0 +1,55 @@
+//! The HTTP layer: parsing, limits, CSRF, error mapping. Handlers are thin and
+//! call the core; nothing here knows about SQL.
+
+pub mod api;
+pub mod caller;
+pub mod cookies;
+pub mod csrf;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+
+use crate::config::Settings;
+use crate::core::Tessera;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Arc<Tessera>,
+    pub settings: Arc<Settings>,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(api::health::healthz))
+        .route("/readyz", get(api::health::readyz))
+        .route("/v1/accounts", post(api::accounts::register))
+        .route(
+            "/v1/sessions",
+            post(api::sessions::login).get(api::sessions::list),
+        )
+        .route(
+            "/v1/session",
+            get(api::sessions::current).delete(api::sessions::logout),
+        )
+        .route("/v1/sessions/{id}", delete(api::sessions::revoke))
+        .route("/v1/logout-all", post(api::sessions::logout_all))
+        .route("/v1/me", get(api::identity::me))
+        .route("/v1/verify", get(api::identity::verify))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(middleware::contract_errors))
+        .layer(axum::middleware::from_fn(middleware::request_limits))
+        .layer(middleware::trace_layer())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .with_state(state)
+}

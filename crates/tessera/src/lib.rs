@@ -1,0 +1,13 @@
+//! Tessera: an authentication server doing sessions, JWTs and cookies right.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library, so the
+//! integration tests build the very same application in-process.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod store;

@@ -1,0 +1,205 @@
+//! Bounded in-process caches in front of the hot reads.
+//!
+//! A session check is `SHA-256(cookie)` → session → user. Both lookups go
+//! through these wrappers, so the common case touches no database. They evict
+//! on their own writes, and as [`ChangeListener`]s they also apply the change
+//! log, which covers writes made by other processes and closes the small race
+//! where a read that started before a delete re-inserts a stale entry.
+//! Freshness (expiry) is never decided here: the core checks every session it
+//! gets against its own clock.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use quick_cache::sync::Cache;
+use time::OffsetDateTime;
+
+use super::{SessionStore, StoreResult, UserQuery, UserStore};
+use crate::core::accounts::{User, UserStatus};
+use crate::core::events::{Change, ChangeListener};
+use crate::core::secret::SecretHash;
+use crate::core::sessions::SessionRecord;
+
+/// Caches sessions by the hash of their cookie value.
+pub struct CachingSessionStore {
+    inner: Arc<dyn SessionStore>,
+    cache: Cache<SecretHash, Arc<SessionRecord>>,
+}
+
+impl CachingSessionStore {
+    pub fn new(inner: Arc<dyn SessionStore>, capacity: usize) -> Self {
+        Self {
+            inner,
+            cache: Cache::new(capacity.max(1)),
+        }
+    }
+
+    fn evict_where(&self, doomed: impl Fn(&SessionRecord) -> bool) {
+        self.cache.retain(|_, s| !doomed(s));
+    }
+}
+
+#[async_trait]
+impl SessionStore for CachingSessionStore {
+    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        self.inner.insert_session(session).await?;
+        self.cache
+            .insert(session.token_hash, Arc::new(session.clone()));
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>> {
+        if let Some(hit) = self.cache.get(hash) {
+            return Ok(Some(hit));
+        }
+        let found = self.inner.session_by_hash(hash).await?;
+        if let Some(s) = &found {
+            self.cache.insert(*hash, Arc::clone(s));
+        }
+        Ok(found)
+    }
+
+    async fn touch_session(
+        &self,
+        hash: &SecretHash,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Arc<SessionRecord>>> {
+        let fresh = self.inner.touch_session(hash, at).await?;
+        match &fresh {
+            Some(s) => self.cache.insert(*hash, Arc::clone(s)),
+            None => {
+                self.cache.remove(hash);
+            }
+        }
+        Ok(fresh)
+    }
+
+    async fn delete_session_by_hash(
+        &self,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<SessionRecord>> {
+        self.cache.remove(hash);
+        self.inner.delete_session_by_hash(hash).await
+    }
+
+    async fn delete_user_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let deleted = self.inner.delete_user_session(user_id, session_id).await?;
+        if let Some(s) = &deleted {
+            self.cache.remove(&s.token_hash);
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+        let n = self.inner.delete_user_sessions(user_id).await?;
+        self.evict_where(|s| s.user_id == user_id);
+        Ok(n)
+    }
+
+    async fn sessions_of_user(&self, user_id: &str) -> StoreResult<Vec<SessionRecord>> {
+        self.inner.sessions_of_user(user_id).await
+    }
+
+    async fn delete_expired(
+        &self,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        self.inner.delete_expired(now, idle_cutoff).await
+    }
+}
+
+impl ChangeListener for CachingSessionStore {
+    fn on_change(&self, change: &Change) {
+        match change {
+            Change::SessionRevoked { token_hash, .. } => {
+                self.cache.remove(token_hash);
+            }
+            Change::UserSessionsRevoked { user_id } => self.evict_where(|s| &s.user_id == user_id),
+            Change::UserChanged { .. } => {}
+        }
+    }
+
+    fn forget_all(&self) {
+        self.cache.clear();
+    }
+}
+
+/// Caches users by id (roles and status are read on every request).
+pub struct CachingUserStore {
+    inner: Arc<dyn UserStore>,
+    cache: Cache<String, Arc<User>>,
+}
+
+impl CachingUserStore {
+    pub fn new(inner: Arc<dyn UserStore>, capacity: usize) -> Self {
+        Self {
+            inner,
+            cache: Cache::new(capacity.max(1)),
+        }
+    }
+}
+
+#[async_trait]
+impl UserStore for CachingUserStore {
+    async fn insert_user(
+        &self,
+        user: &User,
+        email_key: &str,
+        password_hash: &str,
+    ) -> StoreResult<()> {
+        self.inner.insert_user(user, email_key, password_hash).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<Arc<User>>> {
+        if let Some(hit) = self.cache.get(id) {
+            return Ok(Some(hit));
+        }
+        let found = self.inner.user_by_id(id).await?;
+        if let Some(u) = &found {
+            self.cache.insert(id.to_owned(), Arc::clone(u));
+        }
+        Ok(found)
+    }
+
+    async fn credentials_by_email(&self, email_key: &str) -> StoreResult<Option<(User, String)>> {
+        self.inner.credentials_by_email(email_key).await
+    }
+
+    async fn list_users(&self, query: &UserQuery) -> StoreResult<Vec<User>> {
+        self.inner.list_users(query).await
+    }
+
+    async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
+        let changed = self.inner.set_roles(id, roles, at).await;
+        self.cache.remove(id);
+        changed
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        status: UserStatus,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let changed = self.inner.set_status(id, status, at).await;
+        self.cache.remove(id);
+        changed
+    }
+}
+
+impl ChangeListener for CachingUserStore {
+    fn on_change(&self, change: &Change) {
+        if let Change::UserChanged { user_id } = change {
+            self.cache.remove(user_id);
+        }
+    }
+
+    fn forget_all(&self) {
+        self.cache.clear();
+    }
+}

@@ -1,0 +1,424 @@
+//! The embedded store: SQLite through sqlx.
+//!
+//! WAL mode so readers never wait for the writer; `synchronous = FULL` so a
+//! committed write survives a power cut; all writes go through a single
+//! connection so concurrent writers queue in the pool instead of failing with
+//! `SQLITE_BUSY`, while reads use a separate pool. The schema is embedded in
+//! the binary and migrated at start.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, query};
+use time::OffsetDateTime;
+
+use super::{
+    EventStore, Health, SessionStore, StoreError, StoreResult, Stores, UserQuery, UserStore,
+};
+use crate::core::accounts::{User, UserStatus};
+use crate::core::events::Change;
+use crate::core::secret::SecretHash;
+use crate::core::sessions::SessionRecord;
+use crate::core::time::{from_millis, to_millis};
+
+const READ_CONNECTIONS: u32 = 4;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// SQLite-backed implementation of every store trait.
+#[derive(Clone)]
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict;
+    }
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database at `url`
+    /// (`sqlite://path` or `sqlite:path`).
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("bad SQLite URL: {e}")))?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(base.clone().create_if_missing(true))
+            .await
+            .map_err(backend)?;
+        MIGRATOR
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(backend)?;
+        Ok(Self { read, write })
+    }
+
+    /// The four store roles, all served by this database.
+    pub fn stores(self) -> Stores {
+        let this = Arc::new(self);
+        Stores {
+            users: this.clone(),
+            sessions: this.clone(),
+            events: this.clone(),
+            health: this,
+        }
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    let roles: String = row.try_get("roles").map_err(backend)?;
+    let status: String = row.try_get("status").map_err(backend)?;
+    Ok(User {
+        id: row.try_get("id").map_err(backend)?,
+        email: row.try_get("email").map_err(backend)?,
+        roles: serde_json::from_str(&roles)
+            .map_err(|e| StoreError::Backend(format!("bad roles column: {e}")))?,
+        status: UserStatus::parse(&status)
+            .ok_or_else(|| StoreError::Backend(format!("bad status column: {status}")))?,
+        created_at: from_millis(row.try_get("created_at").map_err(backend)?),
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
+    let hash: Vec<u8> = row.try_get("token_hash").map_err(backend)?;
+    Ok(SessionRecord {
+        token_hash: SecretHash::from_slice(&hash)
+            .ok_or_else(|| StoreError::Backend("bad token_hash column".into()))?,
+        id: row.try_get("id").map_err(backend)?,
+        user_id: row.try_get("user_id").map_err(backend)?,
+        created_at: from_millis(row.try_get("created_at").map_err(backend)?),
+        last_seen_at: from_millis(row.try_get("last_seen_at").map_err(backend)?),
+        expires_at: from_millis(row.try_get("expires_at").map_err(backend)?),
+        ip: row.try_get("ip").map_err(backend)?,
+        user_agent: row.try_get("user_agent").map_err(backend)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, email, roles, status, created_at";
+const SESSION_COLUMNS: &str =
+    "token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent";
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(
+        &self,
+        user: &User,
+        email_key: &str,
+        password_hash: &str,
+    ) -> StoreResult<()> {
+        let roles =
+            serde_json::to_string(&user.roles).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let at = to_millis(user.created_at);
+        query(
+            "INSERT INTO users (id, email, email_key, password_hash, roles, status, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(email_key)
+        .bind(password_hash)
+        .bind(roles)
+        .bind(user.status.as_str())
+        .bind(at)
+        .bind(at)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<Arc<User>>> {
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        row.map(|r| user_from_row(&r).map(Arc::new)).transpose()
+    }
+
+    async fn credentials_by_email(&self, email_key: &str) -> StoreResult<Option<(User, String)>> {
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_key = ?"
+        )))
+        .bind(email_key)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let hash: String = r.try_get("password_hash").map_err(backend)?;
+                Ok(Some((user_from_row(&r)?, hash)))
+            }
+        }
+    }
+
+    async fn list_users(&self, q: &UserQuery) -> StoreResult<Vec<User>> {
+        let pattern = q.email_contains.as_deref().map(|s| {
+            let escaped = s
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let rows = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE (?1 IS NULL OR email_key LIKE ?1 ESCAPE '\\')
+               AND (?2 IS NULL OR id > ?2)
+             ORDER BY id LIMIT ?3"
+        )))
+        .bind(pattern)
+        .bind(q.after_id.as_deref())
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
+        let roles = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let done = query("UPDATE users SET roles = ?, updated_at = ? WHERE id = ?")
+            .bind(roles)
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        status: UserStatus,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let done = query("UPDATE users SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(s.token_hash.as_bytes())
+        .bind(&s.id)
+        .bind(&s.user_id)
+        .bind(to_millis(s.created_at))
+        .bind(to_millis(s.last_seen_at))
+        .bind(to_millis(s.expires_at))
+        .bind(s.ip.as_deref())
+        .bind(s.user_agent.as_deref())
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>> {
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?"
+        )))
+        .bind(hash.as_bytes())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
+    }
+
+    async fn touch_session(
+        &self,
+        hash: &SecretHash,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Arc<SessionRecord>>> {
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE token_hash = ?
+             RETURNING {SESSION_COLUMNS}"
+        )))
+        .bind(to_millis(at))
+        .bind(hash.as_bytes())
+        .fetch_optional(&self.write)
+        .await
+        .map_err(backend)?;
+        row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
+    }
+
+    async fn delete_session_by_hash(
+        &self,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM sessions WHERE token_hash = ? RETURNING {SESSION_COLUMNS}"
+        )))
+        .bind(hash.as_bytes())
+        .fetch_optional(&self.write)
+        .await
+        .map_err(backend)?;
+        row.map(|r| session_from_row(&r)).transpose()
+    }
+
+    async fn delete_user_session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM sessions WHERE id = ? AND user_id = ? RETURNING {SESSION_COLUMNS}"
+        )))
+        .bind(session_id)
+        .bind(user_id)
+        .fetch_optional(&self.write)
+        .await
+        .map_err(backend)?;
+        row.map(|r| session_from_row(&r)).transpose()
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
+        let done = query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn sessions_of_user(&self, user_id: &str) -> StoreResult<Vec<SessionRecord>> {
+        let rows = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at DESC"
+        )))
+        .bind(user_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn delete_expired(
+        &self,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let done = query("DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?")
+            .bind(to_millis(now))
+            .bind(to_millis(idle_cutoff))
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(&self, change: &Change, at: OffsetDateTime) -> StoreResult<()> {
+        query(
+            "INSERT INTO change_events (at, kind, user_id, session_id, token_hash)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(to_millis(at))
+        .bind(change.kind())
+        .bind(change.user_id())
+        .bind(change.session_id())
+        .bind(change.token_hash().map(|h| h.as_bytes().to_vec()))
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn after(&self, cursor: i64, limit: u32) -> StoreResult<Vec<(i64, Change)>> {
+        let rows = query(
+            "SELECT seq, kind, user_id, session_id, token_hash FROM change_events
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let seq: i64 = r.try_get("seq").map_err(backend)?;
+            let kind: String = r.try_get("kind").map_err(backend)?;
+            let user_id: String = r.try_get("user_id").map_err(backend)?;
+            let session_id: Option<String> = r.try_get("session_id").map_err(backend)?;
+            let token_hash: Option<Vec<u8>> = r.try_get("token_hash").map_err(backend)?;
+            let token_hash = token_hash.as_deref().and_then(SecretHash::from_slice);
+            match Change::from_parts(&kind, user_id, session_id, token_hash) {
+                Some(change) => out.push((seq, change)),
+                None => tracing::warn!(kind = %kind, "skipping a change event of unknown kind"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn latest_cursor(&self) -> StoreResult<i64> {
+        let row = query("SELECT coalesce(max(seq), 0) AS seq FROM change_events")
+            .fetch_one(&self.read)
+            .await
+            .map_err(backend)?;
+        row.try_get("seq").map_err(backend)
+    }
+
+    async fn prune(&self, before: OffsetDateTime) -> StoreResult<u64> {
+        let done = query("DELETE FROM change_events WHERE at < ?")
+            .bind(to_millis(before))
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Health for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
