@@ -65,13 +65,14 @@ async fn read_body<T: DeserializeOwned, S: Send + Sync>(
         }
     })?;
     match kind {
-        BodyKind::Json => serde_json::from_slice(&bytes).map_err(|e| {
-            if e.is_data() {
-                ApiError::validation(format!("the JSON body does not fit: {e}"))
-            } else {
-                ApiError::invalid_request("the body is not valid JSON")
-            }
-        }),
+        // Syntax first, then shape: `[1,2` is malformed (400) even though a
+        // direct typed parse would stumble on the shape (422) before the end.
+        BodyKind::Json => {
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
+            T::deserialize(value)
+                .map_err(|e| ApiError::validation(format!("the JSON body does not fit: {e}")))
+        }
         BodyKind::Form => serde_urlencoded::from_bytes(&bytes)
             .map_err(|e| ApiError::validation(format!("the form body does not fit: {e}"))),
     }

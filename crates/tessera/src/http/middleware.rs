@@ -47,8 +47,10 @@ pub async fn request_limits(req: Request, next: Next) -> Response {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        .max(http_body::Body::size_hint(req.body()).lower());
+    if declared > MAX_BODY_BYTES as u64 {
         return ApiError::payload_too_large().into_response();
     }
     next.run(req).await

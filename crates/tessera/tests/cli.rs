@@ -1,0 +1,231 @@
+//! The `tessera` binary: user administration against a live server's
+//! database, configuration errors, and `serve` with graceful shutdown.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::{PASSWORD, Req, TestApp};
+use tokio_util::sync::CancellationToken;
+
+fn tessera(db_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.env("TESSERA_DATABASE_URL", db_url)
+        .env("TESSERA_HASH_THREADS", "1")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn run(cmd: &mut Command, stdin: &str) -> (i32, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tessera");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cli_administration_reaches_a_running_server_at_once() {
+    let t = TestApp::new().await;
+    let cancel = CancellationToken::new();
+    let follower = t.app.spawn_background(cancel.clone());
+
+    let (code, out, err) = run(
+        tessera(&t.db_url).args([
+            "user",
+            "create",
+            "--email",
+            "Root@Example.com",
+            "--role",
+            "admin",
+            "--role",
+            "ops",
+            "--password-stdin",
+            "--json",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let user: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON user");
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(user["roles"], serde_json::json!(["admin", "ops"]));
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
+
+    // The server logs in the user the CLI created.
+    let login = t.login("root@example.com").await;
+    let r = t
+        .send(Req::get("/v1/verify?role=admin").session(&login))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let (code, out, _) = run(tessera(&t.db_url).args(["user", "list"]), "");
+    assert_eq!(code, 0);
+    assert!(out.contains(&id) && out.contains("Root@Example.com") && out.contains("admin,ops"));
+
+    // Another process changes roles: the server's caches hear of it.
+    let (code, out, err) = run(tessera(&t.db_url).args(["user", "roles", &id, "ops"]), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ops"));
+    wait_for(&t, &login, "/v1/verify?role=admin", StatusCode::FORBIDDEN).await;
+
+    let (code, _, err) = run(tessera(&t.db_url).args(["user", "suspend", &id]), "");
+    assert_eq!(code, 0, "{err}");
+    wait_for(&t, &login, "/v1/me", StatusCode::UNAUTHORIZED).await;
+
+    let (code, _, err) = run(tessera(&t.db_url).args(["user", "suspend", "usr_nope"]), "");
+    assert_ne!(code, 0);
+    assert!(err.contains("no such user"), "{err}");
+
+    let (code, _, err) = run(
+        tessera(&t.db_url).args([
+            "user",
+            "create",
+            "--email",
+            "root@example.com",
+            "--password-stdin",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+
+    let (code, _, err) = run(
+        tessera(&t.db_url).args([
+            "user",
+            "create",
+            "--email",
+            "short@example.com",
+            "--password-stdin",
+        ]),
+        "short\n",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 8"), "{err}");
+
+    cancel.cancel();
+    follower.await.unwrap();
+}
+
+/// Polls until `path` answers `want` (the change log is polled every 250 ms).
+async fn wait_for(t: &TestApp, login: &common::Login, path: &str, want: StatusCode) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = t.send(Req::get(path).session(login)).await.status;
+        if status == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} still answers {status}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    for (name, value, expect) in [
+        (
+            "TESSERA_SESSION_IDLE_TIMEOUT",
+            "soon",
+            "TESSERA_SESSION_IDLE_TIMEOUT",
+        ),
+        (
+            "TESSERA_COOKIE_SAMESITE",
+            "sometimes",
+            "Lax, Strict or None",
+        ),
+        ("TESSERA_ADDR", "not-an-address", "TESSERA_ADDR"),
+        (
+            "TESSERA_SESION_IDLE_TIMEOUT",
+            "1h",
+            "unknown setting TESSERA_SESION_IDLE_TIMEOUT",
+        ),
+    ] {
+        let (code, _, err) = run(tessera(&db).env(name, value).args(["serve"]), "");
+        assert_eq!(code, 2, "{name}={value}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(expect), "{err}");
+    }
+    assert!(
+        !dir.path().join("t.db").exists(),
+        "nothing is created on a bad config"
+    );
+}
+
+#[test]
+fn serve_answers_over_tcp_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    let mut child = tessera(&db)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut banner = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let mut buf = [0u8; 256];
+        let n = stderr.read(&mut buf).unwrap();
+        banner.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&banner);
+        if let Some(rest) = text.split("listening on http://").nth(1)
+            && let Some(addr) = rest.split_whitespace().next()
+        {
+            break addr.to_owned();
+        }
+        assert!(n > 0 && Instant::now() < deadline, "no banner: {text}");
+    };
+    let text = String::from_utf8_lossy(&banner).into_owned();
+    assert!(text.contains("sqlite://"), "{text}");
+
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        dir.path().join("serve.db").exists(),
+        "database created on first run"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("tessera stopped"), "{rest}");
+}

@@ -1,0 +1,311 @@
+//! Test harness: the real application (router, core, SQLite file) built
+//! in-process with a manual clock, and small helpers to talk to it.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tempfile::TempDir;
+use tessera::app::App;
+use tessera::config::Settings;
+use tessera::core::clock::ManualClock;
+use tower::ServiceExt;
+
+pub const ORIGIN: &str = "http://localhost:8080";
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const COOKIE: &str = "__Host-tessera_session";
+
+pub struct TestApp {
+    pub app: App,
+    pub router: Router,
+    pub clock: ManualClock,
+    pub db_url: String,
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with(&[]).await
+    }
+
+    /// An app on a fresh SQLite file with these settings over the defaults.
+    pub async fn with(pairs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let clock = ManualClock::starting_now();
+        let app = open(&db_url, pairs, &clock).await;
+        let router = app.router();
+        Self {
+            app,
+            router,
+            clock,
+            db_url,
+            dir,
+        }
+    }
+
+    /// Closes this app and opens a new one on the same database file, as a
+    /// server restart would.
+    pub async fn restart(self, pairs: &[(&str, &str)]) -> Self {
+        let TestApp {
+            app,
+            clock,
+            db_url,
+            dir,
+            ..
+        } = self;
+        app.close().await;
+        let app = open(&db_url, pairs, &clock).await;
+        let router = app.router();
+        Self {
+            app,
+            router,
+            clock,
+            db_url,
+            dir,
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn send(&self, req: Req) -> Resp {
+        let response = self
+            .router
+            .clone()
+            .oneshot(req.build())
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn register(&self, email: &str) -> Value {
+        let r = self
+            .send(
+                Req::post("/v1/accounts")
+                    .json(serde_json::json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "register {email}: {}",
+            r.text()
+        );
+        r.json()["user"].clone()
+    }
+
+    pub async fn login(&self, email: &str) -> Login {
+        self.login_with(
+            Req::post("/v1/sessions")
+                .json(serde_json::json!({"email": email, "password": PASSWORD})),
+        )
+        .await
+    }
+
+    pub async fn login_with(&self, req: Req) -> Login {
+        let r = self.send(req).await;
+        assert_eq!(r.status, StatusCode::CREATED, "login: {}", r.text());
+        let set = r.set_cookie(COOKIE).expect("login sets the session cookie");
+        let body = r.json();
+        Login {
+            cookie: format!("{COOKIE}={}", set.value),
+            csrf: body["csrf_token"].as_str().expect("csrf_token").to_owned(),
+            session_id: body["session"]["id"]
+                .as_str()
+                .expect("session id")
+                .to_owned(),
+            user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
+            body,
+        }
+    }
+
+    /// Registers and logs in a fresh user.
+    pub async fn signed_in(&self, email: &str) -> Login {
+        self.register(email).await;
+        self.login(email).await
+    }
+}
+
+async fn open(db_url: &str, pairs: &[(&str, &str)], clock: &ManualClock) -> App {
+    let mut all: Vec<(&str, &str)> = vec![("database_url", db_url), ("hash_threads", "2")];
+    all.extend_from_slice(pairs);
+    let settings = Settings::from_pairs(&all).expect("test settings");
+    App::open(settings, Arc::new(clock.clone()))
+        .await
+        .expect("app opens")
+}
+
+/// A signed-in browser: its cookie header and CSRF token.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub cookie: String,
+    pub csrf: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub body: Value,
+}
+
+/// A request under construction.
+pub struct Req {
+    method: Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Req {
+    pub fn new(method: Method, path: &str) -> Self {
+        Self {
+            method,
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Body::empty(),
+        }
+    }
+    pub fn get(path: &str) -> Self {
+        Self::new(Method::GET, path)
+    }
+    pub fn post(path: &str) -> Self {
+        Self::new(Method::POST, path)
+    }
+    pub fn delete(path: &str) -> Self {
+        Self::new(Method::DELETE, path)
+    }
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn json(self, v: Value) -> Self {
+        self.raw("application/json", v.to_string())
+    }
+    pub fn form(self, pairs: &[(&str, &str)]) -> Self {
+        let body = serde_urlencoded::to_string(pairs).expect("form");
+        self.raw("application/x-www-form-urlencoded", body)
+    }
+    pub fn raw(mut self, content_type: &str, body: impl Into<Body>) -> Self {
+        self.headers
+            .push(("content-type".to_owned(), content_type.to_owned()));
+        self.body = body.into();
+        self
+    }
+    /// Sends the session cookie and, for unsafe methods, the CSRF token.
+    pub fn session(self, login: &Login) -> Self {
+        let unsafe_method = !matches!(self.method, Method::GET | Method::HEAD);
+        let r = self.header("cookie", &login.cookie);
+        if unsafe_method {
+            r.header("x-csrf-token", &login.csrf)
+        } else {
+            r
+        }
+    }
+    pub fn build(self) -> Request<Body> {
+        let mut b = Request::builder().method(self.method).uri(self.path);
+        for (k, v) in self.headers {
+            b = b.header(k, v);
+        }
+        b.body(self.body).expect("request")
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// One parsed `Set-Cookie` header.
+#[derive(Debug)]
+pub struct SetCookie {
+    pub name: String,
+    pub value: String,
+    /// Attributes in order, names as sent, values if any.
+    pub attributes: Vec<(String, Option<String>)>,
+}
+
+impl SetCookie {
+    pub fn attr(&self, name: &str) -> Option<Option<&str>> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref())
+    }
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn error_code(&self) -> String {
+        let v = self.json();
+        assert!(
+            v["error_description"].is_string(),
+            "error without description: {v}"
+        );
+        v["error"].as_str().unwrap_or_default().to_owned()
+    }
+    /// Asserts the contract's error shape and code.
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(self.error_code(), code, "body: {}", self.text());
+        assert!(
+            self.header("content-type")
+                .is_some_and(|ct| ct.starts_with("application/json")),
+            "errors are JSON"
+        );
+    }
+    pub fn set_cookie(&self, name: &str) -> Option<SetCookie> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(parse_set_cookie)
+            .find(|c| c.name == name)
+    }
+}
+
+pub fn parse_set_cookie(s: &str) -> SetCookie {
+    let mut parts = s.split(';').map(str::trim);
+    let (name, value) = parts
+        .next()
+        .and_then(|p| p.split_once('='))
+        .expect("name=value");
+    let attributes = parts
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+            None => (p.to_owned(), None),
+        })
+        .collect();
+    SetCookie {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        attributes,
+    }
+}
