@@ -71,7 +71,8 @@ impl App {
         tokio::spawn(Arc::clone(&self.core).follow_changes(cancel))
     }
 
-    pub async fn close(self) {
+    /// Closes the store's connections; later store calls fail (closed).
+    pub async fn close(&self) {
         self.store.close().await;
     }
 }

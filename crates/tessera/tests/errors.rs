@@ -160,3 +160,81 @@ async fn health_and_readiness() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["status"], "ready");
 }
+
+#[tokio::test]
+async fn a_flood_of_logins_is_shed_with_503_not_queued_without_bound() {
+    let t = TestApp::with(&[("hash_threads", "1"), ("hash_queue", "1")]).await;
+    t.register("yara@example.com").await;
+    let t = std::sync::Arc::new(t);
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let t = std::sync::Arc::clone(&t);
+        tasks.push(tokio::spawn(async move {
+            t.send(
+                Req::post("/v1/sessions")
+                    .json(json!({"email": "yara@example.com", "password": PASSWORD})),
+            )
+            .await
+        }));
+    }
+    let mut created = 0;
+    let mut shed = 0;
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r.status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+                assert!(r.header("retry-after").is_some());
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    assert!(created >= 1, "the pool still serves");
+    assert!(
+        shed >= 1,
+        "beyond thread + queue, requests are refused at once"
+    );
+    assert_eq!(created + shed, 12);
+}
+
+#[tokio::test]
+async fn a_store_that_goes_down_fails_closed() {
+    let t = TestApp::new().await;
+    let login = t.signed_in("zed@example.com").await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let follower = t.app.spawn_background(cancel.clone());
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&login)).await.status,
+        StatusCode::OK
+    );
+
+    t.app.close().await;
+    t.send(Req::get("/readyz"))
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    t.send(
+        Req::post("/v1/sessions").json(json!({"email": "zed@example.com", "password": PASSWORD})),
+    )
+    .await
+    .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    // The session was cached; once the change log is unreadable the caches
+    // are dropped and the check fails closed instead of trusting stale state.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = t.send(Req::get("/v1/me").session(&login)).await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still served from cache"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    follower.await.unwrap();
+}

@@ -108,40 +108,32 @@ impl Tessera {
     }
 
     /// Follows the event log until cancelled; also sweeps expired sessions and
-    /// old events now and then.
+    /// old events now and then. While the log cannot be read, the caches are
+    /// kept empty, so every request goes to the store and fails closed with it.
     pub async fn follow_changes(self: Arc<Self>, cancel: CancellationToken) {
-        let mut cursor = loop {
-            match self.stores.events.latest_cursor().await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the change log yet; retrying");
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
-                    }
-                }
-            }
-        };
+        let mut cursor: Option<i64> = None;
         let mut ticks: u32 = 0;
         let mut healthy = true;
         loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
-            }
-            match self.stores.events.after(cursor, 1000).await {
-                Ok(batch) => {
-                    if !healthy {
-                        tracing::info!("change log readable again");
-                        healthy = true;
-                    }
+            let read = match cursor {
+                None => self.stores.events.latest_cursor().await.map(|c| {
+                    cursor = Some(c);
+                }),
+                Some(after) => self.stores.events.after(after, 1000).await.map(|batch| {
                     for (seq, change) in batch {
-                        cursor = seq;
+                        cursor = Some(seq);
                         for listener in &self.listeners {
                             listener.on_change(&change);
                         }
                     }
+                }),
+            };
+            match read {
+                Ok(()) if !healthy => {
+                    tracing::info!("change log readable again");
+                    healthy = true;
                 }
+                Ok(()) => {}
                 Err(e) => {
                     if healthy {
                         tracing::error!(error = %e, "cannot read the change log; caches emptied");
@@ -155,6 +147,10 @@ impl Tessera {
             ticks = ticks.wrapping_add(1);
             if ticks.is_multiple_of(SWEEP_EVERY) {
                 self.sweep().await;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
             }
         }
     }
