@@ -189,8 +189,10 @@ fn serve_answers_over_tcp_and_stops_gracefully_on_sigterm() {
         let n = stderr.read(&mut buf).unwrap();
         banner.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&banner);
+        // Wait for the whole banner line: reads may split it anywhere.
         if let Some(rest) = text.split("listening on http://").nth(1)
-            && let Some(addr) = rest.split_whitespace().next()
+            && let Some((line, _)) = rest.split_once('\n')
+            && let Some(addr) = line.split_whitespace().next()
         {
             break addr.to_owned();
         }
