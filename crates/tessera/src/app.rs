@@ -11,10 +11,12 @@ use crate::config::Settings;
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::passwords::{HashParams, PoolSize};
 use crate::core::sessions::SessionPolicy;
+use crate::core::tokens::TokenPolicy;
 use crate::core::{CoreOptions, Tessera};
 use crate::http::{self, AppState};
 use crate::store::UserQuery;
 use crate::store::sqlite::SqliteStore;
+use zeroize::Zeroizing;
 
 /// A built application: the core, its stores and its router.
 pub struct App {
@@ -48,10 +50,28 @@ impl App {
                 threads: settings.hash_threads,
                 queue: settings.hash_queue,
             },
+            tokens: TokenPolicy {
+                issuer: settings.issuer().to_owned(),
+                audience: settings.token_audience.clone(),
+                access_ttl: duration(settings.access_token_ttl),
+                refresh_ttl: duration(settings.refresh_token_ttl),
+                leeway: duration(settings.clock_leeway),
+                allowed_scopes: settings.allowed_scopes.clone(),
+                rotation_interval: settings.key_rotation_interval.map(duration),
+            },
+            token_alg: settings.token_alg,
+            hs256_secret: settings
+                .hs256_secret
+                .as_ref()
+                .map(|s| Zeroizing::new(s.0.as_bytes().to_vec())),
             session_cache_entries: settings.session_cache_entries,
             user_cache_entries: settings.user_cache_entries,
+            token_cache_entries: settings.token_cache_entries,
         };
         let core = Tessera::new(store.clone().stores(), clock, options)?;
+        core.load_state()
+            .await
+            .context("cannot load signing keys and revocations")?;
         Ok(Self {
             core: Arc::new(core),
             settings: Arc::new(settings),

@@ -76,6 +76,36 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "<16 × hash_threads>",
         "a whole number from 1 to 100000",
     ),
+    ("token_alg", "EdDSA", "EdDSA, ES256, RS256 or HS256"),
+    (
+        "hs256_secret",
+        "(unset)",
+        "at least 32 bytes; required with token_alg HS256",
+    ),
+    ("access_token_ttl", "10m", "a duration from 30s to 24h"),
+    ("refresh_token_ttl", "30d", "a duration from 1m to 400d"),
+    ("clock_leeway", "60s", "a duration up to 5m (0s allowed)"),
+    (
+        "token_audience",
+        "<public URL>",
+        "the aud claim of access tokens",
+    ),
+    (
+        "key_rotation_interval",
+        "off",
+        "off, or a duration of at least 1h",
+    ),
+    ("browser_mode", "session", "session or jwt-cookie"),
+    (
+        "allowed_scopes",
+        "(none)",
+        "space-separated scope names clients may request",
+    ),
+    (
+        "token_cache_entries",
+        "100000",
+        "a whole number from 1 to 100000000",
+    ),
     (
         "log",
         "info",
@@ -98,6 +128,25 @@ impl SameSite {
             SameSite::Strict => "Strict",
             SameSite::None => "None",
         }
+    }
+}
+
+/// How browser logins are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserMode {
+    /// An opaque session id in `__Host-tessera_session`.
+    Session,
+    /// Access and refresh tokens in `__Host-tessera_access` / `_refresh`.
+    JwtCookie,
+}
+
+/// A secret setting: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretSetting(pub String);
+
+impl std::fmt::Debug for SecretSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
     }
 }
 
@@ -135,6 +184,16 @@ pub struct Settings {
     pub argon2_parallelism: u32,
     pub hash_threads: usize,
     pub hash_queue: usize,
+    pub token_alg: crate::core::keys::TokenAlg,
+    pub hs256_secret: Option<SecretSetting>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub clock_leeway: Duration,
+    pub token_audience: String,
+    pub key_rotation_interval: Option<Duration>,
+    pub browser_mode: BrowserMode,
+    pub allowed_scopes: Vec<String>,
+    pub token_cache_entries: usize,
     pub log: String,
     pub log_format: LogFormat,
 }
@@ -245,6 +304,66 @@ impl Settings {
                 "Lax or Strict when cookie_secure is false (browsers refuse SameSite=None without Secure)",
             ));
         }
+        let token_alg = raw.parse("token_alg", "EdDSA", crate::core::keys::TokenAlg::parse)?;
+        let hs256_secret = raw.text("hs256_secret").map(SecretSetting);
+        match (&token_alg, &hs256_secret) {
+            (crate::core::keys::TokenAlg::HS256, None) => {
+                return Err(ConfigError(
+                    "invalid setting TESSERA_HS256_SECRET: required (at least 32 bytes) when TESSERA_TOKEN_ALG is HS256".into(),
+                ));
+            }
+            (_, Some(secret)) if secret.0.len() < 32 => {
+                return Err(ConfigError(format!(
+                    "invalid setting TESSERA_HS256_SECRET (from {}): it is {} bytes, expected at least 32",
+                    raw.source("hs256_secret"),
+                    secret.0.len()
+                )));
+            }
+            _ => {}
+        }
+        let access_token_ttl = raw.parse("access_token_ttl", "10m", |s| {
+            parse_duration(s).filter(|d| (30..=86_400).contains(&d.as_secs()))
+        })?;
+        let refresh_token_ttl = raw.parse("refresh_token_ttl", "30d", |s| {
+            parse_duration(s).filter(|d| (60..=400 * 86_400).contains(&d.as_secs()))
+        })?;
+        let clock_leeway = raw.parse("clock_leeway", "60s", |s| {
+            let d = if s.trim() == "0" {
+                Duration::ZERO
+            } else {
+                humantime::parse_duration(s).ok()?
+            };
+            (d <= Duration::from_secs(300)).then_some(d)
+        })?;
+        let token_audience = raw.parse("token_audience", &public_url.url, |s| {
+            (!s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control))
+                .then(|| s.to_owned())
+        })?;
+        let key_rotation_interval = raw.parse("key_rotation_interval", "off", |s| {
+            if s.eq_ignore_ascii_case("off") {
+                Some(None)
+            } else {
+                parse_duration(s).filter(|d| d.as_secs() >= 3600).map(Some)
+            }
+        })?;
+        let browser_mode = raw.parse("browser_mode", "session", |s| {
+            match s.to_ascii_lowercase().as_str() {
+                "session" => Some(BrowserMode::Session),
+                "jwt-cookie" => Some(BrowserMode::JwtCookie),
+                _ => None,
+            }
+        })?;
+        let allowed_scopes = raw.parse("allowed_scopes", "", |s| {
+            let scopes: Vec<String> = s
+                .split([' ', ','])
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect();
+            scopes
+                .iter()
+                .all(|x| crate::core::tokens::is_scope_token(x))
+                .then_some(scopes)
+        })?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let hash_threads = raw.parse("hash_threads", &cores.to_string(), range(1, 256))?;
         let settings = Settings {
@@ -271,6 +390,20 @@ impl Settings {
                 &(16 * hash_threads).to_string(),
                 range(1, 100_000),
             )?,
+            token_alg,
+            hs256_secret,
+            access_token_ttl,
+            refresh_token_ttl,
+            clock_leeway,
+            token_audience,
+            key_rotation_interval,
+            browser_mode,
+            allowed_scopes,
+            token_cache_entries: raw.parse(
+                "token_cache_entries",
+                "100000",
+                range(1, 100_000_000),
+            )?,
             log: raw.parse("log", "info", |s| {
                 tracing_subscriber::EnvFilter::try_new(s)
                     .ok()
@@ -295,6 +428,28 @@ impl Settings {
         } else {
             "tessera_session"
         }
+    }
+
+    /// Cookie names for the jwt-cookie browser mode.
+    pub fn access_cookie_name(&self) -> &'static str {
+        if self.cookie_secure {
+            "__Host-tessera_access"
+        } else {
+            "tessera_access"
+        }
+    }
+
+    pub fn refresh_cookie_name(&self) -> &'static str {
+        if self.cookie_secure {
+            "__Host-tessera_refresh"
+        } else {
+            "tessera_refresh"
+        }
+    }
+
+    /// The `iss` of every token: the public URL.
+    pub fn issuer(&self) -> &str {
+        &self.public_url.url
     }
 
     /// Warnings about settings that are allowed but probably wrong.
@@ -524,6 +679,26 @@ mod tests {
         assert!(e.0.contains("TESSERA_PUBLIC_URL"), "{e}");
         let e = Settings::from_pairs(&[("argon2_memory_kib", "64")]).unwrap_err();
         assert!(e.0.contains("TESSERA_ARGON2_MEMORY_KIB"), "{e}");
+    }
+
+    #[test]
+    fn hs256_needs_a_long_secret_that_is_never_printed() {
+        let e = Settings::from_pairs(&[("token_alg", "HS256")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_HS256_SECRET"), "{e}");
+        let e =
+            Settings::from_pairs(&[("token_alg", "HS256"), ("hs256_secret", "too-short-secret")])
+                .unwrap_err();
+        assert!(
+            e.0.contains("at least 32") && !e.0.contains("too-short-secret"),
+            "{e}"
+        );
+        let secret = "0123456789abcdef0123456789abcdef";
+        let s = Settings::from_pairs(&[("token_alg", "HS256"), ("hs256_secret", secret)]).unwrap();
+        assert!(!format!("{s:?}").contains(secret));
+        let e = Settings::from_pairs(&[("access_token_ttl", "2d")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_ACCESS_TOKEN_TTL"), "{e}");
+        let e = Settings::from_pairs(&[("token_alg", "none")]).unwrap_err();
+        assert!(e.0.contains("EdDSA, ES256, RS256 or HS256"), "{e}");
     }
 
     #[test]

@@ -265,7 +265,15 @@ impl Tessera {
             user_id: id.to_owned(),
         })
         .await?;
+        self.revoke_user_access_tokens(id).await?;
         tracing::info!(user_id = %id, "roles changed");
+        self.audit(
+            "roles_changed",
+            Some(id),
+            None,
+            serde_json::json!({"roles": roles}),
+        )
+        .await;
         self.user(id).await
     }
 
@@ -277,11 +285,16 @@ impl Tessera {
         }
         if status == UserStatus::Suspended {
             self.stores.sessions.delete_user_sessions(id).await?;
+            self.revoke_user_tokens(id).await?;
         }
         self.publish(Change::UserChanged {
             user_id: id.to_owned(),
         })
         .await?;
+        if status == UserStatus::Suspended {
+            self.audit("user_suspended", Some(id), None, serde_json::json!({}))
+                .await;
+        }
         tracing::info!(user_id = %id, status = status.as_str(), "status changed");
         self.user(id).await
     }

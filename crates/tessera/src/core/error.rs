@@ -26,6 +26,16 @@ pub enum CoreError {
     /// without bound.
     #[error("the server is busy, try again shortly")]
     Busy,
+    /// RFC 6749 `invalid_grant`: bad credentials or a dead refresh token at
+    /// the token endpoint.
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    /// RFC 6749 `invalid_scope`.
+    #[error("the requested scope is not allowed")]
+    InvalidScope,
+    /// Service client authentication failed.
+    #[error("client authentication failed")]
+    InvalidClient,
     /// A store failed; the request fails closed.
     #[error("a backing store is unavailable")]
     Unavailable,

@@ -31,6 +31,8 @@ pub enum Change {
     UserSessionsRevoked { user_id: String },
     /// A user's roles or status changed.
     UserChanged { user_id: String },
+    /// The signing keys changed (rotation): reload the key ring.
+    KeysChanged,
 }
 
 impl Change {
@@ -39,6 +41,7 @@ impl Change {
             Change::SessionRevoked { .. } => "session_revoked",
             Change::UserSessionsRevoked { .. } => "user_sessions_revoked",
             Change::UserChanged { .. } => "user_changed",
+            Change::KeysChanged => "keys_changed",
         }
     }
 
@@ -47,6 +50,7 @@ impl Change {
             Change::SessionRevoked { user_id, .. }
             | Change::UserSessionsRevoked { user_id }
             | Change::UserChanged { user_id } => user_id,
+            Change::KeysChanged => "",
         }
     }
 
@@ -81,6 +85,7 @@ impl Change {
             }
             ("user_sessions_revoked", _, _) => Some(Change::UserSessionsRevoked { user_id }),
             ("user_changed", _, _) => Some(Change::UserChanged { user_id }),
+            ("keys_changed", _, _) => Some(Change::KeysChanged),
             _ => None,
         }
     }
@@ -107,26 +112,18 @@ impl Tessera {
         Ok(())
     }
 
-    /// Follows the event log until cancelled; also sweeps expired sessions and
-    /// old events now and then. While the log cannot be read, the caches are
-    /// kept empty, so every request goes to the store and fails closed with it.
+    /// Follows the change log and the revocation log until cancelled, and
+    /// does periodic housekeeping. While the change log cannot be read, the
+    /// caches are kept empty, so every request goes to the store and fails
+    /// closed with it.
     pub async fn follow_changes(self: Arc<Self>, cancel: CancellationToken) {
         let mut cursor: Option<i64> = None;
         let mut ticks: u32 = 0;
         let mut healthy = true;
         loop {
-            let read = match cursor {
-                None => self.stores.events.latest_cursor().await.map(|c| {
-                    cursor = Some(c);
-                }),
-                Some(after) => self.stores.events.after(after, 1000).await.map(|batch| {
-                    for (seq, change) in batch {
-                        cursor = Some(seq);
-                        for listener in &self.listeners {
-                            listener.on_change(&change);
-                        }
-                    }
-                }),
+            let read = match self.follow_once(&mut cursor).await {
+                Ok(()) => self.follow_revocations().await,
+                Err(e) => Err(e),
             };
             match read {
                 Ok(()) if !healthy => {
@@ -155,7 +152,51 @@ impl Tessera {
         }
     }
 
-    /// Deletes sessions past their idle or absolute expiry and old events.
+    async fn follow_once(&self, cursor: &mut Option<i64>) -> crate::store::StoreResult<()> {
+        let Some(after) = *cursor else {
+            *cursor = Some(self.stores.events.latest_cursor().await?);
+            return Ok(());
+        };
+        for (seq, change) in self.stores.events.after(after, 1000).await? {
+            *cursor = Some(seq);
+            if change == Change::KeysChanged {
+                if let Err(e) = self.reload_keys().await {
+                    tracing::error!(error = %e, "reloading signing keys failed");
+                }
+                continue;
+            }
+            for listener in &self.listeners {
+                listener.on_change(&change);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies revocations written since the last look (by any process).
+    pub(crate) async fn follow_revocations(&self) -> crate::store::StoreResult<()> {
+        loop {
+            let after = self
+                .revocation_cursor
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let batch = self
+                .stores
+                .revocations
+                .revocations_after(after, 1000)
+                .await?;
+            let full = batch.len() == 1000;
+            for (seq, revocation, forget_at) in batch {
+                self.revocations.apply(&revocation, forget_at);
+                self.revocation_cursor
+                    .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Housekeeping: expired sessions and refresh tokens, old events and
+    /// revocations, retired keys, and key rotation when due.
     pub async fn sweep(&self) {
         let now = self.now();
         let idle_cutoff = now - self.policy.sessions.idle;
@@ -164,8 +205,22 @@ impl Tessera {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sweeping expired sessions failed"),
         }
+        if let Err(e) = self.stores.refresh.delete_expired_refresh(now).await {
+            tracing::warn!(error = %e, "sweeping expired refresh tokens failed");
+        }
         if let Err(e) = self.stores.events.prune(now - EVENT_RETENTION).await {
             tracing::warn!(error = %e, "pruning old change events failed");
+        }
+        let now_unix = now.unix_timestamp();
+        self.revocations.prune(now_unix);
+        if let Err(e) = self.stores.revocations.prune_revocations(now_unix).await {
+            tracing::warn!(error = %e, "pruning old revocations failed");
+        }
+        if let Err(e) = self.retire_keys().await {
+            tracing::warn!(error = %e, "retiring signing keys failed");
+        }
+        if let Err(e) = self.rotate_if_due().await {
+            tracing::warn!(error = %e, "scheduled key rotation failed");
         }
     }
 }
@@ -188,6 +243,7 @@ mod tests {
             Change::UserChanged {
                 user_id: "usr_a".into(),
             },
+            Change::KeysChanged,
         ];
         for c in changes {
             let back = Change::from_parts(

@@ -1,22 +1,38 @@
-//! Tessera's policy: accounts, sessions, expiry, revocation. No HTTP and no SQL
-//! here; time comes from a [`clock::Clock`] and state from the store traits.
+//! Tessera's policy: accounts, sessions, tokens, keys, revocation, audit. No
+//! HTTP and no SQL here; time comes from a [`clock::Clock`] and state from the
+//! store traits.
 
 pub mod accounts;
+pub mod audit;
+pub mod clients;
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod introspect;
+pub mod keys;
 pub mod passwords;
+pub mod refresh;
+pub mod revocation;
 pub mod secret;
 pub mod sessions;
+pub mod signing;
 pub mod time;
+pub mod tokens;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use arc_swap::ArcSwap;
+use zeroize::Zeroizing;
 
 use self::clock::Clock;
 use self::error::CoreResult;
 use self::events::ChangeListener;
+use self::keys::{KeyPolicy, KeyRing, TokenAlg};
 use self::passwords::{HashParams, PasswordHasher, PoolSize};
+use self::revocation::RevocationSet;
 use self::sessions::SessionPolicy;
+use self::tokens::{TokenPolicy, VerifiedCache};
 use crate::store::Stores;
 use crate::store::cache::{CachingSessionStore, CachingUserStore};
 
@@ -24,10 +40,14 @@ use crate::store::cache::{CachingSessionStore, CachingUserStore};
 #[derive(Debug, Clone)]
 pub struct CoreOptions {
     pub sessions: SessionPolicy,
+    pub tokens: TokenPolicy,
+    pub token_alg: TokenAlg,
+    pub hs256_secret: Option<Zeroizing<Vec<u8>>>,
     pub hash_params: HashParams,
     pub hash_pool: PoolSize,
     pub session_cache_entries: usize,
     pub user_cache_entries: usize,
+    pub token_cache_entries: usize,
 }
 
 /// The policy the core enforces.
@@ -43,11 +63,17 @@ pub struct Tessera {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) passwords: PasswordHasher,
     pub policy: Policy,
+    pub tokens: TokenPolicy,
+    pub(crate) key_policy: KeyPolicy,
+    pub(crate) keys: ArcSwap<KeyRing>,
+    pub(crate) revocations: RevocationSet,
+    pub(crate) revocation_cursor: AtomicI64,
+    pub(crate) verified: VerifiedCache,
 }
 
 impl Tessera {
     /// Builds the service on `stores`, putting the bounded caches in front of
-    /// the hot reads.
+    /// the hot reads. Call [`Tessera::load_state`] before serving.
     pub fn new(
         stores: Stores,
         clock: Arc<dyn Clock>,
@@ -62,12 +88,20 @@ impl Tessera {
             options.user_cache_entries,
         ));
         let listeners: Vec<Arc<dyn ChangeListener>> = vec![sessions.clone(), users.clone()];
+        let key_policy = KeyPolicy {
+            alg: options.token_alg,
+            grace: options.tokens.access_ttl + options.tokens.leeway,
+        };
+        let ring = match (options.token_alg, &options.hs256_secret) {
+            (TokenAlg::HS256, Some(secret)) => KeyRing::hs256(secret),
+            (TokenAlg::HS256, None) => anyhow::bail!("HS256 needs TESSERA_HS256_SECRET"),
+            (alg, _) => KeyRing::empty(alg),
+        };
         Ok(Self {
             stores: Stores {
                 users,
                 sessions,
-                events: stores.events,
-                health: stores.health,
+                ..stores
             },
             listeners,
             clock,
@@ -75,7 +109,21 @@ impl Tessera {
             policy: Policy {
                 sessions: options.sessions,
             },
+            tokens: options.tokens,
+            key_policy,
+            keys: ArcSwap::from_pointee(ring),
+            revocations: RevocationSet::default(),
+            revocation_cursor: AtomicI64::new(0),
+            verified: VerifiedCache::new(options.token_cache_entries.max(1)),
         })
+    }
+
+    /// Loads what verification needs in memory (signing keys, revocations),
+    /// creating the first signing key if there is none.
+    pub async fn load_state(&self) -> CoreResult<()> {
+        self.prepare_keys().await?;
+        self.follow_revocations().await?;
+        Ok(())
     }
 
     /// The current time at the precision the stores keep (milliseconds), so

@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use super::Tessera;
@@ -123,7 +124,24 @@ impl Tessera {
         if let Some(old) = replacing {
             self.end_session_by_secret(old).await?;
         }
-        let user = self.check_credentials(email, password).await?;
+        let user = match self.check_credentials(email, password).await {
+            Ok(user) => user,
+            Err(e) => {
+                if matches!(
+                    e,
+                    CoreError::InvalidCredentials | CoreError::AccountSuspended
+                ) {
+                    self.audit(
+                        "login_failed",
+                        None,
+                        Some(&client),
+                        json!({"via": "session"}),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
         let now = self.now();
         let secret = BearerSecret::generate();
         let record = SessionRecord {
@@ -133,11 +151,18 @@ impl Tessera {
             created_at: now,
             last_seen_at: now,
             expires_at: now + self.policy.sessions.absolute,
-            ip: client.ip,
-            user_agent: client.user_agent,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
         };
         self.stores.sessions.insert_session(&record).await?;
         tracing::info!(user_id = %user.id, session = %record.id, "session started");
+        self.audit(
+            "login_succeeded",
+            Some(&user.id),
+            Some(&client),
+            json!({"via": "session", "session": record.id}),
+        )
+        .await;
         Ok(NewSession {
             secret,
             auth: Authenticated {
@@ -217,7 +242,16 @@ impl Tessera {
             session_id: auth.session.id.clone(),
             token_hash: auth.session.token_hash,
         })
-        .await
+        .await?;
+        self.revoke_sid(&auth.session.id).await?;
+        self.audit(
+            "logout",
+            Some(&auth.user.id),
+            None,
+            json!({"session": auth.session.id}),
+        )
+        .await;
+        Ok(())
     }
 
     async fn end_session_by_secret(&self, secret: &BearerSecret) -> CoreResult<()> {
@@ -227,6 +261,7 @@ impl Tessera {
             .delete_session_by_hash(&secret.hash())
             .await?
         {
+            self.revoke_sid(&old.id).await?;
             self.publish(Change::SessionRevoked {
                 user_id: old.user_id,
                 session_id: old.id,
@@ -261,22 +296,36 @@ impl Tessera {
             return Err(not_found);
         };
         tracing::info!(user_id = %user_id, session = %session_id, "session revoked");
+        self.revoke_sid(&deleted.id).await?;
         self.publish(Change::SessionRevoked {
             user_id: deleted.user_id,
             session_id: deleted.id,
             token_hash: deleted.token_hash,
         })
-        .await
+        .await?;
+        self.audit(
+            "session_revoked",
+            Some(user_id),
+            None,
+            json!({"session": session_id}),
+        )
+        .await;
+        Ok(())
     }
 
-    /// Ends every session of the user.
+    /// Ends every session, refresh family and earlier access token of the
+    /// user.
     pub async fn logout_all(&self, user_id: &str) -> CoreResult<()> {
         let n = self.stores.sessions.delete_user_sessions(user_id).await?;
+        self.revoke_user_tokens(user_id).await?;
         tracing::info!(user_id = %user_id, sessions = n, "all sessions revoked");
         self.publish(Change::UserSessionsRevoked {
             user_id: user_id.to_owned(),
         })
-        .await
+        .await?;
+        self.audit("logout_all", Some(user_id), None, json!({"sessions": n}))
+            .await;
+        Ok(())
     }
 }
 

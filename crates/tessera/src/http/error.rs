@@ -20,6 +20,9 @@ pub struct ApiError {
     pub description: Cow<'static, str>,
     /// Adds the RFC 6750 challenge (the request presented a Bearer token).
     pub bearer_challenge: bool,
+    /// Adds `WWW-Authenticate: Basic` (a service client failed to
+    /// authenticate, RFC 6749 §5.2).
+    pub basic_challenge: bool,
     pub retry_after_secs: Option<u64>,
 }
 
@@ -40,6 +43,7 @@ impl ApiError {
             code,
             description: description.into(),
             bearer_challenge: false,
+            basic_challenge: false,
             retry_after_secs: None,
         }
     }
@@ -157,6 +161,17 @@ impl From<CoreError> for ApiError {
                 e.retry_after_secs = Some(1);
                 e
             }
+            CoreError::InvalidGrant(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+            }
+            CoreError::InvalidScope => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+            }
+            CoreError::InvalidClient => {
+                let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description);
+                e.basic_challenge = true;
+                e
+            }
             CoreError::Unavailable => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", description)
             }
@@ -177,6 +192,12 @@ impl IntoResponse for ApiError {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(BEARER_CHALLENGE),
+            );
+        }
+        if self.basic_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="tessera""#),
             );
         }
         if let Some(secs) = self.retry_after_secs {

@@ -120,7 +120,7 @@ impl ChangeListener for CachingSessionStore {
                 self.cache.remove(token_hash);
             }
             Change::UserSessionsRevoked { user_id } => self.evict_where(|s| &s.user_id == user_id),
-            Change::UserChanged { .. } => {}
+            Change::UserChanged { .. } | Change::KeysChanged => {}
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod sqlite;
+mod sqlite_tokens;
 
 use std::sync::Arc;
 
@@ -14,7 +15,12 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::core::accounts::{User, UserStatus};
+use crate::core::audit::AuditEvent;
+use crate::core::clients::ServiceClient;
 use crate::core::events::Change;
+use crate::core::keys::StoredKey;
+use crate::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
+use crate::core::revocation::Revocation;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 
@@ -104,6 +110,96 @@ pub trait EventStore: Send + Sync {
     async fn prune(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }
 
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Makes `key` the active key, rotating out the current one at `at`.
+    /// `expected_active` is the caller's view of the current active key; if
+    /// another process rotated first, nothing changes and `false` is returned.
+    async fn rotate_in(
+        &self,
+        key: &StoredKey,
+        expected_active: Option<&str>,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Drops the private half of keys rotated out before `before`.
+    async fn wipe_retired(&self, before: OffsetDateTime) -> StoreResult<u64>;
+}
+
+/// Refresh tokens: single use, in families, rotation atomic.
+#[async_trait]
+pub trait RefreshStore: Send + Sync {
+    async fn create_family(
+        &self,
+        family: &RefreshFamily,
+        first: &NewRefreshToken,
+    ) -> StoreResult<()>;
+    /// In one atomic step: marks `presented` used and stores its successor
+    /// (`next_hash`, valid until `next_expires_at`) in the same family; or,
+    /// when `presented` was already used, revokes its family (reuse). Two
+    /// racing calls with the same token: exactly one rotates.
+    async fn rotate_refresh(
+        &self,
+        presented: &SecretHash,
+        next_hash: &SecretHash,
+        next_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<Rotation>;
+    /// The live family a refresh token belongs to, if the token is unused and
+    /// unexpired.
+    async fn refresh_family(
+        &self,
+        presented: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime)>>;
+    /// Revokes a family; returns false if it was already revoked or unknown.
+    async fn revoke_family(&self, family_id: &str, at: OffsetDateTime) -> StoreResult<bool>;
+    /// Revokes every live family of a user; returns their ids.
+    async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<Vec<String>>;
+    async fn delete_expired_refresh(&self, now: OffsetDateTime) -> StoreResult<u64>;
+}
+
+/// Revocations of access tokens: a durable, ordered log every node follows.
+#[async_trait]
+pub trait RevocationStore: Send + Sync {
+    /// Appends a revocation; returns its sequence number.
+    async fn insert_revocation(
+        &self,
+        r: &Revocation,
+        forget_at: i64,
+        at: OffsetDateTime,
+    ) -> StoreResult<i64>;
+    /// Revocations after `cursor`, oldest first, with their `forget_at`.
+    async fn revocations_after(
+        &self,
+        cursor: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, Revocation, i64)>>;
+    async fn prune_revocations(&self, now_unix: i64) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    async fn insert_client(&self, client: &ServiceClient) -> StoreResult<()>;
+    async fn client_by_id(&self, id: &str) -> StoreResult<Option<ServiceClient>>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn record(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Newest first, optionally of one type and/or user.
+    async fn audit_events(
+        &self,
+        event_type: Option<&str>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>>;
+}
+
 /// Liveness of the backing stores, for `/readyz`.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -116,5 +212,10 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub events: Arc<dyn EventStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub refresh: Arc<dyn RefreshStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+    pub clients: Arc<dyn ClientStore>,
+    pub audit: Arc<dyn AuditStore>,
     pub health: Arc<dyn Health>,
 }

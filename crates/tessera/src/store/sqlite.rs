@@ -35,11 +35,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// SQLite-backed implementation of every store trait.
 #[derive(Clone)]
 pub struct SqliteStore {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(super) read: SqlitePool,
+    pub(super) write: SqlitePool,
 }
 
-fn backend(e: sqlx::Error) -> StoreError {
+pub(super) fn backend(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e
         && db.is_unique_violation()
     {
@@ -84,6 +84,11 @@ impl SqliteStore {
             users: this.clone(),
             sessions: this.clone(),
             events: this.clone(),
+            keys: this.clone(),
+            refresh: this.clone(),
+            revocations: this.clone(),
+            clients: this.clone(),
+            audit: this.clone(),
             health: this,
         }
     }

@@ -1,0 +1,62 @@
+//! The audit log: who did what, when, from where. Never a password, token,
+//! session id or secret: events carry ids and a small detail object only.
+//! Recording failures are logged and do not fail the request that caused them.
+
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::Tessera;
+use super::secret::new_id;
+use super::sessions::ClientInfo;
+use super::time::serde_rfc3339;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    pub id: String,
+    #[serde(with = "serde_rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Value,
+}
+
+impl Tessera {
+    pub(crate) async fn audit(
+        &self,
+        event_type: &'static str,
+        user_id: Option<&str>,
+        client: Option<&ClientInfo>,
+        detail: Value,
+    ) {
+        let event = AuditEvent {
+            id: new_id("evt"),
+            at: self.now(),
+            event_type: event_type.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            ip: client.and_then(|c| c.ip.clone()),
+            user_agent: client.and_then(|c| c.user_agent.clone()),
+            detail,
+        };
+        if let Err(e) = self.stores.audit.record(&event).await {
+            tracing::error!(error = %e, event = event_type, "could not record an audit event");
+        }
+    }
+
+    /// Audit events, newest first.
+    pub async fn audit_events(
+        &self,
+        event_type: Option<&str>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> super::error::CoreResult<Vec<AuditEvent>> {
+        Ok(self
+            .stores
+            .audit
+            .audit_events(event_type, user_id, limit)
+            .await?)
+    }
+}

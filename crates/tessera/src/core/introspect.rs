@@ -1,0 +1,111 @@
+//! Token revocation (RFC 7009) and introspection (RFC 7662).
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::Tessera;
+use super::error::CoreResult;
+use super::revocation::Revocation;
+use super::sessions::ClientInfo;
+
+/// The RFC 7662 answer. Anything invalid, expired or revoked is just
+/// `{"active": false}`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+impl Tessera {
+    /// Revokes a token presented by whoever holds it. Unknown or already dead
+    /// tokens are not an error (RFC 7009 §2.2).
+    pub async fn revoke_presented_token(
+        &self,
+        token: &str,
+        hint: Option<&str>,
+        client: &ClientInfo,
+    ) -> CoreResult<()> {
+        let try_access_first = hint != Some("refresh_token") && looks_like_jwt(token);
+        if try_access_first {
+            if let Ok(claims) = self.verify_access_token(token) {
+                self.revoke(Revocation::Token {
+                    jti: claims.jti.clone(),
+                    exp: claims.exp + self.tokens.leeway.whole_seconds(),
+                })
+                .await?;
+                self.audit(
+                    "token_revoked",
+                    Some(&claims.sub),
+                    Some(client),
+                    json!({"kind": "access_token", "jti": claims.jti}),
+                )
+                .await;
+            }
+            return Ok(());
+        }
+        if let Some((family, _)) = self.refresh_token_family(token).await? {
+            self.revoke_family(&family.id).await?;
+            self.audit(
+                "token_revoked",
+                Some(&family.user_id),
+                Some(client),
+                json!({"kind": "refresh_token", "family": family.id}),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// What a resource server may learn about a token.
+    pub async fn introspect(&self, token: &str) -> CoreResult<Introspection> {
+        if looks_like_jwt(token) {
+            return Ok(match self.verify_access_token(token) {
+                Ok(c) => Introspection {
+                    active: true,
+                    sub: Some(c.sub.clone()),
+                    scope: c.scope.clone(),
+                    client_id: Some(c.client_id.clone()),
+                    exp: Some(c.exp),
+                    iat: Some(c.iat),
+                    jti: Some(c.jti.clone()),
+                    token_type: Some("Bearer"),
+                    sid: Some(c.sid.clone()),
+                },
+                Err(_) => Introspection::default(),
+            });
+        }
+        Ok(match self.refresh_token_family(token).await? {
+            Some((family, expires_at)) => Introspection {
+                active: true,
+                sub: Some(family.user_id),
+                scope: family.scope,
+                client_id: Some(family.client_id),
+                exp: Some(expires_at.unix_timestamp()),
+                iat: None,
+                jti: None,
+                token_type: Some("refresh_token"),
+                sid: Some(family.id),
+            },
+            None => Introspection::default(),
+        })
+    }
+}

@@ -1,0 +1,325 @@
+//! Refresh tokens and the token endpoint's grants.
+//!
+//! A password login through `/v1/token` starts a *family*; each refresh token
+//! is opaque (256 random bits, stored as SHA-256), single-use, and rotated in
+//! one atomic store step that also issues its successor. Presenting a token
+//! that was already used means two parties hold the family (a thief and the
+//! owner, or a client racing itself, which looks the same): the whole family
+//! is revoked, with every access token it produced, and the event is audited
+//! as `refresh_reuse_detected` (RFC 9700 §4.14.2).
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::Tessera;
+use super::accounts::{Password, User, UserStatus};
+use super::error::{CoreError, CoreResult};
+use super::revocation::Revocation;
+use super::secret::{BearerSecret, SecretHash, new_id};
+use super::sessions::ClientInfo;
+use super::tokens::{FIRST_PARTY_CLIENT, IssuedToken};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshFamily {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A refresh token about to be stored (only its hash).
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub hash: SecretHash,
+    pub family_id: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What the store did with a presented refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    Rotated(RefreshFamily),
+    /// It had been used before: the family is now revoked.
+    Reused(RefreshFamily),
+    /// Unknown, expired, or its family was revoked.
+    Invalid,
+}
+
+/// An access token and the refresh token that renews it.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access: IssuedToken,
+    pub refresh: BearerSecret,
+    pub refresh_expires_at: OffsetDateTime,
+    pub family_id: String,
+    pub scope: Option<String>,
+    pub user: User,
+}
+
+/// `client_id` values public clients may send: short and plain.
+pub fn check_client_id(client_id: Option<&str>) -> CoreResult<String> {
+    match client_id.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(FIRST_PARTY_CLIENT.to_owned()),
+        Some(id)
+            if id.len() <= 64
+                && id.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
+                }) =>
+        {
+            Ok(id.to_owned())
+        }
+        Some(_) => Err(CoreError::InvalidGrant("client_id is not valid")),
+    }
+}
+
+impl Tessera {
+    fn new_refresh(&self, family_id: &str, now: OffsetDateTime) -> (BearerSecret, NewRefreshToken) {
+        let secret = BearerSecret::generate();
+        let record = NewRefreshToken {
+            hash: secret.hash(),
+            family_id: family_id.to_owned(),
+            created_at: now,
+            expires_at: now + self.tokens.refresh_ttl,
+        };
+        (secret, record)
+    }
+
+    /// `grant_type=password`: checks credentials and starts a refresh family.
+    pub async fn password_grant(
+        &self,
+        email: &str,
+        password: Password,
+        client_id: Option<&str>,
+        scope: Option<&str>,
+        client: &ClientInfo,
+    ) -> CoreResult<TokenPair> {
+        let client_id = check_client_id(client_id)?;
+        let scope = self.grant_scope(scope)?;
+        let user = match self.check_credentials(email, password).await {
+            Ok(user) => user,
+            Err(e) => {
+                if matches!(
+                    e,
+                    CoreError::InvalidCredentials | CoreError::AccountSuspended
+                ) {
+                    self.audit("login_failed", None, Some(client), json!({"via": "token"}))
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        let pair = self.start_family(user, &client_id, scope).await?;
+        self.audit(
+            "login_succeeded",
+            Some(&pair.user.id),
+            Some(client),
+            json!({"via": "token", "family": pair.family_id, "client_id": client_id}),
+        )
+        .await;
+        Ok(pair)
+    }
+
+    /// Starts a refresh family for an authenticated user.
+    pub(crate) async fn start_family(
+        &self,
+        user: User,
+        client_id: &str,
+        scope: Option<String>,
+    ) -> CoreResult<TokenPair> {
+        let now = self.now();
+        let family = RefreshFamily {
+            id: new_id("fam"),
+            user_id: user.id.clone(),
+            client_id: client_id.to_owned(),
+            scope: scope.clone(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let (refresh, record) = self.new_refresh(&family.id, now);
+        self.stores.refresh.create_family(&family, &record).await?;
+        let access = self.issue_access_token(&user, &family.id, client_id, scope.clone(), None)?;
+        Ok(TokenPair {
+            access,
+            refresh,
+            refresh_expires_at: record.expires_at,
+            family_id: family.id,
+            scope,
+            user,
+        })
+    }
+
+    /// `grant_type=refresh_token`: rotates the token and issues a new pair.
+    pub async fn refresh_grant(
+        &self,
+        presented: &str,
+        scope: Option<&str>,
+        client: &ClientInfo,
+    ) -> CoreResult<TokenPair> {
+        let invalid = CoreError::InvalidGrant("the refresh token is invalid, expired or revoked");
+        let Some(presented) = BearerSecret::parse(presented) else {
+            return Err(invalid);
+        };
+        let now = self.now();
+        let next_secret = BearerSecret::generate();
+        let next_expires_at = now + self.tokens.refresh_ttl;
+        let outcome = self
+            .stores
+            .refresh
+            .rotate_refresh(&presented.hash(), &next_secret.hash(), next_expires_at, now)
+            .await?;
+        let family = match outcome {
+            Rotation::Rotated(family) => family,
+            Rotation::Reused(family) => {
+                tracing::warn!(user_id = %family.user_id, family = %family.id, "refresh token reuse: family revoked");
+                self.revoke_sid(&family.id).await?;
+                self.audit(
+                    "refresh_reuse_detected",
+                    Some(&family.user_id),
+                    Some(client),
+                    json!({"family": family.id, "client_id": family.client_id}),
+                )
+                .await;
+                return Err(invalid);
+            }
+            Rotation::Invalid => return Err(invalid),
+        };
+        // The granted scope may only narrow.
+        let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => family.scope.clone(),
+            Some(requested) => {
+                let held: Vec<&str> = family.scope.as_deref().unwrap_or("").split(' ').collect();
+                if requested
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .any(|s| !held.contains(&s))
+                {
+                    return Err(CoreError::InvalidScope);
+                }
+                Some(requested.to_owned())
+            }
+        };
+        let user = match self.stores.users.user_by_id(&family.user_id).await? {
+            Some(u) if u.status == UserStatus::Active => (*u).clone(),
+            _ => {
+                self.revoke_family(&family.id).await?;
+                return Err(invalid);
+            }
+        };
+        let access =
+            self.issue_access_token(&user, &family.id, &family.client_id, scope.clone(), None)?;
+        self.audit(
+            "refresh_rotated",
+            Some(&user.id),
+            Some(client),
+            json!({"family": family.id}),
+        )
+        .await;
+        Ok(TokenPair {
+            access,
+            refresh: next_secret,
+            refresh_expires_at: next_expires_at,
+            family_id: family.id,
+            scope,
+            user,
+        })
+    }
+
+    /// The live family of a refresh token, without using it.
+    pub async fn refresh_token_family(
+        &self,
+        presented: &str,
+    ) -> CoreResult<Option<(RefreshFamily, OffsetDateTime)>> {
+        let Some(secret) = BearerSecret::parse(presented) else {
+            return Ok(None);
+        };
+        Ok(self
+            .stores
+            .refresh
+            .refresh_family(&secret.hash(), self.now())
+            .await?)
+    }
+
+    /// Revokes a refresh family and every access token carrying its id.
+    pub async fn revoke_family(&self, family_id: &str) -> CoreResult<()> {
+        self.stores
+            .refresh
+            .revoke_family(family_id, self.now())
+            .await?;
+        self.revoke_sid(family_id).await
+    }
+
+    /// Denies every access token whose `sid` is this session or family.
+    pub(crate) async fn revoke_sid(&self, sid: &str) -> CoreResult<()> {
+        let exp = self.latest_possible_exp();
+        self.revoke(Revocation::Family {
+            sid: sid.to_owned(),
+            exp,
+        })
+        .await
+    }
+
+    /// Ends every refresh family and every earlier access token of a user.
+    pub(crate) async fn revoke_user_tokens(&self, user_id: &str) -> CoreResult<()> {
+        self.stores
+            .refresh
+            .revoke_user_families(user_id, self.now())
+            .await?;
+        self.revoke_user_access_tokens(user_id).await
+    }
+
+    /// Every access token of the user issued until now is dead (a cut-off);
+    /// refresh families live on and mint tokens with fresh roles.
+    pub(crate) async fn revoke_user_access_tokens(&self, user_id: &str) -> CoreResult<()> {
+        // Ceil to the next second: `iat` has second precision.
+        let not_before = self.now().unix_timestamp() + 1;
+        self.revoke(Revocation::User {
+            sub: user_id.to_owned(),
+            not_before,
+        })
+        .await
+    }
+
+    /// The latest `exp` (plus leeway) any token issued now can have.
+    pub(crate) fn latest_possible_exp(&self) -> i64 {
+        (self.now() + self.tokens.access_ttl + self.tokens.leeway).unix_timestamp()
+    }
+
+    /// Records a revocation, applies it here at once, and lets other
+    /// processes follow it.
+    pub(crate) async fn revoke(&self, r: Revocation) -> CoreResult<()> {
+        let forget_at = match &r {
+            Revocation::Token { exp, .. } | Revocation::Family { exp, .. } => {
+                *exp + self.tokens.leeway.whole_seconds()
+            }
+            Revocation::User { not_before, .. } => {
+                not_before + (self.tokens.access_ttl + self.tokens.leeway).whole_seconds()
+            }
+        };
+        self.revocations.apply(&r, forget_at);
+        self.stores
+            .revocations
+            .insert_revocation(&r, forget_at, self.now())
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_short_and_plain() {
+        assert_eq!(check_client_id(None).unwrap(), "tessera");
+        assert_eq!(check_client_id(Some("  ")).unwrap(), "tessera");
+        assert_eq!(
+            check_client_id(Some("mobile-app.v2")).unwrap(),
+            "mobile-app.v2"
+        );
+        assert!(check_client_id(Some("a b")).is_err());
+        assert!(check_client_id(Some(&"x".repeat(65))).is_err());
+    }
+}

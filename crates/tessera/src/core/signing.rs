@@ -1,0 +1,163 @@
+//! Key lifecycle on the service: the first key, rotation (by hand, by
+//! interval, or when the configured algorithm changes), reloading after
+//! another process rotated, and wiping retired private keys.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::Tessera;
+use super::error::{CoreError, CoreResult};
+use super::keys::{self, KeyRing, KeyStatus, TokenAlg};
+use super::time::serde_rfc3339;
+
+/// A key as the admin API and CLI show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub alg: &'static str,
+    #[serde(with = "serde_rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub status: KeyStatus,
+}
+
+impl Tessera {
+    /// Loads the key ring, creating the first key (or a key of a newly
+    /// configured algorithm) if needed. Called before serving.
+    pub async fn prepare_keys(&self) -> CoreResult<()> {
+        if self.key_policy.alg == TokenAlg::HS256 {
+            return Ok(());
+        }
+        self.reload_keys().await?;
+        if self.keys.load().signing.is_none() {
+            self.rotate_keys(None).await?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the ring from the store (after any process rotated).
+    pub async fn reload_keys(&self) -> CoreResult<()> {
+        if self.key_policy.alg == TokenAlg::HS256 {
+            return Ok(());
+        }
+        let stored = self.stores.keys.signing_keys().await?;
+        let ring = KeyRing::from_stored(&stored, &self.key_policy, self.now())?;
+        self.keys.store(Arc::new(ring));
+        Ok(())
+    }
+
+    /// Makes a new key active at once; earlier keys keep verifying until
+    /// their tokens expired.
+    pub async fn rotate_keys(&self, actor: Option<&str>) -> CoreResult<KeyInfo> {
+        if self.key_policy.alg == TokenAlg::HS256 {
+            return Err(CoreError::Validation(
+                "HS256 keys come from TESSERA_HS256_SECRET; change the secret to rotate".into(),
+            ));
+        }
+        let now = self.now();
+        let current = self
+            .stores
+            .keys
+            .signing_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.rotated_out_at.is_none())
+            .map(|k| k.kid);
+        let key = keys::generate(self.key_policy.alg, now)?;
+        if !self
+            .stores
+            .keys
+            .rotate_in(&key, current.as_deref(), now)
+            .await?
+        {
+            // Another process rotated at the same moment: use its key.
+            tracing::info!("another process rotated the signing key first");
+        }
+        self.publish(super::events::Change::KeysChanged).await?;
+        self.reload_keys().await?;
+        tracing::info!(kid = %key.kid, alg = key.alg.as_str(), "signing key rotated");
+        self.audit(
+            "key_rotated",
+            actor,
+            None,
+            json!({"kid": key.kid, "alg": key.alg.as_str(), "previous": current}),
+        )
+        .await;
+        Ok(KeyInfo {
+            kid: key.kid,
+            alg: key.alg.as_str(),
+            created_at: key.created_at,
+            status: KeyStatus::Active,
+        })
+    }
+
+    /// Rotates when the active key is older than the configured interval.
+    pub async fn rotate_if_due(&self) -> CoreResult<bool> {
+        let Some(interval) = self.tokens.rotation_interval else {
+            return Ok(false);
+        };
+        if self.key_policy.alg == TokenAlg::HS256 {
+            return Ok(false);
+        }
+        let now = self.now();
+        let due = self
+            .stores
+            .keys
+            .signing_keys()
+            .await?
+            .iter()
+            .find(|k| k.rotated_out_at.is_none())
+            .is_none_or(|k| now - k.created_at >= interval);
+        if due {
+            self.rotate_keys(None).await?;
+        }
+        Ok(due)
+    }
+
+    /// Every key with its status now. HS256 shows its one configured key.
+    pub async fn key_list(&self) -> CoreResult<Vec<KeyInfo>> {
+        let now = self.now();
+        if self.key_policy.alg == TokenAlg::HS256 {
+            let ring = self.keys.load();
+            return Ok(ring
+                .signing
+                .iter()
+                .map(|k| KeyInfo {
+                    kid: k.kid.clone(),
+                    alg: TokenAlg::HS256.as_str(),
+                    created_at: OffsetDateTime::UNIX_EPOCH,
+                    status: KeyStatus::Active,
+                })
+                .collect());
+        }
+        let mut keys: Vec<KeyInfo> = self
+            .stores
+            .keys
+            .signing_keys()
+            .await?
+            .into_iter()
+            .map(|k| KeyInfo {
+                status: self.key_policy.status(&k, now),
+                kid: k.kid,
+                alg: k.alg.as_str(),
+                created_at: k.created_at,
+            })
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        Ok(keys)
+    }
+
+    /// Forgets private halves of retired keys and drops them from the ring.
+    pub(crate) async fn retire_keys(&self) -> CoreResult<()> {
+        if self.key_policy.alg == TokenAlg::HS256 {
+            return Ok(());
+        }
+        let cutoff = self.now() - self.key_policy.grace;
+        if self.stores.keys.wipe_retired(cutoff).await? > 0 {
+            tracing::info!("retired signing keys wiped");
+        }
+        self.reload_keys().await
+    }
+}

@@ -1,0 +1,330 @@
+//! Access tokens: issuing and strict verification (RFC 9068, RFC 8725).
+//!
+//! Verification happens in exactly one place, [`Tessera::verify_access_token`],
+//! used by every path that accepts a token. It refuses, before any signature
+//! work: oversized tokens; anything but three base64url segments; headers with
+//! fields other than `alg`, `typ`, `kid` (so `jku`, `x5u`, `jwk`, `x5c`, `crit`
+//! are refused); an `alg` other than the one configured (so `none` and HMAC
+//! keyed with a public key are refused); a `typ` other than `at+jwt`; a `kid`
+//! that is not one of ours or is retired. Then the signature (jsonwebtoken on
+//! aws-lc-rs, which also rejects the ECDSA "psychic signature" class: r or s
+//! zero or out of range), `iss`, `aud`, and `exp`/`nbf`/`iat` against our
+//! clock with leeway, then revocation. Nothing touches the database.
+//!
+//! A token whose signature was already checked is remembered in a bounded
+//! cache keyed by the SHA-256 of the whole token, so a client reusing its
+//! token does not pay for the signature again; expiry, key retirement and
+//! revocation are still checked on every request.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::Tessera;
+use super::accounts::User;
+use super::error::{CoreError, CoreResult};
+use super::secret::{SecretHash, new_id};
+
+/// Longest token accepted (ours are under 1 KiB even with RS256).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+/// The `typ` header of access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// `client_id` of tokens issued to Tessera's own browser flows.
+pub const FIRST_PARTY_CLIENT: &str = "tessera";
+
+/// The claims of an access token: exactly the contract's, no PII.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    /// Never issued (redundant with `iat`), but honoured when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    pub jti: String,
+    pub client_id: String,
+    pub roles: Vec<String>,
+    pub sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// Token settings, validated by the configuration.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: time::Duration,
+    pub refresh_ttl: time::Duration,
+    pub leeway: time::Duration,
+    pub allowed_scopes: Vec<String>,
+    pub rotation_interval: Option<time::Duration>,
+}
+
+/// Why a token was refused. Clients only ever see `invalid_token`; the reason
+/// is for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejection {
+    #[error("token too large")]
+    Oversized,
+    #[error("token malformed")]
+    Malformed,
+    #[error("header has fields other than alg, typ and kid")]
+    ForbiddenHeader,
+    #[error("algorithm not accepted")]
+    WrongAlgorithm,
+    #[error("typ is not at+jwt")]
+    WrongType,
+    #[error("kid unknown or retired")]
+    UnknownKey,
+    #[error("signature or claims invalid")]
+    BadSignature,
+    #[error("issuer or audience mismatch")]
+    WrongIssuerOrAudience,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+    #[error("revoked")]
+    Revoked,
+}
+
+impl From<TokenRejection> for CoreError {
+    fn from(_: TokenRejection) -> Self {
+        CoreError::Unauthenticated
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoseHeader {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+/// A signature-checked token remembered by the verification cache.
+struct Verified {
+    kid: String,
+    claims: Arc<AccessClaims>,
+}
+
+pub(crate) type VerifiedCache = quick_cache::sync::Cache<SecretHash, Arc<VerifiedEntry>>;
+
+pub struct VerifiedEntry(Verified);
+
+/// A freshly issued access token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: String,
+    pub claims: AccessClaims,
+    pub expires_in: i64,
+}
+
+/// RFC 6749 scope-token characters.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+fn unix(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+impl Tessera {
+    /// Signs an access token for `user`, tied to `sid` (a session or refresh
+    /// family). `not_after` caps its expiry (a session's own expiry).
+    pub(crate) fn issue_access_token(
+        &self,
+        user: &User,
+        sid: &str,
+        client_id: &str,
+        scope: Option<String>,
+        not_after: Option<OffsetDateTime>,
+    ) -> CoreResult<IssuedToken> {
+        let ring = self.keys.load();
+        let signing = ring.signing.as_ref().ok_or_else(|| {
+            tracing::error!("no active signing key");
+            CoreError::Unavailable
+        })?;
+        let now = unix(self.now());
+        // Never issue a token that a cut-off made in this same second would
+        // kill at once: `iat` is at least the user's cut-off.
+        let iat = self
+            .revocations
+            .user_not_before(&user.id)
+            .map_or(now, |nb| now.max(nb));
+        let mut exp = now + self.tokens.access_ttl.whole_seconds();
+        if let Some(cap) = not_after {
+            exp = exp.min(unix(cap));
+        }
+        if exp <= now {
+            return Err(CoreError::Unauthenticated);
+        }
+        let id = new_id("x");
+        let claims = AccessClaims {
+            iss: self.tokens.issuer.clone(),
+            sub: user.id.clone(),
+            aud: self.tokens.audience.clone(),
+            exp,
+            iat,
+            nbf: None,
+            jti: id[2..].to_owned(),
+            client_id: client_id.to_owned(),
+            roles: user.roles.clone(),
+            sid: sid.to_owned(),
+            scope,
+        };
+        let mut header = Header::new(ring.alg.jwt());
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(signing.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &signing.encoding).map_err(|e| {
+            tracing::error!(error = %e, "signing an access token failed");
+            CoreError::Unavailable
+        })?;
+        Ok(IssuedToken {
+            token,
+            expires_in: exp - now,
+            claims,
+        })
+    }
+
+    /// The one strict verification of access tokens. See the module docs.
+    pub fn verify_access_token(&self, token: &str) -> Result<Arc<AccessClaims>, TokenRejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenRejection::Oversized);
+        }
+        let now = self.now();
+        let ring = self.keys.load();
+        let hash = SecretHash::of(token.as_bytes());
+        let key_live = |kid: &str| {
+            ring.verifying
+                .get(kid)
+                .filter(|k| k.retire_at.is_none_or(|at| now < at))
+                .cloned()
+        };
+
+        let claims = if let Some(hit) = self.verified.get(&hash) {
+            let Verified { kid, claims } = &hit.0;
+            if key_live(kid).is_none() {
+                return Err(TokenRejection::UnknownKey);
+            }
+            Arc::clone(claims)
+        } else {
+            let mut parts = token.split('.');
+            let (Some(header_b64), Some(_), Some(signature), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(TokenRejection::Malformed);
+            };
+            if signature.is_empty() {
+                return Err(TokenRejection::Malformed);
+            }
+            let header_json = URL_SAFE_NO_PAD
+                .decode(header_b64)
+                .map_err(|_| TokenRejection::Malformed)?;
+            let header: JoseHeader = serde_json::from_slice(&header_json)
+                .map_err(|_| TokenRejection::ForbiddenHeader)?;
+            if header.alg != ring.alg.as_str() {
+                return Err(TokenRejection::WrongAlgorithm);
+            }
+            let typ_ok = header.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+                    || t.eq_ignore_ascii_case("application/at+jwt")
+            });
+            if !typ_ok {
+                return Err(TokenRejection::WrongType);
+            }
+            let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
+            let key = key_live(&kid).ok_or(TokenRejection::UnknownKey)?;
+
+            let mut validation = Validation::new(ring.alg.jwt());
+            validation.validate_exp = false; // checked below against our clock
+            validation.validate_nbf = false;
+            validation.leeway = 0;
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.set_issuer(&[&self.tokens.issuer]);
+            validation.set_audience(&[&self.tokens.audience]);
+            let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidIssuer
+                    | jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                        TokenRejection::WrongIssuerOrAudience
+                    }
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                        TokenRejection::WrongAlgorithm
+                    }
+                    _ => TokenRejection::BadSignature,
+                })?;
+            let claims = Arc::new(data.claims);
+            self.verified.insert(
+                hash,
+                Arc::new(VerifiedEntry(Verified {
+                    kid,
+                    claims: Arc::clone(&claims),
+                })),
+            );
+            claims
+        };
+
+        let now_s = unix(now);
+        let leeway = self.tokens.leeway.whole_seconds();
+        if now_s >= claims.exp + leeway {
+            return Err(TokenRejection::Expired);
+        }
+        if claims.nbf.is_some_and(|nbf| now_s + leeway < nbf) || claims.iat > now_s + leeway {
+            return Err(TokenRejection::NotYetValid);
+        }
+        if self.revocations.is_revoked(&claims) {
+            return Err(TokenRejection::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// The JWKS document of the keys that verify tokens now.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.load().jwks(self.now())
+    }
+
+    /// Checks requested scopes against the allowed list; `None` or empty
+    /// means no scope.
+    pub fn grant_scope(&self, requested: Option<&str>) -> CoreResult<Option<String>> {
+        let Some(requested) = requested.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let mut granted: Vec<&str> = Vec::new();
+        for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+            if !self.tokens.allowed_scopes.iter().any(|a| a == scope) {
+                return Err(CoreError::InvalidScope);
+            }
+            if !granted.contains(&scope) {
+                granted.push(scope);
+            }
+        }
+        Ok(Some(granted.join(" ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_tokens_follow_rfc_6749() {
+        assert!(is_scope_token("read:users"));
+        assert!(!is_scope_token("has space"));
+        assert!(!is_scope_token("quote\"d"));
+        assert!(!is_scope_token("back\\slash"));
+        assert!(!is_scope_token(""));
+    }
+}

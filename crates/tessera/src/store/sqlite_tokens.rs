@@ -1,0 +1,479 @@
+//! The SQLite store's token half: signing keys, refresh families, the
+//! revocation log, service clients and the audit log.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, query};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use super::sqlite::{SqliteStore, backend};
+use super::{
+    AuditStore, ClientStore, KeyStore, RefreshStore, RevocationStore, StoreError, StoreResult,
+};
+use crate::core::audit::AuditEvent;
+use crate::core::clients::ServiceClient;
+use crate::core::keys::{StoredKey, TokenAlg};
+use crate::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
+use crate::core::revocation::Revocation;
+use crate::core::secret::SecretHash;
+use crate::core::time::{from_millis, to_millis};
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("bad {what} column"))
+}
+
+fn key_from_row(row: &SqliteRow) -> StoreResult<StoredKey> {
+    let alg: String = row.try_get("alg").map_err(backend)?;
+    let jwk: String = row.try_get("public_jwk").map_err(backend)?;
+    let private: Option<Vec<u8>> = row.try_get("private_pkcs8").map_err(backend)?;
+    let rotated: Option<i64> = row.try_get("rotated_out_at").map_err(backend)?;
+    Ok(StoredKey {
+        kid: row.try_get("kid").map_err(backend)?,
+        alg: TokenAlg::parse(&alg).ok_or_else(|| corrupt("alg"))?,
+        private_pkcs8: private.map(Zeroizing::new),
+        public_jwk: serde_json::from_str(&jwk).map_err(|_| corrupt("public_jwk"))?,
+        created_at: from_millis(row.try_get("created_at").map_err(backend)?),
+        rotated_out_at: rotated.map(from_millis),
+    })
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = query(
+            "SELECT kid, alg, private_pkcs8, public_jwk, created_at, rotated_out_at
+             FROM signing_keys ORDER BY created_at",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn rotate_in(
+        &self,
+        key: &StoredKey,
+        expected_active: Option<&str>,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self
+            .write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let active: Option<String> =
+            query("SELECT kid FROM signing_keys WHERE rotated_out_at IS NULL")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?
+                .map(|r| r.try_get("kid"))
+                .transpose()
+                .map_err(backend)?;
+        if active.as_deref() != expected_active {
+            return Ok(false);
+        }
+        query("UPDATE signing_keys SET rotated_out_at = ? WHERE rotated_out_at IS NULL")
+            .bind(to_millis(at))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let private = key.private_pkcs8.as_ref().map(|p| p.as_slice());
+        query(
+            "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_jwk, created_at, rotated_out_at)
+             VALUES (?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&key.kid)
+        .bind(key.alg.as_str())
+        .bind(private)
+        .bind(key.public_jwk.to_string())
+        .bind(to_millis(key.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn wipe_retired(&self, before: OffsetDateTime) -> StoreResult<u64> {
+        let done = query(
+            "UPDATE signing_keys SET private_pkcs8 = NULL
+             WHERE rotated_out_at IS NOT NULL AND rotated_out_at <= ? AND private_pkcs8 IS NOT NULL",
+        )
+        .bind(to_millis(before))
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn family_from_row(row: &SqliteRow) -> StoreResult<RefreshFamily> {
+    let revoked: Option<i64> = row.try_get("revoked_at").map_err(backend)?;
+    Ok(RefreshFamily {
+        id: row.try_get("family_id").map_err(backend)?,
+        user_id: row.try_get("user_id").map_err(backend)?,
+        client_id: row.try_get("client_id").map_err(backend)?,
+        scope: row.try_get("scope").map_err(backend)?,
+        created_at: from_millis(row.try_get("family_created_at").map_err(backend)?),
+        revoked_at: revoked.map(from_millis),
+    })
+}
+
+const TOKEN_AND_FAMILY: &str = "SELECT t.used_at, t.expires_at, f.id AS family_id, f.user_id,
+        f.client_id, f.scope, f.created_at AS family_created_at, f.revoked_at
+     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+     WHERE t.token_hash = ?";
+
+#[async_trait]
+impl RefreshStore for SqliteStore {
+    async fn create_family(
+        &self,
+        family: &RefreshFamily,
+        first: &NewRefreshToken,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        query(
+            "INSERT INTO refresh_families (id, user_id, client_id, scope, created_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&family.id)
+        .bind(&family.user_id)
+        .bind(&family.client_id)
+        .bind(family.scope.as_deref())
+        .bind(to_millis(family.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(first.hash.as_bytes())
+        .bind(&family.id)
+        .bind(to_millis(first.created_at))
+        .bind(to_millis(first.expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn rotate_refresh(
+        &self,
+        presented: &SecretHash,
+        next_hash: &SecretHash,
+        next_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> StoreResult<Rotation> {
+        // BEGIN IMMEDIATE takes SQLite's write lock up front: the read, the
+        // check and both writes below happen with no other writer in between,
+        // in this process or any other.
+        let mut tx = self
+            .write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let row = query(TOKEN_AND_FAMILY)
+            .bind(presented.as_bytes())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(Rotation::Invalid);
+        };
+        let family = family_from_row(&row)?;
+        let used: Option<i64> = row.try_get("used_at").map_err(backend)?;
+        let expires_at: i64 = row.try_get("expires_at").map_err(backend)?;
+        if family.revoked_at.is_some() {
+            return Ok(Rotation::Invalid);
+        }
+        if used.is_some() {
+            query("UPDATE refresh_families SET revoked_at = ? WHERE id = ?")
+                .bind(to_millis(now))
+                .bind(&family.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            query("DELETE FROM refresh_tokens WHERE family_id = ? AND used_at IS NULL")
+                .bind(&family.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            tx.commit().await.map_err(backend)?;
+            return Ok(Rotation::Reused(family));
+        }
+        if expires_at <= to_millis(now) {
+            return Ok(Rotation::Invalid);
+        }
+        query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL")
+            .bind(to_millis(now))
+            .bind(presented.as_bytes())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        query(
+            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(next_hash.as_bytes())
+        .bind(&family.id)
+        .bind(to_millis(now))
+        .bind(to_millis(next_expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Rotation::Rotated(family))
+    }
+
+    async fn refresh_family(
+        &self,
+        presented: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime)>> {
+        let row = query(TOKEN_AND_FAMILY)
+            .bind(presented.as_bytes())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let family = family_from_row(&row)?;
+        let used: Option<i64> = row.try_get("used_at").map_err(backend)?;
+        let expires_at = from_millis(row.try_get("expires_at").map_err(backend)?);
+        if family.revoked_at.is_some() || used.is_some() || expires_at <= now {
+            return Ok(None);
+        }
+        Ok(Some((family, expires_at)))
+    }
+
+    async fn revoke_family(&self, family_id: &str, at: OffsetDateTime) -> StoreResult<bool> {
+        let mut tx = self
+            .write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let done =
+            query("UPDATE refresh_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(to_millis(at))
+                .bind(family_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        query("DELETE FROM refresh_tokens WHERE family_id = ?")
+            .bind(family_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self
+            .write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)?;
+        let rows = query(
+            "UPDATE refresh_families SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL
+             RETURNING id",
+        )
+        .bind(to_millis(at))
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        query(
+            "DELETE FROM refresh_tokens WHERE family_id IN
+             (SELECT id FROM refresh_families WHERE user_id = ?)",
+        )
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(backend))
+            .collect()
+    }
+
+    async fn delete_expired_refresh(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let done = query("DELETE FROM refresh_tokens WHERE expires_at <= ?")
+            .bind(to_millis(now))
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        // Families with no token left can no longer be used.
+        query(
+            "DELETE FROM refresh_families WHERE NOT EXISTS
+             (SELECT 1 FROM refresh_tokens t WHERE t.family_id = refresh_families.id)",
+        )
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl RevocationStore for SqliteStore {
+    async fn insert_revocation(
+        &self,
+        r: &Revocation,
+        forget_at: i64,
+        at: OffsetDateTime,
+    ) -> StoreResult<i64> {
+        let row = query(
+            "INSERT INTO revocations (kind, subject, time, forget_at, created_at)
+             VALUES (?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(r.kind())
+        .bind(r.subject())
+        .bind(r.time())
+        .bind(forget_at)
+        .bind(to_millis(at))
+        .fetch_one(&self.write)
+        .await
+        .map_err(backend)?;
+        row.try_get("seq").map_err(backend)
+    }
+
+    async fn revocations_after(
+        &self,
+        cursor: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(i64, Revocation, i64)>> {
+        let rows = query(
+            "SELECT seq, kind, subject, time, forget_at FROM revocations
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let kind: String = r.try_get("kind").map_err(backend)?;
+            let revocation = Revocation::from_parts(
+                &kind,
+                r.try_get("subject").map_err(backend)?,
+                r.try_get("time").map_err(backend)?,
+            )
+            .ok_or_else(|| corrupt("revocation kind"))?;
+            out.push((
+                r.try_get("seq").map_err(backend)?,
+                revocation,
+                r.try_get("forget_at").map_err(backend)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn prune_revocations(&self, now_unix: i64) -> StoreResult<u64> {
+        let done = query("DELETE FROM revocations WHERE forget_at < ?")
+            .bind(now_unix)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl ClientStore for SqliteStore {
+    async fn insert_client(&self, c: &ServiceClient) -> StoreResult<()> {
+        query(
+            "INSERT INTO service_clients (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(c.secret_hash.as_bytes())
+        .bind(to_millis(c.created_at))
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn client_by_id(&self, id: &str) -> StoreResult<Option<ServiceClient>> {
+        let row =
+            query("SELECT id, name, secret_hash, created_at FROM service_clients WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(backend)?;
+        let Some(r) = row else { return Ok(None) };
+        let hash: Vec<u8> = r.try_get("secret_hash").map_err(backend)?;
+        Ok(Some(ServiceClient {
+            id: r.try_get("id").map_err(backend)?,
+            name: r.try_get("name").map_err(backend)?,
+            secret_hash: SecretHash::from_slice(&hash).ok_or_else(|| corrupt("secret_hash"))?,
+            created_at: from_millis(r.try_get("created_at").map_err(backend)?),
+        }))
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn record(&self, e: &AuditEvent) -> StoreResult<()> {
+        query(
+            "INSERT INTO audit_events (id, at, type, user_id, ip, user_agent, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(to_millis(e.at))
+        .bind(&e.event_type)
+        .bind(e.user_id.as_deref())
+        .bind(e.ip.as_deref())
+        .bind(e.user_agent.as_deref())
+        .bind(e.detail.to_string())
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn audit_events(
+        &self,
+        event_type: Option<&str>,
+        user_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let rows = query(
+            "SELECT id, at, type, user_id, ip, user_agent, detail FROM audit_events
+             WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR user_id = ?2)
+             ORDER BY at DESC, id DESC LIMIT ?3",
+        )
+        .bind(event_type)
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail").map_err(backend)?;
+                Ok(AuditEvent {
+                    id: r.try_get("id").map_err(backend)?,
+                    at: from_millis(r.try_get("at").map_err(backend)?),
+                    event_type: r.try_get("type").map_err(backend)?,
+                    user_id: r.try_get("user_id").map_err(backend)?,
+                    ip: r.try_get("ip").map_err(backend)?,
+                    user_agent: r.try_get("user_agent").map_err(backend)?,
+                    detail: serde_json::from_str(&detail).map_err(|_| corrupt("detail"))?,
+                })
+            })
+            .collect()
+    }
+}
