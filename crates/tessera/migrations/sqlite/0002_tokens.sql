@@ -69,3 +69,10 @@ CREATE TABLE audit_events (
 
 CREATE INDEX audit_events_by_time ON audit_events (at);
 CREATE INDEX audit_events_by_user ON audit_events (user_id, at);
+
+-- Server-wide secrets shared by every node (e.g. the key that binds CSRF
+-- tokens to refresh families in jwt-cookie mode).
+CREATE TABLE server_secrets (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;

@@ -249,6 +249,15 @@ impl Tessera {
             .ok_or(CoreError::NotFound("no such user"))
     }
 
+    /// An active user through the user cache (no database read in the
+    /// common case); `Unauthenticated` when gone or suspended.
+    pub async fn active_user(&self, id: &str) -> CoreResult<std::sync::Arc<User>> {
+        match self.stores.users.user_by_id(id).await? {
+            Some(user) if user.status == UserStatus::Active => Ok(user),
+            _ => Err(CoreError::Unauthenticated),
+        }
+    }
+
     pub async fn list_users(&self, query: &UserQuery) -> CoreResult<Vec<User>> {
         Ok(self.stores.users.list_users(query).await?)
     }

@@ -69,6 +69,8 @@ pub struct Tessera {
     pub(crate) revocations: RevocationSet,
     pub(crate) revocation_cursor: AtomicI64,
     pub(crate) verified: VerifiedCache,
+    /// HMAC key binding CSRF tokens to refresh families (jwt-cookie mode).
+    pub(crate) csrf_key: ArcSwap<Option<aws_lc_rs::hmac::Key>>,
 }
 
 impl Tessera {
@@ -115,6 +117,7 @@ impl Tessera {
             revocations: RevocationSet::default(),
             revocation_cursor: AtomicI64::new(0),
             verified: VerifiedCache::new(options.token_cache_entries.max(1)),
+            csrf_key: ArcSwap::from_pointee(None),
         })
     }
 
@@ -123,7 +126,28 @@ impl Tessera {
     pub async fn load_state(&self) -> CoreResult<()> {
         self.prepare_keys().await?;
         self.follow_revocations().await?;
+        let fresh = Zeroizing::new(
+            secret::BearerSecret::generate()
+                .expose()
+                .as_bytes()
+                .to_vec(),
+        );
+        let key = Zeroizing::new(self.stores.keys.server_secret("csrf", &fresh).await?);
+        self.csrf_key.store(Arc::new(Some(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &key,
+        ))));
         Ok(())
+    }
+
+    /// The CSRF token of a refresh family (jwt-cookie mode): an HMAC of its
+    /// id under a server key, so it is checked without any lookup.
+    pub fn family_csrf_token(&self, family_id: &str) -> Option<String> {
+        use base64::Engine;
+        let key = self.csrf_key.load();
+        let key = key.as_ref().as_ref()?;
+        let tag = aws_lc_rs::hmac::sign(key, format!("tessera/csrf\0{family_id}").as_bytes());
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
     /// The current time at the precision the stores keep (milliseconds), so

@@ -122,6 +122,66 @@ impl Tessera {
         Ok(pair)
     }
 
+    /// jwt-cookie browser login: checks credentials (ending the session the
+    /// request carried, if any) and starts a refresh family.
+    pub async fn login_with_tokens(
+        &self,
+        email: &str,
+        password: Password,
+        carried_session: Option<&BearerSecret>,
+        client: &ClientInfo,
+    ) -> CoreResult<TokenPair> {
+        if let Some(old) = carried_session {
+            self.end_session_by_secret(old).await?;
+        }
+        let user = match self.check_credentials(email, password).await {
+            Ok(user) => user,
+            Err(e) => {
+                if matches!(
+                    e,
+                    CoreError::InvalidCredentials | CoreError::AccountSuspended
+                ) {
+                    self.audit(
+                        "login_failed",
+                        None,
+                        Some(client),
+                        json!({"via": "jwt-cookie"}),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
+        let pair = self.start_browser_family(user).await?;
+        self.audit(
+            "login_succeeded",
+            Some(&pair.user.id),
+            Some(client),
+            json!({"via": "jwt-cookie", "family": pair.family_id}),
+        )
+        .await;
+        Ok(pair)
+    }
+
+    /// Ends what a token came from: its session (`ses_…`) or refresh family.
+    pub async fn end_sid(&self, user_id: &str, sid: &str) -> CoreResult<()> {
+        if sid.starts_with("ses_") {
+            return match self.revoke_session(user_id, sid).await {
+                Err(CoreError::NotFound(_)) => self.revoke_sid(sid).await,
+                other => other,
+            };
+        }
+        self.revoke_family(sid).await?;
+        self.audit("logout", Some(user_id), None, json!({"family": sid}))
+            .await;
+        Ok(())
+    }
+
+    /// Starts the refresh family of a browser in jwt-cookie mode.
+    pub async fn start_browser_family(&self, user: User) -> CoreResult<TokenPair> {
+        self.start_family(user, FIRST_PARTY_CLIENT, None).await
+    }
+
     /// Starts a refresh family for an authenticated user.
     pub(crate) async fn start_family(
         &self,

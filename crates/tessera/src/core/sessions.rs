@@ -172,6 +172,70 @@ impl Tessera {
         })
     }
 
+    /// Changes the password after checking the current one, then ends every
+    /// session, refresh family and earlier access token of the user. A caller
+    /// on a session gets a fresh one in its place (rotation on a privilege
+    /// change), returned here.
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        current: Password,
+        new: Password,
+        session: Option<&SessionRecord>,
+        client: &ClientInfo,
+    ) -> CoreResult<Option<NewSession>> {
+        current
+            .check_policy()
+            .map_err(|_| CoreError::InvalidCredentials)?;
+        new.check_policy()?;
+        let stored = self.stores.users.password_hash(user_id).await?;
+        if !self.passwords.verify(current, stored).await? {
+            return Err(CoreError::InvalidCredentials);
+        }
+        let hash = self.passwords.hash(new).await?;
+        if !self
+            .stores
+            .users
+            .set_password_hash(user_id, &hash, self.now())
+            .await?
+        {
+            return Err(CoreError::Unauthenticated);
+        }
+        self.stores.sessions.delete_user_sessions(user_id).await?;
+        self.revoke_user_tokens(user_id).await?;
+        self.publish(Change::UserSessionsRevoked {
+            user_id: user_id.to_owned(),
+        })
+        .await?;
+        self.audit("password_changed", Some(user_id), Some(client), json!({}))
+            .await;
+        let Some(old) = session else {
+            return Ok(None);
+        };
+        self.revoke_sid(&old.id).await?;
+        let user = self.active_user(user_id).await?;
+        let now = self.now();
+        let secret = BearerSecret::generate();
+        let record = SessionRecord {
+            token_hash: secret.hash(),
+            id: new_id("ses"),
+            user_id: user_id.to_owned(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + self.policy.sessions.absolute,
+            ip: client.ip.clone().or_else(|| old.ip.clone()),
+            user_agent: client.user_agent.clone().or_else(|| old.user_agent.clone()),
+        };
+        self.stores.sessions.insert_session(&record).await?;
+        Ok(Some(NewSession {
+            secret,
+            auth: Authenticated {
+                user,
+                session: Arc::new(record),
+            },
+        }))
+    }
+
     /// Verifies email and password; the shared first step of every password
     /// login. Unknown emails cost the same hash as known ones.
     pub async fn check_credentials(&self, email: &str, password: Password) -> CoreResult<User> {
@@ -231,6 +295,23 @@ impl Tessera {
         Ok(Authenticated { user, session })
     }
 
+    /// An access token for a signed-in browser, tied to its session: its
+    /// `sid` is the session id (revoked when the session ends) and it never
+    /// outlives the session's idle or absolute expiry.
+    pub fn session_access_token(
+        &self,
+        auth: &Authenticated,
+    ) -> CoreResult<super::tokens::IssuedToken> {
+        let cap = self.policy.sessions.idle_expires_at(&auth.session);
+        self.issue_access_token(
+            &auth.user,
+            &auth.session.id,
+            super::tokens::FIRST_PARTY_CLIENT,
+            None,
+            Some(cap),
+        )
+    }
+
     /// Ends the session the caller is using (logout).
     pub async fn logout(&self, auth: &Authenticated) -> CoreResult<()> {
         self.stores
@@ -254,7 +335,7 @@ impl Tessera {
         Ok(())
     }
 
-    async fn end_session_by_secret(&self, secret: &BearerSecret) -> CoreResult<()> {
+    pub(crate) async fn end_session_by_secret(&self, secret: &BearerSecret) -> CoreResult<()> {
         if let Some(old) = self
             .stores
             .sessions

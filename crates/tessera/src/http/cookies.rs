@@ -33,6 +33,21 @@ pub fn clear_session_cookie(settings: &Settings) -> HeaderValue {
     build(settings, settings.session_cookie_name(), "", 0)
 }
 
+/// `Set-Cookie` for any of Tessera's cookies (same attributes for all).
+pub fn named_cookie(
+    settings: &Settings,
+    name: &str,
+    value: &str,
+    max_age_secs: i64,
+) -> HeaderValue {
+    build(settings, name, value, max_age_secs.max(0))
+}
+
+/// `Set-Cookie` that makes the browser drop cookie `name`.
+pub fn clear_cookie(settings: &Settings, name: &str) -> HeaderValue {
+    build(settings, name, "", 0)
+}
+
 fn build(settings: &Settings, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if settings.cookie_secure {
         "; Secure"

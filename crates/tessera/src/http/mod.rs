@@ -7,6 +7,7 @@ pub mod cookies;
 pub mod csrf;
 pub mod error;
 pub mod extract;
+pub mod jwt_cookie;
 pub mod middleware;
 
 use std::sync::Arc;
@@ -41,6 +42,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sessions/{id}", delete(api::sessions::revoke))
         .route("/v1/logout-all", post(api::sessions::logout_all))
+        .route("/v1/session/token", post(api::tokens::session_token))
+        .route("/v1/account/password", post(api::account::change_password))
+        .route("/v1/token", post(api::tokens::token))
+        .route("/v1/token/revoke", post(api::tokens::revoke))
+        .route("/v1/token/introspect", post(api::tokens::introspect))
+        .route("/.well-known/jwks.json", get(api::wellknown::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(api::wellknown::metadata),
+        )
+        .route("/v1/admin/keys", get(api::admin::keys))
+        .route("/v1/admin/keys/rotate", post(api::admin::rotate_keys))
         .route("/v1/me", get(api::identity::me))
         .route("/v1/verify", get(api::identity::verify))
         .fallback(api::not_found)

@@ -174,6 +174,19 @@ impl UserStore for CachingUserStore {
         self.inner.list_users(query).await
     }
 
+    async fn password_hash(&self, id: &str) -> StoreResult<Option<String>> {
+        self.inner.password_hash(id).await
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: &str,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.inner.set_password_hash(id, hash, at).await
+    }
+
     async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
         let changed = self.inner.set_roles(id, roles, at).await;
         self.cache.remove(id);

@@ -59,6 +59,13 @@ pub trait UserStore: Send + Sync {
     /// The user and their password hash, by case-folded email.
     async fn credentials_by_email(&self, email_key: &str) -> StoreResult<Option<(User, String)>>;
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
+    async fn password_hash(&self, id: &str) -> StoreResult<Option<String>>;
+    async fn set_password_hash(
+        &self,
+        id: &str,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
     /// Returns false when there is no such user.
     async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool>;
     async fn set_status(
@@ -124,6 +131,9 @@ pub trait KeyStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Drops the private half of keys rotated out before `before`.
     async fn wipe_retired(&self, before: OffsetDateTime) -> StoreResult<u64>;
+    /// The server-wide secret `name`, stored as `fresh` if it does not exist
+    /// yet (the first process to get there wins; all see the same value).
+    async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>>;
 }
 
 /// Refresh tokens: single use, in families, rotation atomic.

@@ -213,6 +213,32 @@ impl UserStore for SqliteStore {
         rows.iter().map(user_from_row).collect()
     }
 
+    async fn password_hash(&self, id: &str) -> StoreResult<Option<String>> {
+        let row = query("SELECT password_hash FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get("password_hash").map_err(backend))
+            .transpose()
+    }
+
+    async fn set_password_hash(
+        &self,
+        id: &str,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let done = query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(hash)
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
         let roles = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
         let done = query("UPDATE users SET roles = ?, updated_at = ? WHERE id = ?")

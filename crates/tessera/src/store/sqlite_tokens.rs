@@ -106,6 +106,23 @@ impl KeyStore for SqliteStore {
         .map_err(backend)?;
         Ok(done.rows_affected())
     }
+
+    async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+        query(
+            "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        let row = query("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.write)
+            .await
+            .map_err(backend)?;
+        row.try_get("value").map_err(backend)
+    }
 }
 
 fn family_from_row(row: &SqliteRow) -> StoreResult<RefreshFamily> {

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::core::accounts::User;
 use crate::core::time::serde_rfc3339;
 use crate::http::AppState;
-use crate::http::caller::SessionCaller;
+use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 
 #[derive(Serialize)]
@@ -27,17 +27,22 @@ struct MeBody<'a> {
     auth: AuthInfo<'a>,
 }
 
-pub async fn me(State(state): State<AppState>, caller: SessionCaller) -> Response {
-    let session = &caller.auth.session;
-    axum::Json(MeBody {
-        user: &caller.auth.user,
-        auth: AuthInfo {
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let user = caller.user(&state).await?;
+    let auth = match &caller {
+        Caller::Session(s) => AuthInfo {
             method: "session",
-            session_id: Some(&session.id),
-            expires_at: state.core.policy.sessions.idle_expires_at(session),
+            session_id: Some(&s.auth.session.id),
+            expires_at: state.core.policy.sessions.idle_expires_at(&s.auth.session),
         },
-    })
-    .into_response()
+        Caller::Token(c) | Caller::CookieToken(c) => AuthInfo {
+            method: "jwt",
+            session_id: Some(&c.sid),
+            expires_at: OffsetDateTime::from_unix_timestamp(c.exp)
+                .map_err(|_| ApiError::internal())?,
+        },
+    };
+    Ok(axum::Json(MeBody { user: &user, auth }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -51,23 +56,23 @@ static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
 
 /// 200 with the identity in headers, 401 without a valid credential, 403 when
 /// `?role=` names a role the caller lacks.
-pub async fn verify(
-    caller: SessionCaller,
-    Query(query): Query<VerifyQuery>,
-) -> ApiResult<Response> {
-    let user = &caller.auth.user;
+pub async fn verify(caller: Caller, Query(query): Query<VerifyQuery>) -> ApiResult<Response> {
     if let Some(role) = query.role.as_deref()
-        && !user.has_role(role)
+        && !caller.has_role(role)
     {
         return Err(ApiError::forbidden(format!(
             "the role {role:?} is required"
         )));
     }
     let mut headers = HeaderMap::with_capacity(3);
-    let id = HeaderValue::from_str(&user.id).map_err(|_| ApiError::internal())?;
-    let roles = HeaderValue::from_str(&user.roles.join(",")).map_err(|_| ApiError::internal())?;
+    let id = HeaderValue::from_str(caller.user_id()).map_err(|_| ApiError::internal())?;
+    let roles =
+        HeaderValue::from_str(&caller.roles().join(",")).map_err(|_| ApiError::internal())?;
     headers.insert(X_AUTH_USER.clone(), id);
     headers.insert(X_AUTH_ROLES.clone(), roles);
-    headers.insert(X_AUTH_METHOD.clone(), HeaderValue::from_static("session"));
+    headers.insert(
+        X_AUTH_METHOD.clone(),
+        HeaderValue::from_static(caller.method()),
+    );
     Ok((StatusCode::OK, headers).into_response())
 }

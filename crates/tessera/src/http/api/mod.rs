@@ -1,10 +1,14 @@
 //! Handlers, one module per group of contract rows.
 
+pub mod account;
 pub mod accounts;
+pub mod admin;
 pub mod health;
 pub mod identity;
 pub mod sessions;
+pub mod tokens;
 pub mod views;
+pub mod wellknown;
 
 use super::error::ApiError;
 

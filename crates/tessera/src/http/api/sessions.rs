@@ -7,16 +7,18 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::config::BrowserMode;
 use crate::core::accounts::Password;
 use crate::core::secret::BearerSecret;
 use crate::core::sessions::csrf_token_for;
 use crate::http::AppState;
 use crate::http::api::views::{SessionList, SessionListItem, SessionState, SessionView};
-use crate::http::caller::{SessionCaller, session_secret};
-use crate::http::cookies::{clear_session_cookie, session_cookie};
+use crate::http::caller::{Caller, SessionCaller, session_secret};
+use crate::http::cookies::{clear_session_cookie, read_cookie, session_cookie};
 use crate::http::csrf::FreshRequest;
 use crate::http::error::ApiResult;
 use crate::http::extract::{Client, JsonOrForm};
+use crate::http::jwt_cookie::{clear_pair_cookies, pair_cookies};
 
 #[derive(Deserialize)]
 pub struct LoginBody {
@@ -39,21 +41,33 @@ impl FromRequestParts<AppState> for CarriedSession {
     }
 }
 
-fn no_content_clearing_cookie(state: &AppState) -> Response {
-    (
+/// 204 that also drops the browser's credential cookies.
+fn no_content_clearing_cookies(state: &AppState) -> Response {
+    let [access, refresh] = clear_pair_cookies(state);
+    let mut response = (
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, clear_session_cookie(&state.settings))],
     )
-        .into_response()
+        .into_response();
+    if state.settings.browser_mode == BrowserMode::JwtCookie {
+        let headers = response.headers_mut();
+        headers.append(header::SET_COOKIE, access);
+        headers.append(header::SET_COOKIE, refresh);
+    }
+    response
 }
 
 pub async fn login(
     State(state): State<AppState>,
     _: FreshRequest,
     CarriedSession(carried): CarriedSession,
+    headers: axum::http::HeaderMap,
     Client(client): Client,
     JsonOrForm(body): JsonOrForm<LoginBody>,
 ) -> ApiResult<Response> {
+    if state.settings.browser_mode == BrowserMode::JwtCookie {
+        return login_jwt_cookie(&state, &headers, carried, client, body).await;
+    }
     let new = state
         .core
         .login(
@@ -82,6 +96,53 @@ pub async fn login(
         .into_response())
 }
 
+/// jwt-cookie mode: the login starts a refresh family and delivers both
+/// tokens in HttpOnly cookies; the body carries the family's CSRF token.
+async fn login_jwt_cookie(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    carried: Option<BearerSecret>,
+    client: crate::core::sessions::ClientInfo,
+    body: LoginBody,
+) -> ApiResult<Response> {
+    // Whatever the browser carried is ended first (no fixation).
+    if let Some(refresh) = read_cookie(headers, state.settings.refresh_cookie_name()) {
+        state
+            .core
+            .revoke_presented_token(refresh, Some("refresh_token"), &client)
+            .await?;
+    }
+    let new = state
+        .core
+        .login_with_tokens(
+            &body.email,
+            Password::new(body.password),
+            carried.as_ref(),
+            &client,
+        )
+        .await?;
+    let csrf_token = state.core.family_csrf_token(&new.family_id);
+    let now = state.core.now();
+    let session = serde_json::json!({
+        "id": new.family_id,
+        "created_at": crate::core::time::rfc3339(now),
+        "last_seen_at": crate::core::time::rfc3339(now),
+        "expires_at": crate::core::time::rfc3339(new.refresh_expires_at),
+        "idle_expires_at": crate::core::time::rfc3339(new.refresh_expires_at),
+    });
+    let [access, refresh] = pair_cookies(state, &new);
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)],
+        axum::Json(serde_json::json!({
+            "user": new.user,
+            "session": session,
+            "csrf_token": csrf_token,
+        })),
+    )
+        .into_response())
+}
+
 pub async fn current(State(state): State<AppState>, caller: SessionCaller) -> Response {
     let auth = &caller.auth;
     axum::Json(SessionState {
@@ -92,14 +153,19 @@ pub async fn current(State(state): State<AppState>, caller: SessionCaller) -> Re
     .into_response()
 }
 
-pub async fn logout(State(state): State<AppState>, caller: SessionCaller) -> ApiResult<Response> {
-    state.core.logout(&caller.auth).await?;
-    Ok(no_content_clearing_cookie(&state))
+/// Ends the caller's own session (or, for a token, the session or refresh
+/// family it came from) and drops the browser's cookies.
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    match &caller {
+        Caller::Session(s) => state.core.logout(&s.auth).await?,
+        Caller::Token(c) | Caller::CookieToken(c) => state.core.end_sid(&c.sub, &c.sid).await?,
+    }
+    Ok(no_content_clearing_cookies(&state))
 }
 
-pub async fn list(State(state): State<AppState>, caller: SessionCaller) -> ApiResult<Response> {
-    let sessions = state.core.sessions_of(&caller.auth.user.id).await?;
-    let current_id = &caller.auth.session.id;
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let sessions = state.core.sessions_of(caller.user_id()).await?;
+    let current_id = caller.sid();
     let body = SessionList {
         sessions: sessions
             .iter()
@@ -110,7 +176,7 @@ pub async fn list(State(state): State<AppState>, caller: SessionCaller) -> ApiRe
                 expires_at: s.expires_at,
                 ip: s.ip.as_deref(),
                 user_agent: s.user_agent.as_deref(),
-                current: &s.id == current_id,
+                current: s.id == current_id,
             })
             .collect(),
     };
@@ -119,20 +185,17 @@ pub async fn list(State(state): State<AppState>, caller: SessionCaller) -> ApiRe
 
 pub async fn revoke(
     State(state): State<AppState>,
-    caller: SessionCaller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    state.core.revoke_session(&caller.auth.user.id, &id).await?;
-    if id == caller.auth.session.id {
-        return Ok(no_content_clearing_cookie(&state));
+    state.core.revoke_session(caller.user_id(), &id).await?;
+    if id == caller.sid() {
+        return Ok(no_content_clearing_cookies(&state));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn logout_all(
-    State(state): State<AppState>,
-    caller: SessionCaller,
-) -> ApiResult<Response> {
-    state.core.logout_all(&caller.auth.user.id).await?;
-    Ok(no_content_clearing_cookie(&state))
+pub async fn logout_all(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    state.core.logout_all(caller.user_id()).await?;
+    Ok(no_content_clearing_cookies(&state))
 }

@@ -1,0 +1,60 @@
+//! `POST /v1/account/password`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::core::accounts::Password;
+use crate::http::AppState;
+use crate::http::caller::Caller;
+use crate::http::cookies::session_cookie;
+use crate::http::error::ApiResult;
+use crate::http::extract::{Client, Json};
+use crate::http::jwt_cookie::pair_cookies;
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the password; every other session, refresh family and earlier
+/// access token dies. A browser caller gets fresh credentials in cookies.
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Client(client): Client,
+    Json(body): Json<PasswordChange>,
+) -> ApiResult<Response> {
+    let session = match &caller {
+        Caller::Session(s) => Some(s.auth.session.as_ref()),
+        _ => None,
+    };
+    let rotated = state
+        .core
+        .change_password(
+            caller.user_id(),
+            Password::new(body.current_password),
+            Password::new(body.new_password),
+            session,
+            &client,
+        )
+        .await?;
+    if let Some(new) = rotated {
+        let max_age = (new.auth.session.expires_at - state.core.now()).whole_seconds();
+        let cookie = session_cookie(&state.settings, new.secret.expose(), max_age);
+        return Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response());
+    }
+    if let Caller::CookieToken(_) = caller {
+        let user = caller.user(&state).await?;
+        let pair = state.core.start_browser_family((*user).clone()).await?;
+        let [access, refresh] = pair_cookies(&state, &pair);
+        return Ok((
+            StatusCode::NO_CONTENT,
+            [(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)],
+        )
+            .into_response());
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,246 @@
+//! The OAuth-facing endpoints: `POST /v1/token` (RFC 6749 password and
+//! refresh grants), `/v1/token/revoke` (RFC 7009), `/v1/token/introspect`
+//! (RFC 7662), and the session-to-token exchange `POST /v1/session/token`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::BrowserMode;
+use crate::core::accounts::Password;
+use crate::core::error::CoreError;
+use crate::core::refresh::TokenPair;
+use crate::core::sessions::ClientInfo;
+use crate::http::AppState;
+use crate::http::caller::SessionCaller;
+use crate::http::cookies::read_cookie;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Client, JsonOrForm};
+use crate::http::jwt_cookie::{check_family_csrf, pair_cookies};
+
+#[derive(Deserialize, Default)]
+pub struct TokenRequest {
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+fn oauth_error(code: &'static str, description: &'static str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, description)
+}
+
+/// Token-endpoint errors speak RFC 6749.
+fn token_error(e: CoreError) -> ApiError {
+    match e {
+        CoreError::InvalidCredentials => {
+            oauth_error("invalid_grant", "the email or password is incorrect")
+        }
+        CoreError::AccountSuspended => oauth_error("invalid_grant", "this account is suspended"),
+        CoreError::Validation(d) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", d),
+        other => other.into(),
+    }
+}
+
+/// Body errors at the token endpoint are `invalid_request` (RFC 6749 §5.2),
+/// except size and media-type errors, which keep their status.
+fn body_error(e: ApiError) -> ApiError {
+    if e.status == StatusCode::UNPROCESSABLE_ENTITY {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.description)
+    } else {
+        e
+    }
+}
+
+fn required<'a>(value: &'a Option<String>, name: &'static str) -> ApiResult<&'a str> {
+    value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("the {name} parameter is required"),
+        )
+    })
+}
+
+fn pair_response(pair: &TokenPair) -> Response {
+    axum::Json(TokenResponse {
+        access_token: &pair.access.token,
+        token_type: "Bearer",
+        expires_in: pair.access.expires_in,
+        refresh_token: pair.refresh.expose(),
+        scope: pair.scope.as_deref(),
+    })
+    .into_response()
+}
+
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Client(client): Client,
+    body: Result<JsonOrForm<TokenRequest>, ApiError>,
+) -> ApiResult<Response> {
+    let JsonOrForm(req) = body.map_err(body_error)?;
+    match required(&req.grant_type, "grant_type")? {
+        "password" => {
+            let username = required(&req.username, "username")?;
+            let password = required(&req.password, "password")?;
+            let pair = state
+                .core
+                .password_grant(
+                    username,
+                    Password::new(password.to_owned()),
+                    req.client_id.as_deref(),
+                    req.scope.as_deref(),
+                    &client,
+                )
+                .await
+                .map_err(token_error)?;
+            Ok(pair_response(&pair))
+        }
+        "refresh_token" => match req.refresh_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(presented) => {
+                let pair = state
+                    .core
+                    .refresh_grant(presented, req.scope.as_deref(), &client)
+                    .await
+                    .map_err(token_error)?;
+                Ok(pair_response(&pair))
+            }
+            None => refresh_from_cookie(&state, &headers, &client).await,
+        },
+        _ => Err(oauth_error(
+            "unsupported_grant_type",
+            "grant_type must be password or refresh_token",
+        )),
+    }
+}
+
+/// jwt-cookie mode: the refresh token comes from its cookie, under the CSRF
+/// rules, and both cookies are reset. The tokens never appear in the body.
+async fn refresh_from_cookie(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: &ClientInfo,
+) -> ApiResult<Response> {
+    let presented = (state.settings.browser_mode == BrowserMode::JwtCookie)
+        .then(|| read_cookie(headers, state.settings.refresh_cookie_name()))
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the refresh_token parameter is required",
+            )
+        })?;
+    let Some((family, _)) = state
+        .core
+        .refresh_token_family(presented)
+        .await
+        .map_err(token_error)?
+    else {
+        return Err(oauth_error(
+            "invalid_grant",
+            "the refresh token is invalid, expired or revoked",
+        ));
+    };
+    check_family_csrf(headers, state, &family.id)?;
+    let pair = state
+        .core
+        .refresh_grant(presented, None, client)
+        .await
+        .map_err(token_error)?;
+    let [access, refresh] = pair_cookies(state, &pair);
+    let csrf_token = state.core.family_csrf_token(&pair.family_id);
+    Ok((
+        [(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)],
+        axum::Json(json!({
+            "token_type": "Bearer",
+            "expires_in": pair.access.expires_in,
+            "csrf_token": csrf_token,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub struct RevokeRequest {
+    token: Option<String>,
+    token_type_hint: Option<String>,
+}
+
+/// RFC 7009: 200 whatever the token was, so callers learn nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Client(client): Client,
+    body: Result<JsonOrForm<RevokeRequest>, ApiError>,
+) -> ApiResult<Response> {
+    let JsonOrForm(req) = body.map_err(body_error)?;
+    let token = required(&req.token, "token")?;
+    state
+        .core
+        .revoke_presented_token(token, req.token_type_hint.as_deref(), &client)
+        .await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub struct IntrospectRequest {
+    token: Option<String>,
+}
+
+/// HTTP Basic credentials of a service client.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonOrForm<IntrospectRequest>, ApiError>,
+) -> ApiResult<Response> {
+    let (id, secret) = basic_credentials(&headers).ok_or(CoreError::InvalidClient)?;
+    state.core.authenticate_client(&id, &secret).await?;
+    let JsonOrForm(req) = body.map_err(body_error)?;
+    let token = required(&req.token, "token")?;
+    let answer = state.core.introspect(token).await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+/// Session-to-token exchange: a short-lived access token for the signed-in
+/// browser, tied to its session (revoked with it, never outliving it).
+pub async fn session_token(
+    State(state): State<AppState>,
+    caller: SessionCaller,
+) -> ApiResult<Response> {
+    let token = state.core.session_access_token(&caller.auth)?;
+    Ok(axum::Json(json!({
+        "access_token": token.token,
+        "token_type": "Bearer",
+        "expires_in": token.expires_in,
+    }))
+    .into_response())
+}
