@@ -309,3 +309,66 @@ pub fn parse_set_cookie(s: &str) -> SetCookie {
         attributes,
     }
 }
+
+/// Tokens and the test's own forging tools.
+pub mod jwt {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::Value;
+    use sqlx::Row;
+
+    pub fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub fn b64_decode(s: &str) -> Vec<u8> {
+        URL_SAFE_NO_PAD.decode(s).expect("base64url")
+    }
+
+    pub fn decode_part(token: &str, index: usize) -> Value {
+        let part = token.split('.').nth(index).expect("segment");
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("json")
+    }
+
+    /// The active signing key straight from the database: (kid, PKCS#8).
+    pub async fn active_key(db_url: &str) -> (String, Vec<u8>) {
+        let pool = sqlx::sqlite::SqlitePool::connect(db_url).await.expect("db");
+        let row =
+            sqlx::query("SELECT kid, private_pkcs8 FROM signing_keys WHERE rotated_out_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .expect("active key");
+        let out = (row.get("kid"), row.get("private_pkcs8"));
+        pool.close().await;
+        out
+    }
+
+    /// A token with any header and claims, signed with the Ed25519 key.
+    pub fn sign_ed25519(header: &Value, claims: &Value, pkcs8: &[u8]) -> String {
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8).expect("key");
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = pair.sign(input.as_bytes());
+        format!("{input}.{}", b64(sig.as_ref()))
+    }
+
+    /// A token with any header and claims and the given raw signature bytes.
+    pub fn with_signature(header: &Value, claims: &Value, signature: &[u8]) -> String {
+        format!(
+            "{}.{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes()),
+            b64(signature)
+        )
+    }
+
+    pub fn hmac_sha256(key: &[u8], input: &str) -> Vec<u8> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+        aws_lc_rs::hmac::sign(&key, input.as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+}

@@ -34,7 +34,6 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
         "revocation_endpoint_auth_methods_supported": ["none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "scopes_supported": state.settings.allowed_scopes,
-        "token_endpoint_auth_signing_alg_values_supported": [state.settings.token_alg.as_str()],
     }))
     .into_response();
     response.headers_mut().insert(
