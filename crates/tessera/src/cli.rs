@@ -39,6 +39,45 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage service clients (introspection callers).
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Work with tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a service client; its secret is printed once and never again.
+    Create {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys and their status.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new signing key active now (running servers follow at once).
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Decode a JWT without trusting it, and lint it.
+    Inspect {
+        /// The token (or - to read it from standard input).
+        token: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -87,7 +126,7 @@ impl Cli {
     pub fn flags(&self) -> Flags {
         let (addr, public_url) = match &self.command {
             Command::Serve(args) => (args.addr.clone(), args.public_url.clone()),
-            Command::User(_) => (None, None),
+            _ => (None, None),
         };
         Flags {
             addr,
@@ -105,13 +144,100 @@ impl Cli {
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => app::serve(settings).await,
-        Command::User(cmd) => {
+        Command::Token(TokenCommand::Inspect { token }) => inspect_token(&token),
+        command => {
             let app = App::open(settings, Arc::new(SystemClock)).await?;
-            let result = run_user(&app, cmd).await;
+            let result = match command {
+                Command::User(cmd) => run_user(&app, cmd).await,
+                Command::Client(cmd) => run_client(&app, cmd).await,
+                Command::Keys(cmd) => run_keys(&app, cmd).await,
+                Command::Serve(_) | Command::Token(_) => Ok(()),
+            };
             app.close().await;
             result
         }
     }
+}
+
+async fn run_client(app: &App, cmd: ClientCommand) -> anyhow::Result<()> {
+    let ClientCommand::Create { name, json } = cmd;
+    let new = app.core.create_client(&name).await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({
+                "client_id": new.client.id,
+                "client_secret": new.secret.expose(),
+                "name": new.client.name,
+            }),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "client_id:     {}", new.client.id)?;
+        writeln!(out, "client_secret: {}", new.secret.expose())?;
+        writeln!(
+            out,
+            "Store the secret now: it is kept only as a hash and cannot be shown again."
+        )?;
+    }
+    Ok(())
+}
+
+async fn run_keys(app: &App, cmd: KeysCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        KeysCommand::List { json } => {
+            let keys = app.core.key_list().await?;
+            if json {
+                serde_json::to_writer(&mut out, &serde_json::json!({ "keys": keys }))?;
+                writeln!(out)?;
+            } else {
+                for k in keys {
+                    writeln!(
+                        out,
+                        "{}  {}  {}  {}",
+                        k.kid,
+                        k.alg,
+                        crate::core::time::rfc3339(k.created_at),
+                        k.status.as_str()
+                    )?;
+                }
+            }
+        }
+        KeysCommand::Rotate => {
+            let key = app.core.rotate_keys(None).await?;
+            writeln!(
+                out,
+                "new active key {} ({}); earlier keys stay accepted until their tokens expire",
+                key.kid, key.alg
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn inspect_token(token: &str) -> anyhow::Result<()> {
+    let token = if token == "-" {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim().to_owned()
+    } else {
+        token.to_owned()
+    };
+    let found = crate::inspect::inspect(&token).map_err(|e| anyhow::anyhow!("not a JWT: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "NOT VERIFIED: decoded without checking the signature.")?;
+    writeln!(out, "header: {}", found.header)?;
+    writeln!(
+        out,
+        "claims: {}",
+        serde_json::to_string_pretty(&found.claims)?
+    )?;
+    for lint in &found.lints {
+        writeln!(out, "{:>7}: {}", lint.severity.label(), lint.message)?;
+    }
+    Ok(())
 }
 
 async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {

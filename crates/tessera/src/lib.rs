@@ -10,4 +10,5 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod inspect;
 pub mod store;

@@ -231,3 +231,109 @@ fn serve_answers_over_tcp_and_stops_gracefully_on_sigterm() {
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("tessera stopped"), "{rest}");
 }
+
+#[tokio::test]
+async fn clients_keys_and_token_inspection_from_the_command_line() {
+    let t = TestApp::new().await;
+    let cancel = CancellationToken::new();
+    let follower = t.app.spawn_background(cancel.clone());
+
+    // A service client made by the CLI authenticates to the running server.
+    let (code, out, err) = run(
+        tessera(&t.db_url).args(["client", "create", "billing", "--json"]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let client: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = client["client_id"].as_str().unwrap();
+    let secret = client["client_secret"].as_str().unwrap();
+    assert!(id.starts_with("cli_") && secret.len() == 43);
+    t.register("nat@example.com").await;
+    let pair = t
+        .send(Req::post("/v1/token").form(&[
+            ("grant_type", "password"),
+            ("username", "nat@example.com"),
+            ("password", PASSWORD),
+        ]))
+        .await
+        .json();
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{id}:{secret}")
+        )
+    );
+    let r = t
+        .send(
+            Req::post("/v1/token/introspect")
+                .header("authorization", &basic)
+                .form(&[("token", &access)]),
+        )
+        .await;
+    assert_eq!(r.json()["active"], true);
+    // The secret is stored hashed: the database file never contains it.
+    let db = std::fs::read(t.dir.path().join("tessera.db")).unwrap();
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+    // Keys rotated by the CLI: the server signs with the new key at once.
+    let (code, before, _) = run(tessera(&t.db_url).args(["keys", "list"]), "");
+    assert_eq!(code, 0);
+    assert_eq!(before.lines().count(), 1);
+    assert!(before.contains("active"));
+    let (code, out, err) = run(tessera(&t.db_url).args(["keys", "rotate"]), "");
+    assert_eq!(code, 0, "{err}");
+    let new_kid = out.split_whitespace().nth(3).unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pair = t
+            .send(Req::post("/v1/token").form(&[
+                ("grant_type", "password"),
+                ("username", "nat@example.com"),
+                ("password", PASSWORD),
+            ]))
+            .await
+            .json();
+        let token = pair["access_token"].as_str().unwrap();
+        if common::jwt::decode_part(token, 0)["kid"] == new_kid.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server still signs with the old key"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The token signed before the rotation still works.
+    let me = t
+        .send(Req::get("/v1/me").header("authorization", &format!("Bearer {access}")))
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
+    let (_, after, _) = run(tessera(&t.db_url).args(["keys", "list", "--json"]), "");
+    let keys: serde_json::Value = serde_json::from_str(after.trim()).unwrap();
+    let statuses: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["active", "retiring"]);
+
+    // Inspection decodes without trusting and lints.
+    let (code, out, _) = run(tessera(&t.db_url).args(["token", "inspect", &access]), "");
+    assert_eq!(code, 0);
+    assert!(out.contains("NOT VERIFIED"));
+    assert!(out.contains("EdDSA"));
+    assert!(out.contains(&format!("{} bytes", access.len())));
+    assert!(out.contains("lifetime 10m"));
+    let (code, _, err) = run(
+        tessera(&t.db_url).args(["token", "inspect", "not-a-token"]),
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("not a JWT"), "{err}");
+
+    cancel.cancel();
+    follower.await.unwrap();
+}
