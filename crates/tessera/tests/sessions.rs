@@ -640,3 +640,69 @@ async fn login_and_register_refuse_cross_site_requests() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn changing_the_password_rotates_this_session_and_ends_the_others() {
+    let t = TestApp::new().await;
+    t.register("uli@example.com").await;
+    let here = t.login("uli@example.com").await;
+    let elsewhere = t.login("uli@example.com").await;
+    let change = |current: &str, new: &str| {
+        Req::post("/v1/account/password")
+            .json(json!({"current_password": current, "new_password": new}))
+    };
+    t.send(change(PASSWORD, "a brand new password").header("cookie", &here.cookie))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "csrf_failed");
+    t.send(change("not my password", "a brand new password").session(&here))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    t.send(change(PASSWORD, "short").session(&here))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+
+    let r = t
+        .send(change(PASSWORD, "a brand new password").session(&here))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let fresh = r.set_cookie(COOKIE).expect("a fresh session cookie");
+    assert_ne!(format!("{COOKIE}={}", fresh.value), here.cookie);
+    for old in [&here, &elsewhere] {
+        t.send(Req::get("/v1/me").session(old))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    let me = t
+        .send(Req::get("/v1/me").header("cookie", &format!("{COOKIE}={}", fresh.value)))
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
+    t.send(
+        Req::post("/v1/sessions").json(json!({"email": "uli@example.com", "password": PASSWORD})),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let r = t
+        .send(
+            Req::post("/v1/sessions")
+                .json(json!({"email": "uli@example.com", "password": "a brand new password"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let events = t
+        .app
+        .core
+        .audit_events(Some("password_changed"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let log =
+        serde_json::to_string(&t.app.core.audit_events(None, None, 100).await.unwrap()).unwrap();
+    for secret in [
+        PASSWORD,
+        "a brand new password",
+        &fresh.value,
+        here.cookie.split('=').nth(1).unwrap(),
+    ] {
+        assert!(!log.contains(secret), "a secret reached the audit log");
+    }
+}

@@ -1028,3 +1028,29 @@ async fn tokens_verify_with_an_independent_jose_library() {
         );
     }
 }
+
+#[tokio::test]
+async fn keys_rotate_on_the_configured_interval() {
+    let t = TestApp::with(&[("key_rotation_interval", "24h")]).await;
+    let first = t.app.core.key_list().await.unwrap();
+    assert_eq!(first.len(), 1);
+    t.app.core.sweep().await;
+    assert_eq!(t.app.core.key_list().await.unwrap().len(), 1, "not due yet");
+    t.advance(Duration::from_secs(24 * 3600));
+    t.app.core.sweep().await;
+    let keys = t.app.core.key_list().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1].kid, first[0].kid);
+    // Sweeping later retires the old key and wipes its private half.
+    t.advance(Duration::from_secs(11 * 60));
+    t.app.core.sweep().await;
+    let keys = t.app.core.key_list().await.unwrap();
+    assert_eq!(keys[1].status, tessera::core::keys::KeyStatus::Retired);
+    let pool = sqlx::sqlite::SqlitePool::connect(&t.db_url).await.unwrap();
+    let wiped: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE private_pkcs8 IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(wiped, 1);
+}

@@ -287,19 +287,31 @@ impl Tessera {
         })
     }
 
-    /// The live family of a refresh token, without using it.
+    /// The live family of a refresh token, without using it: `None` when the
+    /// token is unknown, used, expired or its family revoked.
     pub async fn refresh_token_family(
         &self,
         presented: &str,
     ) -> CoreResult<Option<(RefreshFamily, OffsetDateTime)>> {
+        Ok(self
+            .refresh_token_owner(presented)
+            .await?
+            .filter(|(family, expires_at, used)| {
+                !used && family.revoked_at.is_none() && *expires_at > self.now()
+            })
+            .map(|(family, expires_at, _)| (family, expires_at)))
+    }
+
+    /// The family of a refresh token in any state (for CSRF checks, which
+    /// must run before a replayed token reaches reuse detection).
+    pub async fn refresh_token_owner(
+        &self,
+        presented: &str,
+    ) -> CoreResult<Option<(RefreshFamily, OffsetDateTime, bool)>> {
         let Some(secret) = BearerSecret::parse(presented) else {
             return Ok(None);
         };
-        Ok(self
-            .stores
-            .refresh
-            .refresh_family(&secret.hash(), self.now())
-            .await?)
+        Ok(self.stores.refresh.refresh_family(&secret.hash()).await?)
     }
 
     /// Revokes a refresh family and every access token carrying its id.

@@ -155,13 +155,12 @@ pub trait RefreshStore: Send + Sync {
         next_expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> StoreResult<Rotation>;
-    /// The live family a refresh token belongs to, if the token is unused and
-    /// unexpired.
+    /// The family a refresh token belongs to, with the token's expiry and
+    /// whether it was used already (whatever its state).
     async fn refresh_family(
         &self,
         presented: &SecretHash,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime)>>;
+    ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime, bool)>>;
     /// Revokes a family; returns false if it was already revoked or unknown.
     async fn revoke_family(&self, family_id: &str, at: OffsetDateTime) -> StoreResult<bool>;
     /// Revokes every live family of a user; returns their ids.

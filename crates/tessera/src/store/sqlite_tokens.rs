@@ -252,21 +252,16 @@ impl RefreshStore for SqliteStore {
     async fn refresh_family(
         &self,
         presented: &SecretHash,
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime)>> {
+    ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime, bool)>> {
         let row = query(TOKEN_AND_FAMILY)
             .bind(presented.as_bytes())
             .fetch_optional(&self.read)
             .await
             .map_err(backend)?;
         let Some(row) = row else { return Ok(None) };
-        let family = family_from_row(&row)?;
         let used: Option<i64> = row.try_get("used_at").map_err(backend)?;
         let expires_at = from_millis(row.try_get("expires_at").map_err(backend)?);
-        if family.revoked_at.is_some() || used.is_some() || expires_at <= now {
-            return Ok(None);
-        }
-        Ok(Some((family, expires_at)))
+        Ok(Some((family_from_row(&row)?, expires_at, used.is_some())))
     }
 
     async fn revoke_family(&self, family_id: &str, at: OffsetDateTime) -> StoreResult<bool> {

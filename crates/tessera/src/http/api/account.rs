@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::core::accounts::Password;
@@ -52,7 +52,7 @@ pub async fn change_password(
         let [access, refresh] = pair_cookies(&state, &pair);
         return Ok((
             StatusCode::NO_CONTENT,
-            [(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)],
+            AppendHeaders([(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)]),
         )
             .into_response());
     }

@@ -4,7 +4,7 @@
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::config::BrowserMode;
@@ -133,7 +133,7 @@ async fn login_jwt_cookie(
     let [access, refresh] = pair_cookies(state, &new);
     Ok((
         StatusCode::CREATED,
-        [(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)],
+        AppendHeaders([(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)]),
         axum::Json(serde_json::json!({
             "user": new.user,
             "session": session,

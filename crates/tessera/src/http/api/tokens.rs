@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -148,9 +148,9 @@ async fn refresh_from_cookie(
                 "the refresh_token parameter is required",
             )
         })?;
-    let Some((family, _)) = state
+    let Some((family, _, _)) = state
         .core
-        .refresh_token_family(presented)
+        .refresh_token_owner(presented)
         .await
         .map_err(token_error)?
     else {
@@ -168,7 +168,7 @@ async fn refresh_from_cookie(
     let [access, refresh] = pair_cookies(state, &pair);
     let csrf_token = state.core.family_csrf_token(&pair.family_id);
     Ok((
-        [(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)],
+        AppendHeaders([(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)]),
         axum::Json(json!({
             "token_type": "Bearer",
             "expires_in": pair.access.expires_in,
