@@ -143,14 +143,56 @@ async fn login_jwt_cookie(
         .into_response())
 }
 
-pub async fn current(State(state): State<AppState>, caller: SessionCaller) -> Response {
+pub async fn current(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    caller: Result<SessionCaller, crate::http::error::ApiError>,
+) -> ApiResult<Response> {
+    if state.settings.browser_mode == BrowserMode::JwtCookie
+        && let Some(response) = current_jwt_cookie(&state, &headers).await?
+    {
+        return Ok(response);
+    }
+    let caller = caller?;
     let auth = &caller.auth;
-    axum::Json(SessionState {
+    Ok(axum::Json(SessionState {
         user: &auth.user,
         session: SessionView::new(&auth.session, &state.core.policy.sessions),
         csrf_token: &caller.csrf_token,
     })
-    .into_response()
+    .into_response())
+}
+
+/// jwt-cookie mode: the browser's family, found from its refresh cookie, so
+/// a reloaded page can recover its CSRF token even after the access token
+/// expired (and then refresh).
+async fn current_jwt_cookie(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<Option<Response>> {
+    let Some(refresh) = read_cookie(headers, state.settings.refresh_cookie_name()) else {
+        return Ok(None);
+    };
+    let Some((family, expires_at)) = state.core.refresh_token_family(refresh).await? else {
+        return Ok(None);
+    };
+    let user = state.core.active_user(&family.user_id).await?;
+    let csrf_token = state.core.family_csrf_token(&family.id);
+    let session = serde_json::json!({
+        "id": family.id,
+        "created_at": crate::core::time::rfc3339(family.created_at),
+        "last_seen_at": crate::core::time::rfc3339(state.core.now()),
+        "expires_at": crate::core::time::rfc3339(expires_at),
+        "idle_expires_at": crate::core::time::rfc3339(expires_at),
+    });
+    Ok(Some(
+        axum::Json(serde_json::json!({
+            "user": &*user,
+            "session": session,
+            "csrf_token": csrf_token,
+        }))
+        .into_response(),
+    ))
 }
 
 /// Ends the caller's own session (or, for a token, the session or refresh
