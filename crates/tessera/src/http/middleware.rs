@@ -56,12 +56,15 @@ pub async fn request_limits(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-fn is_json(response: &Response) -> bool {
+/// Whether a response already has a deliberate body (JSON errors from
+/// handlers, HTML error pages) rather than the bare or plain-text body that
+/// routing and extractor rejections produce.
+fn has_own_body(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"))
+        .is_some_and(|ct| !ct.starts_with("text/plain"))
 }
 
 /// Rewrites any error that is not already contract JSON (a 405 from routing,
@@ -69,7 +72,7 @@ fn is_json(response: &Response) -> bool {
 pub async fn contract_errors(response: Response) -> Response {
     let status = response.status();
     let mut response =
-        if (status.is_client_error() || status.is_server_error()) && !is_json(&response) {
+        if (status.is_client_error() || status.is_server_error()) && !has_own_body(&response) {
             let allow = response.headers().get(header::ALLOW).cloned();
             let mut fixed = ApiError::for_status(status).into_response();
             if let Some(allow) = allow {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod jwt_cookie;
 pub mod middleware;
+pub mod pages;
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/keys/rotate", post(api::admin::rotate_keys))
         .route("/v1/me", get(api::identity::me))
         .route("/v1/verify", get(api::identity::verify))
+        .merge(pages::router())
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(middleware::contract_errors))
