@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::core::clock::{Clock, SystemClock};
+use crate::core::limits::LimitPolicy;
 use crate::core::passwords::{HashParams, PoolSize};
 use crate::core::sessions::SessionPolicy;
 use crate::core::tokens::TokenPolicy;
@@ -67,6 +68,12 @@ impl App {
             session_cache_entries: settings.session_cache_entries,
             user_cache_entries: settings.user_cache_entries,
             token_cache_entries: settings.token_cache_entries,
+            limits: LimitPolicy {
+                ip_per_minute: settings.ip_rate_limit,
+                failure_threshold: settings.login_failure_threshold,
+                max_backoff: duration(settings.login_backoff_max),
+            },
+            audit_retention: duration(settings.audit_retention),
         };
         let core = Tessera::new(store.clone().stores(), clock, options)?;
         core.load_state()

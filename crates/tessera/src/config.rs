@@ -107,6 +107,23 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "a whole number from 1 to 100000000",
     ),
     (
+        "ip_rate_limit",
+        "30",
+        "requests a minute per address on login/token endpoints, 0 to 100000 (0: off)",
+    ),
+    (
+        "login_failure_threshold",
+        "5",
+        "a whole number from 1 to 100",
+    ),
+    ("login_backoff_max", "15m", "a duration from 1s to 24h"),
+    (
+        "trusted_proxies",
+        "(none)",
+        "comma-separated IPs or CIDRs whose X-Forwarded-For is believed",
+    ),
+    ("audit_retention", "90d", "a duration from 1d to 3650d"),
+    (
         "log",
         "info",
         "a tracing filter such as info or tessera=debug",
@@ -194,6 +211,11 @@ pub struct Settings {
     pub browser_mode: BrowserMode,
     pub allowed_scopes: Vec<String>,
     pub token_cache_entries: usize,
+    pub ip_rate_limit: u32,
+    pub login_failure_threshold: u32,
+    pub login_backoff_max: Duration,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub audit_retention: Duration,
     pub log: String,
     pub log_format: LogFormat,
 }
@@ -404,6 +426,15 @@ impl Settings {
                 "100000",
                 range(1, 100_000_000),
             )?,
+            ip_rate_limit: raw.parse("ip_rate_limit", "30", range(0, 100_000))?,
+            login_failure_threshold: raw.parse("login_failure_threshold", "5", range(1, 100))?,
+            login_backoff_max: raw.parse("login_backoff_max", "15m", |s| {
+                parse_duration(s).filter(|d| d.as_secs() <= 86_400)
+            })?,
+            trusted_proxies: raw.parse("trusted_proxies", "", parse_networks)?,
+            audit_retention: raw.parse("audit_retention", "90d", |s| {
+                parse_duration(s).filter(|d| (86_400..=3650 * 86_400).contains(&d.as_secs()))
+            })?,
             log: raw.parse("log", "info", |s| {
                 tracing_subscriber::EnvFilter::try_new(s)
                     .ok()
@@ -559,6 +590,18 @@ fn value_text(v: &Value) -> Option<String> {
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let d = humantime::parse_duration(s).ok()?;
     (!d.is_zero()).then_some(d)
+}
+
+/// `10.0.0.1, 192.168.0.0/16, ::1`: addresses or CIDR networks.
+fn parse_networks(s: &str) -> Option<Vec<ipnet::IpNet>> {
+    s.split([',', ' '])
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            x.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| x.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        })
+        .collect()
 }
 
 fn parse_bool(s: &str) -> Option<bool> {

@@ -10,6 +10,7 @@ use super::Tessera;
 use super::secret::new_id;
 use super::sessions::ClientInfo;
 use super::time::serde_rfc3339;
+use crate::store::AuditQuery;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
@@ -53,10 +54,30 @@ impl Tessera {
         user_id: Option<&str>,
         limit: u32,
     ) -> super::error::CoreResult<Vec<AuditEvent>> {
-        Ok(self
-            .stores
-            .audit
-            .audit_events(event_type, user_id, limit)
-            .await?)
+        self.audit_page(&AuditQuery {
+            event_type: event_type.map(str::to_owned),
+            user_id: user_id.map(str::to_owned),
+            limit,
+            before: None,
+        })
+        .await
+    }
+
+    /// One page of the audit log.
+    pub async fn audit_page(
+        &self,
+        query: &AuditQuery,
+    ) -> super::error::CoreResult<Vec<AuditEvent>> {
+        Ok(self.stores.audit.audit_events(query).await?)
+    }
+
+    /// Drops events past the retention period.
+    pub(crate) async fn prune_audit(&self) {
+        let before = self.now() - self.audit_retention;
+        match self.stores.audit.prune_audit(before).await {
+            Ok(n) if n > 0 => tracing::info!(count = n, "old audit events deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
+        }
     }
 }

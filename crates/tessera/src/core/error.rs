@@ -36,6 +36,9 @@ pub enum CoreError {
     /// Service client authentication failed.
     #[error("client authentication failed")]
     InvalidClient,
+    /// Too many attempts: try again after this many seconds.
+    #[error("too many attempts; try again later")]
+    RateLimited(u64),
     /// A store failed; the request fails closed.
     #[error("a backing store is unavailable")]
     Unavailable,

@@ -216,6 +216,7 @@ impl Tessera {
         if let Err(e) = self.stores.revocations.prune_revocations(now_unix).await {
             tracing::warn!(error = %e, "pruning old revocations failed");
         }
+        self.prune_audit().await;
         if let Err(e) = self.retire_keys().await {
             tracing::warn!(error = %e, "retiring signing keys failed");
         }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod introspect;
 pub mod keys;
+pub mod limits;
 pub mod passwords;
 pub mod refresh;
 pub mod revocation;
@@ -48,6 +49,9 @@ pub struct CoreOptions {
     pub session_cache_entries: usize,
     pub user_cache_entries: usize,
     pub token_cache_entries: usize,
+    pub limits: limits::LimitPolicy,
+    /// How long audit events are kept.
+    pub audit_retention: ::time::Duration,
 }
 
 /// The policy the core enforces.
@@ -71,6 +75,8 @@ pub struct Tessera {
     pub(crate) verified: VerifiedCache,
     /// HMAC key binding CSRF tokens to refresh families (jwt-cookie mode).
     pub(crate) csrf_key: ArcSwap<Option<aws_lc_rs::hmac::Key>>,
+    pub(crate) limits: limits::Limits,
+    pub(crate) audit_retention: ::time::Duration,
 }
 
 impl Tessera {
@@ -118,6 +124,8 @@ impl Tessera {
             revocation_cursor: AtomicI64::new(0),
             verified: VerifiedCache::new(options.token_cache_entries.max(1)),
             csrf_key: ArcSwap::from_pointee(None),
+            limits: limits::Limits::new(options.limits),
+            audit_retention: options.audit_retention,
         })
     }
 
@@ -154,6 +162,26 @@ impl Tessera {
     /// a record reads back exactly as it was written.
     pub fn now(&self) -> ::time::OffsetDateTime {
         self::time::from_millis(self::time::to_millis(self.clock.now()))
+    }
+
+    /// Takes one unit of the caller's per-address budget on the credential
+    /// endpoints (login, registration, token).
+    pub async fn check_ip_rate(&self, client: &sessions::ClientInfo) -> CoreResult<()> {
+        let ip = client.ip_addr();
+        let now = self.now();
+        if let Err(limits::RetryAfter(secs)) = self.limits.check_ip(ip, now) {
+            if self.limits.should_audit(ip, now) {
+                self.audit(
+                    "rate_limited",
+                    None,
+                    Some(client),
+                    serde_json::json!({"limit": "address", "retry_after": secs}),
+                )
+                .await;
+            }
+            return Err(error::CoreError::RateLimited(secs));
+        }
+        Ok(())
     }
 
     /// Whether every backing store answers.

@@ -98,7 +98,7 @@ impl Tessera {
     ) -> CoreResult<TokenPair> {
         let client_id = check_client_id(client_id)?;
         let scope = self.grant_scope(scope)?;
-        let user = match self.check_credentials(email, password).await {
+        let user = match self.check_credentials(email, password, client).await {
             Ok(user) => user,
             Err(e) => {
                 if matches!(
@@ -134,7 +134,7 @@ impl Tessera {
         if let Some(old) = carried_session {
             self.end_session_by_secret(old).await?;
         }
-        let user = match self.check_credentials(email, password).await {
+        let user = match self.check_credentials(email, password, client).await {
             Ok(user) => user,
             Err(e) => {
                 if matches!(
@@ -218,6 +218,7 @@ impl Tessera {
         scope: Option<&str>,
         client: &ClientInfo,
     ) -> CoreResult<TokenPair> {
+        self.check_ip_rate(client).await?;
         let invalid = CoreError::InvalidGrant("the refresh token is invalid, expired or revoked");
         let Some(presented) = BearerSecret::parse(presented) else {
             return Err(invalid);

@@ -92,6 +92,12 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
+impl ClientInfo {
+    pub fn ip_addr(&self) -> Option<std::net::IpAddr> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
+}
+
 /// A verified session and its user, as read for this request.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
@@ -124,7 +130,7 @@ impl Tessera {
         if let Some(old) = replacing {
             self.end_session_by_secret(old).await?;
         }
-        let user = match self.check_credentials(email, password).await {
+        let user = match self.check_credentials(email, password, &client).await {
             Ok(user) => user,
             Err(e) => {
                 if matches!(
@@ -237,10 +243,27 @@ impl Tessera {
     }
 
     /// Verifies email and password; the shared first step of every password
-    /// login. Unknown emails cost the same hash as known ones.
-    pub async fn check_credentials(&self, email: &str, password: Password) -> CoreResult<User> {
+    /// login. Unknown emails cost the same hash as known ones. Applies the
+    /// per-address rate and the per-account backoff (see `limits`).
+    pub async fn check_credentials(
+        &self,
+        email: &str,
+        password: Password,
+        client: &ClientInfo,
+    ) -> CoreResult<User> {
+        self.check_ip_rate(client).await?;
         password.check_policy()?;
-        let found = match parse_email(email) {
+        let parsed = parse_email(email);
+        let account = parsed
+            .as_ref()
+            .map_or_else(|_| email.trim().to_lowercase(), |e| e.key.clone());
+        let ip = client.ip_addr();
+        if let Err(super::limits::RetryAfter(secs)) =
+            self.limits.check_account(&account, ip, self.now())
+        {
+            return Err(CoreError::RateLimited(secs));
+        }
+        let found = match parsed {
             Ok(email) => self.stores.users.credentials_by_email(&email.key).await?,
             Err(_) => None,
         };
@@ -251,12 +274,26 @@ impl Tessera {
         let matches = self.passwords.verify(password, hash).await?;
         match user {
             Some(user) if matches => {
+                self.limits.record_success(&account, ip);
                 if user.status == UserStatus::Suspended {
                     return Err(CoreError::AccountSuspended);
                 }
                 Ok(user)
             }
-            _ => Err(CoreError::InvalidCredentials),
+            found => {
+                if let Some(super::limits::RetryAfter(secs)) =
+                    self.limits.record_failure(&account, ip, self.now())
+                {
+                    self.audit(
+                        "rate_limited",
+                        found.as_ref().map(|u| u.id.as_str()),
+                        Some(client),
+                        json!({"limit": "login_backoff", "retry_after": secs}),
+                    )
+                    .await;
+                }
+                Err(CoreError::InvalidCredentials)
+            }
         }
     }
 

@@ -124,6 +124,9 @@ impl ApiError {
                 Self::unsupported_media_type("the request body has an unsupported content type")
             }
             StatusCode::UNAUTHORIZED => Self::unauthenticated(),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Self::new(status, "rate_limited", "too many requests; try again later")
+            }
             StatusCode::FORBIDDEN => Self::forbidden("not allowed"),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
                 Self::new(status, "invalid_request", "request headers are too large")
@@ -170,6 +173,11 @@ impl From<CoreError> for ApiError {
             CoreError::InvalidClient => {
                 let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description);
                 e.basic_challenge = true;
+                e
+            }
+            CoreError::RateLimited(secs) => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", description);
+                e.retry_after_secs = Some(secs);
                 e
             }
             CoreError::Unavailable => {

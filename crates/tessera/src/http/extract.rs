@@ -2,14 +2,17 @@
 //! JSON (and, where the contract allows, form-encoded), and who is calling
 //! from where.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::ApiError;
 use crate::core::sessions::ClientInfo;
 
@@ -94,17 +97,50 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
     }
 }
 
-/// The caller's address and user agent, as recorded on sessions.
+/// The caller's address and user agent, as recorded on sessions and used by
+/// the rate limits. The address is the socket peer's, unless the peer is a
+/// configured trusted proxy: then `X-Forwarded-For` is read from the right,
+/// skipping trusted proxies, and the first other address is the client's
+/// (anything further left was written by the client and is not believed).
 pub struct Client(pub ClientInfo);
 
-impl<S: Send + Sync> FromRequestParts<S> for Client {
+/// The client address for a request from `peer` with these headers.
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .copied()
+            .unwrap_or(peer),
+    )
+}
+
+impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+            .map(|ConnectInfo(addr)| addr.ip());
+        let ip = client_ip(peer, &parts.headers, &state.settings.trusted_proxies)
+            .map(|ip| ip.to_canonical().to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -117,5 +153,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
             })
             .filter(|ua| !ua.is_empty());
         Ok(Client(ClientInfo { ip, user_agent }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.5, 10.0.0.2"),
+        );
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        // Through the trusted proxies: the first untrusted hop from the right.
+        assert_eq!(
+            client_ip(Some(proxy), &h, &trusted),
+            Some("203.0.113.5".parse().unwrap())
+        );
+        // From anyone else the header is ignored (no rate-limit evasion).
+        assert_eq!(client_ip(Some(stranger), &h, &trusted), Some(stranger));
+        assert_eq!(client_ip(Some(proxy), &h, &[]), Some(proxy));
+        assert_eq!(
+            client_ip(Some(proxy), &HeaderMap::new(), &trusted),
+            Some(proxy)
+        );
+        assert_eq!(client_ip(None, &h, &trusted), None);
     }
 }

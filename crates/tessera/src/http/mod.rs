@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 
 use crate::config::Settings;
 use crate::core::Tessera;
@@ -53,6 +53,10 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/oauth-authorization-server",
             get(api::wellknown::metadata),
         )
+        .route("/v1/admin/users", get(api::admin::users))
+        .route("/v1/admin/users/{id}", patch(api::admin::update_user))
+        .route("/v1/admin/users/{id}/revoke", post(api::admin::revoke_user))
+        .route("/v1/admin/audit", get(api::admin::audit))
         .route("/v1/admin/keys", get(api::admin::keys))
         .route("/v1/admin/keys/rotate", post(api::admin::rotate_keys))
         .route("/v1/me", get(api::identity::me))

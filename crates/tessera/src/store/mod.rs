@@ -46,6 +46,15 @@ pub struct UserQuery {
     pub after_id: Option<String>,
 }
 
+/// A page request for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub event_type: Option<String>,
+    pub user_id: Option<String>,
+    pub limit: u32,
+    pub before: Option<String>,
+}
+
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Inserts a user; `Conflict` if the email key is taken.
@@ -200,13 +209,11 @@ pub trait ClientStore: Send + Sync {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn record(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Newest first, optionally of one type and/or user.
-    async fn audit_events(
-        &self,
-        event_type: Option<&str>,
-        user_id: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEvent>>;
+    /// Newest first, filtered; `before` is the id of the last event of the
+    /// previous page.
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Deletes events older than `before` (retention).
+    async fn prune_audit(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }
 
 /// Liveness of the backing stores, for `/readyz`.

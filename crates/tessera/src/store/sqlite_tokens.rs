@@ -7,6 +7,7 @@ use sqlx::{Row, query};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use super::AuditQuery;
 use super::sqlite::{SqliteStore, backend};
 use super::{
     AuditStore, ClientStore, KeyStore, RefreshStore, RevocationStore, StoreError, StoreResult,
@@ -456,20 +457,17 @@ impl AuditStore for SqliteStore {
         Ok(())
     }
 
-    async fn audit_events(
-        &self,
-        event_type: Option<&str>,
-        user_id: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditEvent>> {
+    async fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         let rows = query(
             "SELECT id, at, type, user_id, ip, user_agent, detail FROM audit_events
              WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR user_id = ?2)
-             ORDER BY at DESC, id DESC LIMIT ?3",
+               AND (?3 IS NULL OR (at, id) < (SELECT at, id FROM audit_events WHERE id = ?3))
+             ORDER BY at DESC, id DESC LIMIT ?4",
         )
-        .bind(event_type)
-        .bind(user_id)
-        .bind(i64::from(limit))
+        .bind(q.event_type.as_deref())
+        .bind(q.user_id.as_deref())
+        .bind(q.before.as_deref())
+        .bind(i64::from(q.limit))
         .fetch_all(&self.read)
         .await
         .map_err(backend)?;
@@ -487,5 +485,14 @@ impl AuditStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn prune_audit(&self, before: OffsetDateTime) -> StoreResult<u64> {
+        let done = query("DELETE FROM audit_events WHERE at < ?")
+            .bind(to_millis(before))
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
     }
 }

@@ -171,6 +171,7 @@ pub struct Req {
     path: String,
     headers: Vec<(String, String)>,
     body: Body,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Req {
@@ -180,7 +181,13 @@ impl Req {
             path: path.to_owned(),
             headers: Vec::new(),
             body: Body::empty(),
+            peer: None,
         }
+    }
+    /// As if sent over TCP from this address (what `serve` records).
+    pub fn peer_ip(mut self, ip: &str) -> Self {
+        self.peer = Some(std::net::SocketAddr::new(ip.parse().expect("ip"), 40000));
+        self
     }
     pub fn get(path: &str) -> Self {
         Self::new(Method::GET, path)
@@ -222,6 +229,9 @@ impl Req {
         let mut b = Request::builder().method(self.method).uri(self.path);
         for (k, v) in self.headers {
             b = b.header(k, v);
+        }
+        if let Some(peer) = self.peer {
+            b = b.extension(axum::extract::ConnectInfo(peer));
         }
         b.body(self.body).expect("request")
     }

@@ -10,7 +10,7 @@ use crate::http::AppState;
 use crate::http::api::views::UserEnvelope;
 use crate::http::csrf::FreshRequest;
 use crate::http::error::ApiResult;
-use crate::http::extract::Json;
+use crate::http::extract::{Client, Json};
 
 #[derive(Deserialize)]
 pub struct RegisterBody {
@@ -21,8 +21,10 @@ pub struct RegisterBody {
 pub async fn register(
     State(state): State<AppState>,
     _: FreshRequest,
+    Client(client): Client,
     Json(body): Json<RegisterBody>,
 ) -> ApiResult<impl IntoResponse> {
+    state.core.check_ip_rate(&client).await?;
     let user = state
         .core
         .register(NewAccount {

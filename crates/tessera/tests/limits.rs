@@ -1,0 +1,177 @@
+//! Abuse limits through the real router: per-account backoff, the per-address
+//! bucket, and trusted proxies.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{PASSWORD, Req, TestApp};
+use serde_json::json;
+
+fn login(email: &str, password: &str, ip: &str) -> Req {
+    Req::post("/v1/sessions")
+        .peer_ip(ip)
+        .json(json!({"email": email, "password": password}))
+}
+
+#[tokio::test]
+async fn failed_logins_back_off_per_account_and_address_and_success_resets() {
+    let t = TestApp::with(&[("ip_rate_limit", "0")]).await;
+    t.register("vic@example.com").await;
+    let attacker = "203.0.113.66";
+    for _ in 0..5 {
+        t.send(login("vic@example.com", "wrong guess!", attacker))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let mut waits = Vec::new();
+    for _ in 0..12 {
+        let r = t
+            .send(login("vic@example.com", "wrong guess!", attacker))
+            .await;
+        r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        waits.push(wait);
+        // Even the right password is refused while backing off, unhashed.
+        t.send(login("vic@example.com", PASSWORD, attacker))
+            .await
+            .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        t.advance(Duration::from_secs(wait));
+        t.send(login("vic@example.com", "wrong guess!", attacker))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    assert!(waits.windows(2).all(|w| w[1] >= w[0]), "growing: {waits:?}");
+    assert_eq!(waits[0], 1);
+    assert_eq!(
+        *waits.last().unwrap(),
+        900,
+        "capped at 15 minutes: {waits:?}"
+    );
+
+    // The owner, from their own address, is not locked out by the attacker.
+    let r = t
+        .send(login("vic@example.com", PASSWORD, "198.51.100.20"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    // The token endpoint shares the same backoff.
+    let r = t
+        .send(Req::post("/v1/token").peer_ip(attacker).form(&[
+            ("grant_type", "password"),
+            ("username", "vic@example.com"),
+            ("password", PASSWORD),
+        ]))
+        .await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    // After waiting, success resets the count: five more failures are allowed.
+    t.advance(Duration::from_secs(901));
+    assert_eq!(
+        t.send(login("vic@example.com", PASSWORD, attacker))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    for _ in 0..5 {
+        t.send(login("vic@example.com", "wrong guess!", attacker))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let limited = t
+        .app
+        .core
+        .audit_events(Some("rate_limited"), None, 100)
+        .await
+        .unwrap();
+    assert!(!limited.is_empty());
+    assert!(limited.iter().all(|e| e.ip.as_deref() == Some(attacker)));
+}
+
+#[tokio::test]
+async fn each_address_has_a_bucket_on_credential_endpoints() {
+    let t = TestApp::with(&[("ip_rate_limit", "10")]).await;
+    t.register("wes@example.com").await;
+    let ip = "192.0.2.44";
+    let endpoints: [&dyn Fn() -> Req; 3] = [
+        &|| login("wes@example.com", "wrong guess!", ip),
+        &|| {
+            Req::post("/v1/token")
+                .peer_ip(ip)
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        },
+        &|| {
+            Req::post("/v1/accounts")
+                .peer_ip(ip)
+                .json(json!({"email": "new@example.com", "password": "short"}))
+        },
+    ];
+    let mut allowed = 0;
+    for make in endpoints.iter().cycle().take(3 * 4) {
+        let r = t.send(make()).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+            assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+        } else {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10, "the bucket holds 10");
+    // Another address is unaffected; the first refills with time.
+    assert_eq!(
+        t.send(login("wes@example.com", PASSWORD, "192.0.2.45"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    t.advance(Duration::from_secs(6));
+    assert_eq!(
+        t.send(login("wes@example.com", PASSWORD, ip)).await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_behind_trusted_proxies() {
+    let t = TestApp::with(&[("ip_rate_limit", "2"), ("trusted_proxies", "10.0.0.0/8")]).await;
+    t.register("xia@example.com").await;
+    let via_proxy = |client: &str| {
+        login("xia@example.com", PASSWORD, "10.1.2.3").header("x-forwarded-for", client)
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            t.send(via_proxy("198.51.100.1")).await.status,
+            StatusCode::CREATED
+        );
+    }
+    t.send(via_proxy("198.51.100.1"))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(
+        t.send(via_proxy("198.51.100.2")).await.status,
+        StatusCode::CREATED
+    );
+    // An untrusted peer cannot dodge its bucket by inventing the header.
+    let direct = |fake: &str| {
+        login("xia@example.com", PASSWORD, "203.0.113.9").header("x-forwarded-for", fake)
+    };
+    assert_eq!(t.send(direct("1.1.1.1")).await.status, StatusCode::CREATED);
+    assert_eq!(t.send(direct("2.2.2.2")).await.status, StatusCode::CREATED);
+    t.send(direct("3.3.3.3"))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Sessions record the client's address, not the proxy's.
+    let login = t.login_with(via_proxy("198.51.100.3")).await;
+    let list = t
+        .send(Req::get("/v1/sessions").session(&login))
+        .await
+        .json();
+    let ips: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["ip"].as_str())
+        .collect();
+    assert!(ips.contains(&"198.51.100.3"), "{ips:?}");
+}
