@@ -49,6 +49,7 @@ impl From<StoreError> for CoreError {
         match e {
             StoreError::Conflict => CoreError::Conflict("the resource already exists"),
             StoreError::Backend(detail) => {
+                super::telemetry::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(error = %detail, "store operation failed");
                 CoreError::Unavailable
             }

@@ -17,6 +17,7 @@ pub mod revocation;
 pub mod secret;
 pub mod sessions;
 pub mod signing;
+pub mod telemetry;
 pub mod time;
 pub mod tokens;
 
@@ -77,6 +78,7 @@ pub struct Tessera {
     pub(crate) csrf_key: ArcSwap<Option<aws_lc_rs::hmac::Key>>,
     pub(crate) limits: limits::Limits,
     pub(crate) audit_retention: ::time::Duration,
+    pub telemetry: telemetry::Telemetry,
 }
 
 impl Tessera {
@@ -126,6 +128,7 @@ impl Tessera {
             csrf_key: ArcSwap::from_pointee(None),
             limits: limits::Limits::new(options.limits),
             audit_retention: options.audit_retention,
+            telemetry: telemetry::Telemetry::new(),
         })
     }
 
@@ -179,6 +182,8 @@ impl Tessera {
                 )
                 .await;
             }
+            self.telemetry
+                .count("tessera_rate_limited_total", &[("limit", "address")]);
             return Err(error::CoreError::RateLimited(secs));
         }
         Ok(())

@@ -234,6 +234,8 @@ impl Tessera {
         let family = match outcome {
             Rotation::Rotated(family) => family,
             Rotation::Reused(family) => {
+                self.telemetry
+                    .count("tessera_refresh_reuse_detected_total", &[]);
                 tracing::warn!(user_id = %family.user_id, family = %family.id, "refresh token reuse: family revoked");
                 self.revoke_sid(&family.id).await?;
                 self.audit(
@@ -271,6 +273,7 @@ impl Tessera {
         };
         let access =
             self.issue_access_token(&user, &family.id, &family.client_id, scope.clone(), None)?;
+        self.telemetry.count("tessera_refresh_rotations_total", &[]);
         self.audit(
             "refresh_rotated",
             Some(&user.id),
@@ -372,6 +375,8 @@ impl Tessera {
             }
         };
         self.revocations.apply(&r, forget_at);
+        self.telemetry
+            .count("tessera_revocations_total", &[("kind", r.kind())]);
         self.stores
             .revocations
             .insert_revocation(&r, forget_at, self.now())

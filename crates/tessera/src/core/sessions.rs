@@ -261,6 +261,10 @@ impl Tessera {
         if let Err(super::limits::RetryAfter(secs)) =
             self.limits.check_account(&account, ip, self.now())
         {
+            self.telemetry
+                .count("tessera_rate_limited_total", &[("limit", "login_backoff")]);
+            self.telemetry
+                .count("tessera_logins_total", &[("outcome", "rate_limited")]);
             return Err(CoreError::RateLimited(secs));
         }
         let found = match parsed {
@@ -276,11 +280,19 @@ impl Tessera {
             Some(user) if matches => {
                 self.limits.record_success(&account, ip);
                 if user.status == UserStatus::Suspended {
+                    self.telemetry
+                        .count("tessera_logins_total", &[("outcome", "suspended")]);
                     return Err(CoreError::AccountSuspended);
                 }
+                self.telemetry
+                    .count("tessera_logins_total", &[("outcome", "success")]);
                 Ok(user)
             }
             found => {
+                self.telemetry.count(
+                    "tessera_logins_total",
+                    &[("outcome", "invalid_credentials")],
+                );
                 if let Some(super::limits::RetryAfter(secs)) =
                     self.limits.record_failure(&account, ip, self.now())
                 {

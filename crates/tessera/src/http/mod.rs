@@ -8,6 +8,7 @@ pub mod csrf;
 pub mod error;
 pub mod extract;
 pub mod jwt_cookie;
+pub mod metrics;
 pub mod middleware;
 pub mod pages;
 
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/accounts", post(api::accounts::register))
         .route(
             "/v1/sessions",
@@ -64,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .layer(axum::middleware::map_response(middleware::contract_errors))
         .layer(axum::middleware::from_fn(middleware::request_limits))
         .layer(middleware::trace_layer())

@@ -111,6 +111,14 @@ impl SessionStore for CachingSessionStore {
     ) -> StoreResult<u64> {
         self.inner.delete_expired(now, idle_cutoff).await
     }
+
+    async fn count_live(
+        &self,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        self.inner.count_live(now, idle_cutoff).await
+    }
 }
 
 impl ChangeListener for CachingSessionStore {

@@ -108,6 +108,13 @@ pub trait SessionStore: Send + Sync {
     /// Deletes every session of a user; returns how many.
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
     async fn sessions_of_user(&self, user_id: &str) -> StoreResult<Vec<SessionRecord>>;
+    /// How many sessions are neither past absolute expiry nor idle since
+    /// before `idle_cutoff`.
+    async fn count_live(
+        &self,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<u64>;
     /// Deletes sessions past absolute expiry or idle since before `idle_cutoff`.
     async fn delete_expired(
         &self,

@@ -366,6 +366,22 @@ impl SessionStore for SqliteStore {
         rows.iter().map(session_from_row).collect()
     }
 
+    async fn count_live(
+        &self,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let row =
+            query("SELECT count(*) AS n FROM sessions WHERE expires_at > ? AND last_seen_at > ?")
+                .bind(to_millis(now))
+                .bind(to_millis(idle_cutoff))
+                .fetch_one(&self.read)
+                .await
+                .map_err(backend)?;
+        let n: i64 = row.try_get("n").map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn delete_expired(
         &self,
         now: OffsetDateTime,
