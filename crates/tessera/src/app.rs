@@ -128,7 +128,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     eprintln!(
         "tessera listening on http://{local} (public URL {}), store {}",
         app.settings.public_url.url,
-        redact_url(&app.settings.database_url)
+        crate::config::redact_url(&app.settings.database_url)
     );
     if no_users {
         eprintln!(
@@ -149,17 +149,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     served.context("the server stopped with an error")?;
     eprintln!("tessera stopped");
     Ok(())
-}
-
-/// A database URL without any password in it, for logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 async fn shutdown_signal() {

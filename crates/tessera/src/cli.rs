@@ -48,6 +48,17 @@ pub enum Command {
     /// Work with tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check the configuration against known pitfalls; exits 1 on danger.
+    Doctor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Every setting's effective value (secrets redacted) and its origin.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,13 +156,17 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => app::serve(settings).await,
         Command::Token(TokenCommand::Inspect { token }) => inspect_token(&token),
+        Command::Config(ConfigCommand::Show) => show_config(&settings),
+        Command::Doctor => doctor(settings).await,
         command => {
             let app = App::open(settings, Arc::new(SystemClock)).await?;
             let result = match command {
                 Command::User(cmd) => run_user(&app, cmd).await,
                 Command::Client(cmd) => run_client(&app, cmd).await,
                 Command::Keys(cmd) => run_keys(&app, cmd).await,
-                Command::Serve(_) | Command::Token(_) => Ok(()),
+                Command::Serve(_) | Command::Token(_) | Command::Config(_) | Command::Doctor => {
+                    Ok(())
+                }
             };
             app.close().await;
             result
@@ -213,6 +228,64 @@ async fn run_keys(app: &App, cmd: KeysCommand) -> anyhow::Result<()> {
                 key.kid, key.alg
             )?;
         }
+    }
+    Ok(())
+}
+
+fn show_config(settings: &Settings) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let width = settings
+        .effective
+        .iter()
+        .map(|e| e.key.len())
+        .max()
+        .unwrap_or(0);
+    for e in &settings.effective {
+        writeln!(out, "{:<width$} = {:<30} # {}", e.key, e.value, e.source)?;
+    }
+    Ok(())
+}
+
+/// Exit status 1 when something is dangerous.
+async fn doctor(settings: Settings) -> anyhow::Result<()> {
+    let key_age = match App::open(settings.clone(), Arc::new(SystemClock)).await {
+        Ok(app) => {
+            let now = app.core.now();
+            let age = app
+                .core
+                .key_list()
+                .await
+                .ok()
+                .and_then(|keys| {
+                    keys.into_iter()
+                        .find(|k| k.status == crate::core::keys::KeyStatus::Active)
+                })
+                .and_then(|k| std::time::Duration::try_from(now - k.created_at).ok());
+            app.close().await;
+            age
+        }
+        Err(e) => {
+            eprintln!("(could not open the database to check key age: {e:#})");
+            None
+        }
+    };
+    let findings = crate::doctor::check(&settings, key_age);
+    let mut out = std::io::stdout().lock();
+    for f in &findings {
+        writeln!(out, "{:>7}: {}", f.severity.label(), f.problem)?;
+        writeln!(out, "         fix: {}", f.fix)?;
+    }
+    let dangers = findings
+        .iter()
+        .filter(|f| f.severity == crate::inspect::Severity::Danger)
+        .count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == crate::inspect::Severity::Warning)
+        .count();
+    writeln!(out, "{dangers} dangerous, {warnings} warnings")?;
+    if dangers > 0 {
+        anyhow::bail!("{dangers} dangerous setting(s) found");
     }
     Ok(())
 }

@@ -183,6 +183,15 @@ pub struct PublicUrl {
     pub is_loopback: bool,
 }
 
+/// One setting as it took effect: its value (secrets redacted) and where it
+/// came from, for `tessera config show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub key: &'static str,
+    pub value: String,
+    pub source: String,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -218,6 +227,8 @@ pub struct Settings {
     pub audit_retention: Duration,
     pub log: String,
     pub log_format: LogFormat,
+    /// Every setting's effective value and origin.
+    pub effective: Vec<Effective>,
 }
 
 /// A setting that cannot be used; its `Display` is the one line to print.
@@ -270,7 +281,11 @@ impl Settings {
         let values: BTreeMap<String, Value> = figment
             .extract()
             .map_err(|e| ConfigError(format!("configuration cannot be read: {e}")))?;
-        let raw = Raw { figment, values };
+        let raw = Raw {
+            figment,
+            values,
+            seen: std::cell::RefCell::new(Vec::new()),
+        };
         raw.check_known_keys()?;
 
         let addr: SocketAddr = raw.parse("addr", "127.0.0.1:8080", |s| s.parse().ok())?;
@@ -328,6 +343,15 @@ impl Settings {
         }
         let token_alg = raw.parse("token_alg", "EdDSA", crate::core::keys::TokenAlg::parse)?;
         let hs256_secret = raw.text("hs256_secret").map(SecretSetting);
+        raw.note(
+            "hs256_secret",
+            if hs256_secret.is_some() {
+                "set"
+            } else {
+                "(unset)"
+            },
+            hs256_secret.is_some(),
+        );
         match (&token_alg, &hs256_secret) {
             (crate::core::keys::TokenAlg::HS256, None) => {
                 return Err(ConfigError(
@@ -447,7 +471,10 @@ impl Settings {
                     _ => None,
                 }
             })?,
+            effective: Vec::new(),
         };
+        let mut settings = settings;
+        settings.effective = raw.seen.take();
         Ok(settings)
     }
 
@@ -506,6 +533,7 @@ impl Settings {
 struct Raw<'a> {
     figment: &'a Figment,
     values: BTreeMap<String, Value>,
+    seen: std::cell::RefCell<Vec<Effective>>,
 }
 
 impl Raw<'_> {
@@ -549,6 +577,26 @@ impl Raw<'_> {
         ))
     }
 
+    /// Records the effective value of `key` (redacting secrets).
+    fn note(&self, key: &str, text: &str, given: bool) {
+        let Some((key, _, _)) = SETTINGS.iter().find(|(k, _, _)| *k == key) else {
+            return;
+        };
+        let value = match *key {
+            "hs256_secret" => "[redacted]".to_owned(),
+            "database_url" | "redis_url" => redact_url(text),
+            _ => text.to_owned(),
+        };
+        let source = if given {
+            self.source(key)
+        } else {
+            "default".to_owned()
+        };
+        self.seen
+            .borrow_mut()
+            .push(Effective { key, value, source });
+    }
+
     fn parse<T>(
         &self,
         key: &str,
@@ -557,6 +605,7 @@ impl Raw<'_> {
     ) -> Result<T, ConfigError> {
         let given = self.text(key);
         let text = given.as_deref().unwrap_or(default).trim();
+        self.note(key, text, given.is_some());
         parse(text).ok_or_else(|| {
             let allowed = SETTINGS
                 .iter()
@@ -564,6 +613,17 @@ impl Raw<'_> {
                 .map_or("a valid value", |(_, _, allowed)| allowed);
             self.error(key, text, allowed)
         })
+    }
+}
+
+/// A URL without any password in it, for logs and `config show`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 

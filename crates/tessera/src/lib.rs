@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod doctor;
 pub mod http;
 pub mod inspect;
 pub mod store;

@@ -337,3 +337,58 @@ async fn clients_keys_and_token_inspection_from_the_command_line() {
     cancel.cancel();
     follower.await.unwrap();
 }
+
+#[test]
+fn config_show_names_every_source_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("c.db").display());
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(&config, "session_idle_timeout = \"1h\"\n").unwrap();
+    let secret = "an-hs256-secret-of-at-least-32-bytes!";
+    let (code, out, err) = run(
+        tessera(&db)
+            .env("TESSERA_TOKEN_ALG", "HS256")
+            .env("TESSERA_HS256_SECRET", secret)
+            .args(["--config", config.to_str().unwrap(), "config", "show"]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(secret), "secret printed");
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in {out}"))
+            .to_owned()
+    };
+    assert!(
+        line("session_idle_timeout").contains("1h")
+            && line("session_idle_timeout").contains("TOML file")
+    );
+    assert!(line("token_alg").contains("HS256") && line("token_alg").contains("environment"));
+    assert!(line("hs256_secret").contains("[redacted]"));
+    assert!(
+        line("access_token_ttl").contains("10m") && line("access_token_ttl").contains("default")
+    );
+    assert!(line("database_url").contains("environment"));
+}
+
+#[test]
+fn doctor_exits_non_zero_on_danger_and_explains_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("d.db").display());
+    let (code, out, err) = run(tessera(&db).args(["doctor"]), "");
+    assert_eq!(code, 0, "defaults on localhost are fine: {out}{err}");
+    assert!(out.contains("0 dangerous"));
+    let (code, out, _) = run(
+        tessera(&db)
+            .env("TESSERA_PUBLIC_URL", "http://auth.example.com")
+            .env("TESSERA_COOKIE_SECURE", "false")
+            .env("TESSERA_ACCESS_TOKEN_TTL", "2h")
+            .args(["doctor"]),
+        "",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("danger") && out.contains("fix:"), "{out}");
+    assert!(out.contains("COOKIE_SECURE=false"));
+    assert!(out.contains("access tokens live 2h"));
+}
