@@ -392,3 +392,23 @@ fn doctor_exits_non_zero_on_danger_and_explains_the_fix() {
     assert!(out.contains("COOKIE_SECURE=false"));
     assert!(out.contains("access tokens live 2h"));
 }
+
+#[test]
+fn the_annotated_example_config_documents_every_setting_and_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tessera.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    for (key, _, _) in tessera::config::SETTINGS {
+        assert!(
+            text.lines().any(
+                |l| l.trim_start_matches("# ").starts_with(&format!("{key} ="))
+                    || l.contains(&format!("{key} is"))
+            ),
+            "tessera.example.toml does not document {key}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let (code, out, err) = run(tessera(&db).args(["--config", path, "config", "show"]), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("TOML file"));
+}
