@@ -79,7 +79,12 @@ pub enum KeysCommand {
         json: bool,
     },
     /// Make a new signing key active now (running servers follow at once).
-    Rotate,
+    Rotate {
+        /// Also retire the previous keys at once (key compromise): tokens
+        /// they signed are refused immediately instead of expiring.
+        #[arg(long)]
+        retire_previous: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,13 +225,14 @@ async fn run_keys(app: &App, cmd: KeysCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        KeysCommand::Rotate => {
-            let key = app.core.rotate_keys(None).await?;
-            writeln!(
-                out,
-                "new active key {} ({}); earlier keys stay accepted until their tokens expire",
-                key.kid, key.alg
-            )?;
+        KeysCommand::Rotate { retire_previous } => {
+            let key = app.core.rotate_keys_with(None, retire_previous).await?;
+            let earlier = if retire_previous {
+                "earlier keys are retired: their tokens are refused now"
+            } else {
+                "earlier keys stay accepted until their tokens expire"
+            };
+            writeln!(out, "new active key {} ({}); {earlier}", key.kid, key.alg)?;
         }
     }
     Ok(())

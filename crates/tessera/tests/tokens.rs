@@ -1058,3 +1058,34 @@ async fn keys_rotate_on_the_configured_interval() {
             .unwrap();
     assert_eq!(wiped, 1);
 }
+
+#[tokio::test]
+async fn a_compromised_key_can_be_retired_at_once() {
+    let t = TestApp::new().await;
+    let pair = tokens_for(&t, "zoe@example.com").await;
+    let old = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(t.send(bearer("/v1/me", &old)).await.status, StatusCode::OK);
+    t.app.core.rotate_keys(None).await.unwrap();
+    let middle = t.send(password_grant("zoe@example.com")).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        t.send(bearer("/v1/me", &old)).await.status,
+        StatusCode::OK,
+        "graceful rotation"
+    );
+    t.app.core.rotate_keys_with(None, true).await.unwrap();
+    // Both earlier keys are retired now, cached verifications included.
+    assert_invalid_token(&t.send(bearer("/v1/me", &old)).await);
+    assert_invalid_token(&t.send(bearer("/v1/me", &middle)).await);
+    let jwks = t.send(Req::get("/.well-known/jwks.json")).await.json();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    let fresh = t.send(password_grant("zoe@example.com")).await.json();
+    assert_eq!(
+        t.send(bearer("/v1/me", fresh["access_token"].as_str().unwrap()))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

@@ -51,6 +51,16 @@ impl Tessera {
     /// Makes a new key active at once; earlier keys keep verifying until
     /// their tokens expired.
     pub async fn rotate_keys(&self, actor: Option<&str>) -> CoreResult<KeyInfo> {
+        self.rotate_keys_with(actor, false).await
+    }
+
+    /// Rotates; with `retire_previous` the earlier keys are retired at once
+    /// (key compromise): every token they signed is refused from now on.
+    pub async fn rotate_keys_with(
+        &self,
+        actor: Option<&str>,
+        retire_previous: bool,
+    ) -> CoreResult<KeyInfo> {
         if self.key_policy.alg == TokenAlg::HS256 {
             return Err(CoreError::Validation(
                 "HS256 keys come from TESSERA_HS256_SECRET; change the secret to rotate".into(),
@@ -66,10 +76,16 @@ impl Tessera {
             .find(|k| k.rotated_out_at.is_none())
             .map(|k| k.kid);
         let key = keys::generate(self.key_policy.alg, now)?;
+        // Rotated out "one grace period ago" means retired now.
+        let rotated_out_at = if retire_previous {
+            now - self.key_policy.grace - time::Duration::seconds(1)
+        } else {
+            now
+        };
         if !self
             .stores
             .keys
-            .rotate_in(&key, current.as_deref(), now)
+            .rotate_in(&key, current.as_deref(), rotated_out_at)
             .await?
         {
             // Another process rotated at the same moment: use its key.
@@ -82,7 +98,12 @@ impl Tessera {
             "key_rotated",
             actor,
             None,
-            json!({"kid": key.kid, "alg": key.alg.as_str(), "previous": current}),
+            json!({
+                "kid": key.kid,
+                "alg": key.alg.as_str(),
+                "previous": current,
+                "previous_retired_now": retire_previous,
+            }),
         )
         .await;
         Ok(KeyInfo {

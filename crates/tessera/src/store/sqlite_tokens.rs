@@ -74,11 +74,16 @@ impl KeyStore for SqliteStore {
         if active.as_deref() != expected_active {
             return Ok(false);
         }
-        query("UPDATE signing_keys SET rotated_out_at = ? WHERE rotated_out_at IS NULL")
-            .bind(to_millis(at))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        // The active key leaves at `at`; a retiring key that left later is
+        // pulled back to `at` too (only happens when retiring at once).
+        query(
+            "UPDATE signing_keys SET rotated_out_at = ?1
+             WHERE rotated_out_at IS NULL OR rotated_out_at > ?1",
+        )
+        .bind(to_millis(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
         let private = key.private_pkcs8.as_ref().map(|p| p.as_slice());
         query(
             "INSERT INTO signing_keys (kid, alg, private_pkcs8, public_jwk, created_at, rotated_out_at)
