@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::error::{CoreError, CoreResult};
-use super::secret::{SecretHash, new_id};
+use super::secret::{SecretHash, random_id};
 
 /// The algorithms Tessera signs with. Exactly one is configured, and only it
 /// is accepted.
@@ -143,8 +143,7 @@ fn crypto_failure(what: &str) -> CoreError {
 /// A short key id: `key_` and 64 random bits (every byte rides in every
 /// token header).
 fn new_kid() -> String {
-    let long = new_id("key");
-    long[..15].to_owned()
+    format!("key_{}", &random_id()[..11])
 }
 
 /// Generates a fresh asymmetric key for `alg`.

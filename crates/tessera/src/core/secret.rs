@@ -124,13 +124,18 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
 /// A fresh public identifier such as `usr_…` or `ses_…`: a prefix and 128
 /// random bits in base64url. Not secret, but unguessable and short.
 pub fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; ID_BYTES];
-    fill_random(&mut bytes);
     let mut id = String::with_capacity(prefix.len() + 1 + 22);
     id.push_str(prefix);
     id.push('_');
-    URL_SAFE_NO_PAD.encode_string(bytes, &mut id);
+    id.push_str(&random_id());
     id
+}
+
+/// 128 random bits in base64url (22 characters), e.g. a token's `jti`.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; ID_BYTES];
+    fill_random(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Whether `s` looks like an id made by [`new_id`] with this prefix.

@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use super::Tessera;
 use super::accounts::User;
 use super::error::{CoreError, CoreResult};
-use super::secret::{SecretHash, new_id};
+use super::secret::{SecretHash, random_id};
 
 /// Longest token accepted (ours are under 1 KiB even with RS256).
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -171,7 +171,6 @@ impl Tessera {
         if exp <= now {
             return Err(CoreError::Unauthenticated);
         }
-        let id = new_id("x");
         let claims = AccessClaims {
             iss: self.tokens.issuer.clone(),
             sub: user.id.clone(),
@@ -179,7 +178,7 @@ impl Tessera {
             exp,
             iat,
             nbf: None,
-            jti: id[2..].to_owned(),
+            jti: random_id(),
             client_id: client_id.to_owned(),
             roles: user.roles.clone(),
             sid: sid.to_owned(),
