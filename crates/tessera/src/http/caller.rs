@@ -26,7 +26,15 @@ use crate::core::tokens::AccessClaims;
 /// its method is unsafe).
 pub struct SessionCaller {
     pub auth: Authenticated,
-    pub csrf_token: String,
+    secret: BearerSecret,
+}
+
+impl SessionCaller {
+    /// The session's CSRF token (derived on demand: a plain check such as
+    /// `/v1/verify` never needs it).
+    pub fn csrf_token(&self) -> String {
+        csrf_token_for(&self.secret)
+    }
 }
 
 /// A request authenticated by a session cookie or by an access token.
@@ -114,15 +122,14 @@ fn bearer_token(parts: &Parts) -> Option<Result<&str, ApiError>> {
 async fn session_caller(parts: &Parts, state: &AppState) -> Result<SessionCaller, ApiError> {
     let secret = session_secret(parts, state).ok_or_else(ApiError::unauthenticated)?;
     let auth = state.core.authenticate_session(&secret).await?;
-    let csrf_token = csrf_token_for(&secret);
     if is_unsafe(&parts.method) {
         check_session_request(
             &parts.headers,
             &state.settings.public_url.origin,
-            &csrf_token,
+            &csrf_token_for(&secret),
         )?;
     }
-    Ok(SessionCaller { auth, csrf_token })
+    Ok(SessionCaller { auth, secret })
 }
 
 impl FromRequestParts<AppState> for SessionCaller {

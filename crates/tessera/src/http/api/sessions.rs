@@ -155,10 +155,11 @@ pub async fn current(
     }
     let caller = caller?;
     let auth = &caller.auth;
+    let csrf_token = caller.csrf_token();
     Ok(axum::Json(SessionState {
         user: &auth.user,
         session: SessionView::new(&auth.session, &state.core.policy.sessions),
-        csrf_token: &caller.csrf_token,
+        csrf_token: &csrf_token,
     })
     .into_response())
 }
