@@ -1,10 +1,96 @@
 //! Server-rendered HTML pages (`/login`, `/register`, `/account`, `/admin`).
+//!
+//! Plain HTML forms that work without JavaScript: each POSTs form-encoded
+//! and answers with a 303 to a page (post/redirect/get), or re-renders its
+//! page with the error. Pages sit on the same core as the API, so they keep
+//! its guarantees (no fixation, same answer for unknown emails and wrong
+//! passwords, revocation at once). Every response of this router carries a
+//! strict CSP (no inline script or style, no framing), `nosniff`,
+//! `Referrer-Policy: same-origin` (with `no-referrer` browsers would send
+//! `Origin: null` on the pages' own posts) and `no-store`; the stylesheet is
+//! served by Tessera itself and may be cached.
+//!
+//! Only the default `session` browser mode is supported here; in
+//! `jwt-cookie` mode the login page points to the API.
+
+mod account;
+mod admin;
+mod auth;
+mod support;
+
+pub use support::{CSRF_FIELD, check_session_form};
 
 use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 
 use super::AppState;
+
+/// The pages' stylesheet, embedded in the binary.
+const STYLESHEET: &str = include_str!("../../../static/tessera.css");
+
+/// Where pages link the stylesheet (versioned so a new release is fetched
+/// despite the hour of caching).
+pub const STYLESHEET_PATH: &str = concat!("/static/tessera.css?v=", env!("CARGO_PKG_VERSION"));
+
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
 /// The pages' routes, merged into the main router.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(auth::root))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/register", get(auth::register_page).post(auth::register))
+        .route("/logout", post(auth::logout))
+        .route("/account", get(account::page))
+        .route("/account/password", post(account::change_password))
+        .route("/account/sessions/revoke", post(account::revoke_session))
+        .route("/account/logout-all", post(account::logout_all))
+        .route("/admin", get(admin::page))
+        .route("/admin/users/roles", post(admin::set_roles))
+        .route("/admin/users/status", post(admin::set_status))
+        .route("/admin/users/revoke", post(admin::revoke_user))
+        .route("/admin/keys/rotate", post(admin::rotate_keys))
+        .route("/static/tessera.css", get(stylesheet))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// The headers every page response carries; `no-store` unless the handler
+/// chose a cache policy (only the stylesheet does).
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }

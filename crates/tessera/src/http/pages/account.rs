@@ -1,0 +1,240 @@
+//! `/account`: profile, signed-in devices (each with a sign-out button),
+//! sign out everywhere, change password.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::support::{
+    Flash, Nav, PageError, SignedIn, SignedInForm, ago, core_message, describe_user_agent,
+    parse_query, render, see_other, see_other_with_cookie, when,
+};
+use crate::core::accounts::Password;
+use crate::core::error::CoreError;
+use crate::http::AppState;
+use crate::http::cookies::{clear_session_cookie, session_cookie};
+use crate::http::extract::Client;
+
+struct SessionRow {
+    id: String,
+    device: String,
+    user_agent: String,
+    ip: String,
+    created: String,
+    created_ago: String,
+    last_seen: String,
+    last_seen_ago: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage {
+    nav: Nav,
+    flash: Option<Flash>,
+    csrf_token: String,
+    email: String,
+    user_id: String,
+    roles: Vec<String>,
+    created: String,
+    sessions: Vec<SessionRow>,
+    password_error: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct AccountQuery {
+    done: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct SessionForm {
+    session_id: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct PasswordForm {
+    current_password: String,
+    new_password: String,
+    confirm_password: String,
+}
+
+fn flash_for(done: &str) -> Option<Flash> {
+    Some(match done {
+        "welcome" => Flash::ok("Welcome to Tessera! Your account is ready."),
+        "password" => Flash::ok("Your password was changed. Every other device was signed out."),
+        "session_revoked" => Flash::ok("That device was signed out."),
+        "session_gone" => Flash::info("That session had already ended."),
+        _ => return None,
+    })
+}
+
+async fn account_page(
+    state: &AppState,
+    who: &SignedIn,
+    flash: Option<Flash>,
+    password_error: Option<String>,
+) -> Result<AccountPage, PageError> {
+    let user = &who.auth.user;
+    let now = state.core.now();
+    let sessions = state
+        .core
+        .sessions_of(&user.id)
+        .await
+        .map_err(PageError::core)?
+        .into_iter()
+        .map(|s| SessionRow {
+            current: s.id == who.auth.session.id,
+            device: describe_user_agent(s.user_agent.as_deref()),
+            user_agent: s.user_agent.unwrap_or_default(),
+            ip: s.ip.unwrap_or_else(|| "unknown".to_owned()),
+            created: when(s.created_at),
+            created_ago: ago(now, s.created_at),
+            last_seen: when(s.last_seen_at),
+            last_seen_ago: ago(now, s.last_seen_at),
+            id: s.id,
+        })
+        .collect();
+    Ok(AccountPage {
+        nav: who.nav("account"),
+        flash,
+        csrf_token: who.csrf_token.clone(),
+        email: user.email.clone(),
+        user_id: user.id.clone(),
+        roles: user.roles.clone(),
+        created: when(user.created_at),
+        sessions,
+        password_error,
+    })
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    who: SignedIn,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PageError> {
+    let query: AccountQuery = parse_query(query.as_deref())?;
+    let page = account_page(&state, &who, flash_for(&query.done), None).await?;
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// Signs out one of the user's devices; signing out this one is a logout.
+pub async fn revoke_session(
+    State(state): State<AppState>,
+    SignedInForm { who, form }: SignedInForm<SessionForm>,
+) -> Result<Response, PageError> {
+    if form.session_id == who.auth.session.id {
+        state
+            .core
+            .logout(&who.auth)
+            .await
+            .map_err(PageError::core)?;
+        return Ok(see_other_with_cookie(
+            "/login?done=signed_out",
+            clear_session_cookie(&state.settings),
+        ));
+    }
+    match state
+        .core
+        .revoke_session(who.user_id(), &form.session_id)
+        .await
+    {
+        Ok(()) => Ok(see_other("/account?done=session_revoked")),
+        Err(CoreError::NotFound(_)) => Ok(see_other("/account?done=session_gone")),
+        Err(e) => Err(PageError::core(e)),
+    }
+}
+
+/// Ends every session (this one too), refresh family and access token.
+pub async fn logout_all(
+    State(state): State<AppState>,
+    SignedInForm { who, .. }: SignedInForm<super::auth::NoFields>,
+) -> Result<Response, PageError> {
+    state
+        .core
+        .logout_all(who.user_id())
+        .await
+        .map_err(PageError::core)?;
+    Ok(see_other_with_cookie(
+        "/login?done=signed_out_everywhere",
+        clear_session_cookie(&state.settings),
+    ))
+}
+
+/// Changes the password; every other device is signed out and this one
+/// gets a fresh session (rotation on a privilege change).
+pub async fn change_password(
+    State(state): State<AppState>,
+    Client(client): Client,
+    SignedInForm { who, form }: SignedInForm<PasswordForm>,
+) -> Result<Response, PageError> {
+    if form.current_password.is_empty() || form.new_password.is_empty() {
+        return refuse(
+            &state,
+            &who,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Enter your current password and a new one.".to_owned(),
+        )
+        .await;
+    }
+    if form.new_password != form.confirm_password {
+        return refuse(
+            &state,
+            &who,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The two new passwords do not match.".to_owned(),
+        )
+        .await;
+    }
+    let result = state
+        .core
+        .change_password(
+            who.user_id(),
+            Password::new(form.current_password),
+            Password::new(form.new_password),
+            Some(&who.auth.session),
+            &client,
+        )
+        .await;
+    match result {
+        Ok(Some(new)) => {
+            let max_age = (new.auth.session.expires_at - state.core.now()).whole_seconds();
+            let cookie = session_cookie(&state.settings, new.secret.expose(), max_age);
+            Ok(see_other_with_cookie("/account?done=password", cookie))
+        }
+        // Not reached with a session, but harmless: the old session is gone.
+        Ok(None) => Ok(see_other("/login")),
+        Err(CoreError::InvalidCredentials) => {
+            refuse(
+                &state,
+                &who,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "The current password is incorrect.".to_owned(),
+            )
+            .await
+        }
+        Err(CoreError::Validation(m)) => {
+            let message = match m.strip_prefix("password ") {
+                Some(rest) => format!("The new password {rest}."),
+                None => core_message(&CoreError::Validation(m)).into_owned(),
+            };
+            refuse(&state, &who, StatusCode::UNPROCESSABLE_ENTITY, message).await
+        }
+        Err(e) => Err(PageError::core(e)),
+    }
+}
+
+/// The account page again, with the password form's error.
+async fn refuse(
+    state: &AppState,
+    who: &SignedIn,
+    status: StatusCode,
+    message: String,
+) -> Result<Response, PageError> {
+    let page = account_page(state, who, None, Some(message)).await?;
+    Ok(render(status, &page))
+}

@@ -1,0 +1,453 @@
+//! `/admin` (role `admin` only): users (search, roles, suspend/reactivate,
+//! sign out everywhere), signing keys (list, rotate) and the audit log
+//! (filtered by type and user). Every action is a CSRF-checked form.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::support::{
+    Flash, Nav, PageError, SignedIn, SignedInForm, ago, core_message, day, form_status,
+    parse_query, render, see_other, see_other_with_cookie, when, with_query,
+};
+use crate::core::accounts::UserStatus;
+use crate::core::error::CoreError;
+use crate::core::secret::is_id;
+use crate::http::AppState;
+use crate::http::cookies::clear_session_cookie;
+use crate::store::UserQuery;
+
+/// Users per page.
+const PAGE_SIZE: u32 = 25;
+/// Audit events shown.
+const AUDIT_LIMIT: u32 = 50;
+const MAX_QUERY_CHARS: usize = 254;
+
+/// The audit types the filter offers (the contract's list).
+const AUDIT_TYPES: &[&str] = &[
+    "login_succeeded",
+    "login_failed",
+    "logout",
+    "logout_all",
+    "session_revoked",
+    "refresh_rotated",
+    "refresh_reuse_detected",
+    "token_revoked",
+    "password_changed",
+    "roles_changed",
+    "user_suspended",
+    "key_rotated",
+    "rate_limited",
+];
+
+struct UserRow {
+    id: String,
+    email: String,
+    roles_text: String,
+    suspended: bool,
+    created: String,
+    is_self: bool,
+}
+
+struct KeyRow {
+    kid: String,
+    alg: &'static str,
+    created: String,
+    created_ago: String,
+    status: &'static str,
+}
+
+struct EventRow {
+    at: String,
+    at_ago: String,
+    event_type: String,
+    user_id: String,
+    /// The user's email when the account still exists.
+    user_email: String,
+    ip: String,
+    detail: String,
+}
+
+struct TypeOption {
+    value: String,
+    selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    nav: Nav,
+    flash: Option<Flash>,
+    csrf_token: String,
+    q: String,
+    users: Vec<UserRow>,
+    next_page: Option<String>,
+    first_page: Option<String>,
+    keys: Vec<KeyRow>,
+    audit_user: String,
+    audit_types: Vec<TypeOption>,
+    events: Vec<EventRow>,
+    audit_filtered: bool,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct AdminQuery {
+    q: String,
+    after: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    user: String,
+    done: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct UserForm {
+    user_id: String,
+    roles: String,
+    status: String,
+    /// The search the admin was looking at, kept across the redirect.
+    q: String,
+}
+
+fn flash_for(done: &str) -> Option<Flash> {
+    Some(match done {
+        "roles" => Flash::ok("Roles updated. They apply at the user's next request."),
+        "suspended" => Flash::ok("User suspended: every session and token was revoked."),
+        "reactivated" => Flash::ok("User reactivated."),
+        "revoked" => Flash::ok("The user was signed out everywhere."),
+        "rotated" => Flash::ok(
+            "A new signing key is active. Earlier keys keep verifying until their tokens expire.",
+        ),
+        _ => return None,
+    })
+}
+
+fn require_admin(who: &SignedIn) -> Result<(), PageError> {
+    if who.auth.user.has_role("admin") {
+        Ok(())
+    } else {
+        Err(PageError::forbidden(
+            "This page is for administrators: your account does not have the admin role.",
+        )
+        .with_nav(who.nav("")))
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    s.trim().chars().take(max).collect()
+}
+
+/// An audit type filter: lowercase letters and `_` only (else ignored).
+fn audit_type_filter(s: &str) -> String {
+    let s = s.trim();
+    if !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        s.to_owned()
+    } else {
+        String::new()
+    }
+}
+
+async fn admin_page(
+    state: &AppState,
+    who: &SignedIn,
+    query: &AdminQuery,
+    flash: Option<Flash>,
+) -> Result<AdminPage, PageError> {
+    let now = state.core.now();
+    let q = clip(&query.q, MAX_QUERY_CHARS);
+    let after = clip(&query.after, 64);
+    let after = is_id("usr", &after).then_some(after);
+    let mut found = state
+        .core
+        .list_users(&UserQuery {
+            email_contains: (!q.is_empty()).then(|| q.clone()),
+            limit: PAGE_SIZE + 1,
+            after_id: after.clone(),
+        })
+        .await
+        .map_err(PageError::core)?;
+    let more = found.len() > PAGE_SIZE as usize;
+    found.truncate(PAGE_SIZE as usize);
+    let next_page = match found.last() {
+        Some(last) if more => Some(with_query("/admin", &[("q", &q), ("after", &last.id)])),
+        _ => None,
+    };
+    let first_page = after.is_some().then(|| with_query("/admin", &[("q", &q)]));
+    let users = found
+        .into_iter()
+        .map(|u| UserRow {
+            roles_text: u.roles.join(" "),
+            suspended: u.status == UserStatus::Suspended,
+            created: day(u.created_at),
+            is_self: u.id == who.auth.user.id,
+            email: u.email,
+            id: u.id,
+        })
+        .collect();
+
+    let keys = state
+        .core
+        .key_list()
+        .await
+        .map_err(PageError::core)?
+        .into_iter()
+        .map(|k| KeyRow {
+            created: when(k.created_at),
+            created_ago: ago(now, k.created_at),
+            status: k.status.as_str(),
+            alg: k.alg,
+            kid: k.kid,
+        })
+        .collect();
+
+    let audit_type = audit_type_filter(&query.event_type);
+    let audit_user = clip(&query.user, 64);
+    let events = state
+        .core
+        .audit_events(
+            (!audit_type.is_empty()).then_some(audit_type.as_str()),
+            (!audit_user.is_empty()).then_some(audit_user.as_str()),
+            AUDIT_LIMIT,
+        )
+        .await
+        .map_err(PageError::core)?;
+    // Emails read better than ids: look each distinct user up once.
+    let mut emails: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for id in events.iter().filter_map(|e| e.user_id.as_deref()) {
+        if !emails.contains_key(id) {
+            let email = match state.core.user(id).await {
+                Ok(user) => user.email,
+                Err(CoreError::NotFound(_)) => String::new(),
+                Err(e) => return Err(PageError::core(e)),
+            };
+            emails.insert(id.to_owned(), email);
+        }
+    }
+    let events = events
+        .into_iter()
+        .map(|e| {
+            let user_id = e.user_id.unwrap_or_default();
+            EventRow {
+                at: when(e.at),
+                at_ago: ago(now, e.at),
+                user_email: emails.get(&user_id).cloned().unwrap_or_default(),
+                user_id,
+                ip: e.ip.unwrap_or_default(),
+                detail: detail_text(&e.detail),
+                event_type: e.event_type,
+            }
+        })
+        .collect();
+    let mut audit_types: Vec<TypeOption> = AUDIT_TYPES
+        .iter()
+        .map(|t| TypeOption {
+            value: (*t).to_owned(),
+            selected: *t == audit_type,
+        })
+        .collect();
+    if !audit_type.is_empty() && !AUDIT_TYPES.contains(&audit_type.as_str()) {
+        audit_types.push(TypeOption {
+            value: audit_type.clone(),
+            selected: true,
+        });
+    }
+
+    Ok(AdminPage {
+        nav: who.nav("admin"),
+        flash,
+        csrf_token: who.csrf_token.clone(),
+        q,
+        users,
+        next_page,
+        first_page,
+        keys,
+        audit_filtered: !audit_type.is_empty() || !audit_user.is_empty(),
+        audit_user,
+        audit_types,
+        events,
+    })
+}
+
+/// An audit event's detail object as `key: value` pairs on one line.
+fn detail_text(detail: &serde_json::Value) -> String {
+    let text = match detail {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}: {s}"),
+                other => format!("{k}: {other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 160 {
+        let mut short: String = text.chars().take(159).collect();
+        short.push('…');
+        short
+    } else {
+        text
+    }
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    who: SignedIn,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PageError> {
+    require_admin(&who)?;
+    let query: AdminQuery = parse_query(query.as_deref())?;
+    let page = admin_page(&state, &who, &query, flash_for(&query.done)).await?;
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// The admin page again with an error at the top (no redirect: the error is
+/// the answer to this post).
+async fn refuse(
+    state: &AppState,
+    who: &SignedIn,
+    q: &str,
+    status: StatusCode,
+    message: String,
+) -> Result<Response, PageError> {
+    let query = AdminQuery {
+        q: q.to_owned(),
+        ..AdminQuery::default()
+    };
+    let page = admin_page(state, who, &query, Some(Flash::error(message))).await?;
+    Ok(render(status, &page))
+}
+
+/// After an action: back to the same search, with the result message.
+fn done(form_q: &str, what: &str) -> Response {
+    see_other(&with_query(
+        "/admin",
+        &[("done", what), ("q", &clip(form_q, MAX_QUERY_CHARS))],
+    ))
+}
+
+pub async fn set_roles(
+    State(state): State<AppState>,
+    SignedInForm { who, form }: SignedInForm<UserForm>,
+) -> Result<Response, PageError> {
+    require_admin(&who)?;
+    let roles: Vec<String> = form
+        .roles
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if form.user_id == who.auth.user.id && !roles.iter().any(|r| r == "admin") {
+        return refuse(
+            &state,
+            &who,
+            &form.q,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "You cannot remove your own admin role; ask another administrator.".to_owned(),
+        )
+        .await;
+    }
+    match state.core.set_roles(&form.user_id, &roles).await {
+        Ok(_) => Ok(done(&form.q, "roles")),
+        Err(e @ (CoreError::Unavailable | CoreError::Unauthenticated)) => Err(PageError::core(e)),
+        Err(e) => {
+            let status = form_status(&e);
+            refuse(&state, &who, &form.q, status, core_message(&e).into_owned()).await
+        }
+    }
+}
+
+pub async fn set_status(
+    State(state): State<AppState>,
+    SignedInForm { who, form }: SignedInForm<UserForm>,
+) -> Result<Response, PageError> {
+    require_admin(&who)?;
+    let Some(status) = UserStatus::parse(form.status.trim()) else {
+        return refuse(
+            &state,
+            &who,
+            &form.q,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The status must be active or suspended.".to_owned(),
+        )
+        .await;
+    };
+    if status == UserStatus::Suspended && form.user_id == who.auth.user.id {
+        return refuse(
+            &state,
+            &who,
+            &form.q,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "You cannot suspend your own account.".to_owned(),
+        )
+        .await;
+    }
+    match state.core.set_status(&form.user_id, status).await {
+        Ok(_) => Ok(done(
+            &form.q,
+            match status {
+                UserStatus::Suspended => "suspended",
+                UserStatus::Active => "reactivated",
+            },
+        )),
+        Err(e @ (CoreError::Unavailable | CoreError::Unauthenticated)) => Err(PageError::core(e)),
+        Err(e) => {
+            let status = form_status(&e);
+            refuse(&state, &who, &form.q, status, core_message(&e).into_owned()).await
+        }
+    }
+}
+
+/// Signs a user out everywhere (sessions, refresh families, access tokens).
+pub async fn revoke_user(
+    State(state): State<AppState>,
+    SignedInForm { who, form }: SignedInForm<UserForm>,
+) -> Result<Response, PageError> {
+    require_admin(&who)?;
+    // The core revokes by id without looking the user up; check it exists so
+    // a typo is an error rather than a silent success.
+    if let Err(e) = state.core.user(&form.user_id).await {
+        let status = form_status(&e);
+        return refuse(&state, &who, &form.q, status, core_message(&e).into_owned()).await;
+    }
+    state
+        .core
+        .logout_all(&form.user_id)
+        .await
+        .map_err(PageError::core)?;
+    if form.user_id == who.auth.user.id {
+        // That included this browser's session.
+        return Ok(see_other_with_cookie(
+            "/login?done=signed_out_everywhere",
+            clear_session_cookie(&state.settings),
+        ));
+    }
+    Ok(done(&form.q, "revoked"))
+}
+
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    SignedInForm { who, form }: SignedInForm<UserForm>,
+) -> Result<Response, PageError> {
+    require_admin(&who)?;
+    match state.core.rotate_keys(Some(who.user_id())).await {
+        Ok(_) => Ok(done(&form.q, "rotated")),
+        Err(e @ CoreError::Validation(_)) => {
+            refuse(
+                &state,
+                &who,
+                &form.q,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                core_message(&e).into_owned(),
+            )
+            .await
+        }
+        Err(e) => Err(PageError::core(e)),
+    }
+}

@@ -1,0 +1,771 @@
+//! What every page shares: rendering, the one page error type, the
+//! signed-in extractors (session check + CSRF for forms), form bodies that
+//! fail as HTML pages, and display helpers.
+//!
+//! CSRF for forms, exactly as the contract states it:
+//! - login and register have no session yet: they are refused when `Origin`
+//!   is present and foreign or `Sec-Fetch-Site` is `cross-site`
+//!   ([`PageFresh`], built on [`check_fresh_request`]);
+//! - every form posted by a signed-in browser must carry the hidden field
+//!   `csrf_token` equal to the session's CSRF token (constant-time compare),
+//!   and any `Origin` it has must be the public URL's, `Origin: null` being
+//!   foreign ([`check_session_form`], enforced by [`SignedInForm`], so a
+//!   handler cannot forget it).
+
+use std::borrow::Cow;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::config::BrowserMode;
+use crate::core::error::CoreError;
+use crate::core::secret::secrets_equal;
+use crate::core::sessions::{Authenticated, csrf_token_for};
+use crate::http::AppState;
+use crate::http::caller::session_secret;
+use crate::http::cookies::{clear_session_cookie, read_cookie};
+use crate::http::csrf::check_fresh_request;
+
+/// Name of the hidden form field carrying the session's CSRF token.
+pub const CSRF_FIELD: &str = "csrf_token";
+
+/// The header of every page: who is signed in, and the token its sign-out
+/// form needs.
+#[derive(Clone, Default)]
+pub struct Nav {
+    pub email: Option<String>,
+    pub is_admin: bool,
+    pub csrf_token: String,
+    /// Which page is current: `login`, `register`, `account`, `admin`.
+    pub section: &'static str,
+    /// Show the sign-in / register links (off on error pages).
+    pub links: bool,
+}
+
+impl Nav {
+    pub fn anonymous(section: &'static str) -> Self {
+        Self {
+            section,
+            links: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// A one-line result message shown at the top of a page.
+#[derive(Clone)]
+pub struct Flash {
+    /// `ok`, `info` or `error` (a CSS modifier).
+    pub kind: &'static str,
+    pub text: Cow<'static, str>,
+}
+
+impl Flash {
+    pub fn ok(text: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind: "ok",
+            text: text.into(),
+        }
+    }
+
+    pub fn info(text: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind: "info",
+            text: text.into(),
+        }
+    }
+
+    pub fn error(text: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind: "error",
+            text: text.into(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    nav: Nav,
+    status: u16,
+    title: &'a str,
+    message: &'a str,
+    code: &'a str,
+}
+
+/// Renders a template with a status; a rendering failure (a bug) is a bare
+/// 500 page, never a panic.
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a page template failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html(
+                    "<!doctype html><title>Error · Tessera</title>\
+                     <h1>Something went wrong on our side.</h1>",
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Every way a page request can end other than its own page. (No `Debug`:
+/// the header it may carry holds the session's CSRF token.)
+pub enum PageError {
+    /// Not signed in (no session, or it ended): go to the login page,
+    /// dropping a dead cookie on the way.
+    SignIn {
+        clear: Option<HeaderValue>,
+        next: Option<&'static str>,
+    },
+    /// An error page (with the signed-in header when `nav` is known).
+    Page {
+        status: StatusCode,
+        title: &'static str,
+        message: Cow<'static, str>,
+        code: &'static str,
+        retry_after: Option<u64>,
+        nav: Option<Box<Nav>>,
+    },
+}
+
+impl PageError {
+    pub fn page(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::Page {
+            status,
+            title,
+            message: message.into(),
+            code,
+            retry_after: None,
+            nav: None,
+        }
+    }
+
+    /// Shows the error under the signed-in header.
+    pub fn with_nav(self, with: Nav) -> Self {
+        match self {
+            Self::Page {
+                status,
+                title,
+                message,
+                code,
+                retry_after,
+                ..
+            } => Self::Page {
+                status,
+                title,
+                message,
+                code,
+                retry_after,
+                nav: Some(Box::new(with)),
+            },
+            other => other,
+        }
+    }
+
+    pub fn csrf(reason: impl Into<Cow<'static, str>>) -> Self {
+        let reason = reason.into();
+        Self::page(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "Request refused",
+            format!(
+                "Tessera refused this form because it did not come from one of its own pages \
+                 ({reason}). Nothing was changed. If you sent it, reload the page and try again."
+            ),
+        )
+    }
+
+    pub fn bad_form(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::page(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Bad request",
+            message,
+        )
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::page(StatusCode::FORBIDDEN, "forbidden", "Not allowed", message)
+    }
+
+    /// The page for a core error that has no better place on its page.
+    pub fn core(e: CoreError) -> Self {
+        let (status, code, title) = match &e {
+            CoreError::Unauthenticated => {
+                return Self::SignIn {
+                    clear: None,
+                    next: None,
+                };
+            }
+            CoreError::InvalidCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Not signed in",
+            ),
+            CoreError::AccountSuspended => (
+                StatusCode::FORBIDDEN,
+                "account_suspended",
+                "Account suspended",
+            ),
+            CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            CoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            CoreError::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Check your input",
+            ),
+            CoreError::Busy | CoreError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Temporarily unavailable",
+            ),
+            CoreError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many attempts",
+            ),
+            CoreError::InvalidGrant(_) | CoreError::InvalidScope | CoreError::InvalidClient => {
+                (StatusCode::BAD_REQUEST, "invalid_request", "Bad request")
+            }
+        };
+        Self::Page {
+            status,
+            title,
+            message: core_message(&e),
+            code,
+            retry_after: retry_after(&e),
+            nav: None,
+        }
+    }
+}
+
+/// The `Retry-After` seconds a core error asks for.
+pub fn retry_after(e: &CoreError) -> Option<u64> {
+    match e {
+        CoreError::Busy => Some(1),
+        CoreError::RateLimited(secs) => Some(*secs),
+        _ => None,
+    }
+}
+
+/// The status a page answers a failed form with, when the page is shown
+/// again with the error.
+pub fn form_status(e: &CoreError) -> StatusCode {
+    match e {
+        CoreError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        CoreError::AccountSuspended | CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+        CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        CoreError::Conflict(_) => StatusCode::CONFLICT,
+        CoreError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        CoreError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        CoreError::Busy | CoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        CoreError::InvalidGrant(_) | CoreError::InvalidScope | CoreError::InvalidClient => {
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+/// `Retry-After` on a response, when the error asks for one.
+pub fn add_retry_after(response: &mut Response, e: &CoreError) {
+    if let Some(secs) = retry_after(e) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
+/// `in 45 seconds`, `in 3 minutes`.
+fn wait_text(secs: u64) -> String {
+    match secs {
+        0..=1 => "in a second".to_owned(),
+        2..=90 => format!("in {secs} seconds"),
+        _ => format!("in {} minutes", secs.div_ceil(60)),
+    }
+}
+
+/// A core error as a sentence for a person.
+pub fn core_message(e: &CoreError) -> Cow<'static, str> {
+    match e {
+        CoreError::InvalidCredentials => "The email or password is incorrect.".into(),
+        CoreError::AccountSuspended => "This account is suspended.".into(),
+        CoreError::Busy => "The server is busy right now. Please try again in a moment.".into(),
+        CoreError::Unavailable => {
+            "Tessera cannot reach its database right now. Please try again shortly.".into()
+        }
+        CoreError::Unauthenticated => "Please sign in again.".into(),
+        CoreError::RateLimited(secs) => format!(
+            "Too many attempts. Please wait and try again {}.",
+            wait_text(*secs)
+        )
+        .into(),
+        other => sentence(&other.to_string()).into(),
+    }
+}
+
+/// `"password must be …"` → `"Password must be …."`.
+pub fn sentence(s: &str) -> String {
+    let s = s.trim();
+    let mut out = String::with_capacity(s.len() + 1);
+    let mut chars = s.chars();
+    if let Some(first) = chars.next() {
+        out.extend(first.to_uppercase());
+        out.push_str(chars.as_str());
+    }
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::SignIn { clear, next } => {
+                let location = match next {
+                    Some("/admin") => "/login?next=%2Fadmin",
+                    _ => "/login",
+                };
+                let mut response = see_other(location);
+                if let Some(cookie) = clear {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                response
+            }
+            PageError::Page {
+                status,
+                title,
+                message,
+                code,
+                retry_after,
+                nav,
+            } => {
+                let page = ErrorPage {
+                    nav: nav.map(|n| *n).unwrap_or_default(),
+                    status: status.as_u16(),
+                    title,
+                    message: &message,
+                    code,
+                };
+                let mut response = render(status, &page);
+                if let Some(secs) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                response
+            }
+        }
+    }
+}
+
+/// 303 See Other: the post/redirect/get step (and every page redirect).
+pub fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// 303 that also sets (or clears) the session cookie.
+pub fn see_other_with_cookie(location: &str, cookie: HeaderValue) -> Response {
+    let mut response = see_other(location);
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+/// A page location with a query built safely from pairs (empty values
+/// dropped).
+pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
+    let kept: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    match serde_urlencoded::to_string(&kept) {
+        Ok(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CSRF
+
+/// The request-header half of [`check_session_form`], checked before the
+/// body is read: the same provenance rule as login and register.
+fn check_provenance(headers: &HeaderMap, public_origin: &str) -> Result<(), &'static str> {
+    check_fresh_request(headers, public_origin)
+        .map_err(|_| "the request comes from another origin or site")
+}
+
+/// The form-field variant of the session CSRF check: `presented` is the
+/// form's `csrf_token` field, `expected` the session's token. Any `Origin`
+/// must be the public URL's (`null` is foreign); a `Sec-Fetch-Site:
+/// cross-site` post is refused as well (defence in depth: no signed-in form
+/// is ever legitimately posted from another site).
+pub fn check_session_form(
+    headers: &HeaderMap,
+    public_origin: &str,
+    expected: &str,
+    presented: Option<&str>,
+) -> Result<(), &'static str> {
+    check_provenance(headers, public_origin)?;
+    match presented {
+        Some(token) if !token.is_empty() && secrets_equal(token, expected) => Ok(()),
+        Some(t) if !t.is_empty() => Err("the form's security token is wrong"),
+        _ => Err("the form's security token is missing"),
+    }
+}
+
+/// Login and register: refused before the body is read when the request
+/// comes from another origin or site.
+pub struct PageFresh;
+
+impl FromRequestParts<AppState> for PageFresh {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        check_fresh_request(&parts.headers, &state.settings.public_url.origin)
+            .map_err(|e| PageError::csrf(e.description))?;
+        Ok(PageFresh)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Signed-in browsers
+
+/// A browser with a live session, on a page.
+pub struct SignedIn {
+    pub auth: Authenticated,
+    pub csrf_token: String,
+}
+
+impl SignedIn {
+    pub fn nav(&self, section: &'static str) -> Nav {
+        Nav {
+            email: Some(self.auth.user.email.clone()),
+            is_admin: self.auth.user.has_role("admin"),
+            csrf_token: self.csrf_token.clone(),
+            section,
+            links: true,
+        }
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.auth.user.id
+    }
+}
+
+/// Where a signed-out visitor of `path` should come back to after login.
+fn next_for(path: &str) -> Option<&'static str> {
+    (path == "/admin").then_some("/admin")
+}
+
+/// The live session of the request: `Ok(Ok(who))` when signed in,
+/// `Ok(Err(dead_cookie))` when not (`dead_cookie`: the browser holds a
+/// session cookie that no longer works and should be dropped), `Err` when
+/// the store cannot tell (fail closed).
+pub async fn current_session(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Result<SignedIn, bool>, PageError> {
+    let carries_cookie =
+        read_cookie(&parts.headers, state.settings.session_cookie_name()).is_some();
+    if state.settings.browser_mode != BrowserMode::Session {
+        return Ok(Err(false));
+    }
+    let Some(secret) = session_secret(parts, state) else {
+        return Ok(Err(carries_cookie));
+    };
+    match state.core.authenticate_session(&secret).await {
+        Ok(auth) => Ok(Ok(SignedIn {
+            auth,
+            csrf_token: csrf_token_for(&secret),
+        })),
+        Err(CoreError::Unauthenticated) => Ok(Err(true)),
+        Err(e) => Err(PageError::core(e)),
+    }
+}
+
+async fn signed_in(parts: &Parts, state: &AppState) -> Result<SignedIn, PageError> {
+    match current_session(parts, state).await? {
+        Ok(who) => Ok(who),
+        Err(dead_cookie) => Err(PageError::SignIn {
+            clear: dead_cookie.then(|| clear_session_cookie(&state.settings)),
+            next: next_for(parts.uri.path()),
+        }),
+    }
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        signed_in(parts, state).await
+    }
+}
+
+/// A form posted by a signed-in browser: session verified, origin checked
+/// before the body is read, then the `csrf_token` field checked, then the
+/// fields parsed into `T` (which ignores the token field).
+pub struct SignedInForm<T> {
+    pub who: SignedIn,
+    pub form: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for SignedInForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
+        let (parts, body) = req.into_parts();
+        let who = signed_in(&parts, state).await?;
+        let origin = &state.settings.public_url.origin;
+        // Provenance first: a foreign post is refused before its body is read.
+        check_provenance(&parts.headers, origin).map_err(PageError::csrf)?;
+        let headers = parts.headers.clone();
+        let bytes = form_bytes(Request::from_parts(parts, body), state).await?;
+        let presented = single_field(&bytes, CSRF_FIELD)?;
+        check_session_form(&headers, origin, &who.csrf_token, presented.as_deref())
+            .map_err(PageError::csrf)?;
+        let form = parse_form(&bytes)?;
+        Ok(SignedInForm { who, form })
+    }
+}
+
+/// A form body (for login and register).
+pub struct PageForm<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for PageForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, PageError> {
+        let bytes = form_bytes(req, state).await?;
+        parse_form(&bytes).map(PageForm)
+    }
+}
+
+async fn form_bytes(req: Request, state: &AppState) -> Result<Bytes, PageError> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(PageError::page(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported form",
+            "Send the form as application/x-www-form-urlencoded, as the page's own forms do.",
+        ));
+    }
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            PageError::page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Form too large",
+                "The form is larger than 64 KiB.",
+            )
+        } else {
+            PageError::bad_form("The form could not be read.")
+        }
+    })
+}
+
+fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PageError> {
+    serde_urlencoded::from_bytes(bytes).map_err(|_| {
+        PageError::bad_form("The form could not be read: a field is repeated or malformed.")
+    })
+}
+
+/// The one value of field `name`; a repeated field is malformed.
+fn single_field(bytes: &[u8], name: &str) -> Result<Option<String>, PageError> {
+    let mut found = None;
+    for (k, v) in url::form_urlencoded::parse(bytes) {
+        if k == name {
+            if found.is_some() {
+                return Err(PageError::csrf("the security token is repeated"));
+            }
+            found = Some(v.into_owned());
+        }
+    }
+    Ok(found)
+}
+
+/// A query string parsed into `T`; malformed → a 400 page.
+pub fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, PageError> {
+    match raw {
+        None | Some("") => Ok(T::default()),
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|_| PageError::bad_form("The address has a malformed query string.")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Display helpers
+
+/// `2026-11-23`.
+pub fn day(t: OffsetDateTime) -> String {
+    let format = format_description!("[year]-[month]-[day]");
+    t.to_offset(UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_else(|_| crate::core::time::rfc3339(t))
+}
+
+/// `2026-11-23 14:05 UTC`.
+pub fn when(t: OffsetDateTime) -> String {
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    t.to_offset(UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_else(|_| crate::core::time::rfc3339(t))
+}
+
+/// `just now`, `5 minutes ago`, `3 hours ago`, `2 days ago`.
+pub fn ago(now: OffsetDateTime, t: OffsetDateTime) -> String {
+    let secs = (now - t).whole_seconds();
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit} ago")
+        } else {
+            format!("{n} {unit}s ago")
+        }
+    };
+    match secs {
+        s if s < 60 => "just now".to_owned(),
+        s if s < 3_600 => plural(s / 60, "minute"),
+        s if s < 86_400 => plural(s / 3_600, "hour"),
+        s => plural(s / 86_400, "day"),
+    }
+}
+
+/// A short name for a user agent: `Chrome on Linux`, `Firefox on macOS`,
+/// `curl`; the full string is shown on hover.
+pub fn describe_user_agent(ua: Option<&str>) -> String {
+    let Some(ua) = ua.filter(|u| !u.trim().is_empty()) else {
+        return "Unknown device".to_owned();
+    };
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("HeadlessChrome/", "Headless Chrome"),
+        ("Chromium/", "Chromium"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    let os = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    match (browser, os) {
+        (Some(b), Some(o)) => format!("{b} on {o}"),
+        (Some(b), None) => b.to_owned(),
+        (None, Some(o)) => format!("Browser on {o}"),
+        (None, None) => ua.chars().take(40).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: &str = "http://localhost:8080";
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn session_forms_need_the_field_and_a_matching_origin() {
+        let none = headers(&[]);
+        let same = headers(&[("origin", ORIGIN), ("sec-fetch-site", "same-origin")]);
+        assert!(check_session_form(&none, ORIGIN, "tok", Some("tok")).is_ok());
+        assert!(check_session_form(&same, ORIGIN, "tok", Some("tok")).is_ok());
+        assert!(check_session_form(&none, ORIGIN, "tok", None).is_err());
+        assert!(check_session_form(&none, ORIGIN, "tok", Some("")).is_err());
+        assert!(check_session_form(&none, ORIGIN, "tok", Some("tok2")).is_err());
+        for bad in [
+            headers(&[("origin", "null")]),
+            headers(&[("origin", "http://localhost:9999")]),
+            headers(&[("origin", "http://127.0.0.1:8080")]),
+            headers(&[("origin", ORIGIN), ("origin", "http://evil.example")]),
+            headers(&[("sec-fetch-site", "cross-site")]),
+        ] {
+            assert!(check_session_form(&bad, ORIGIN, "tok", Some("tok")).is_err());
+        }
+    }
+
+    #[test]
+    fn sentences_and_times_read_well() {
+        assert_eq!(
+            sentence("password must be at least 8 characters"),
+            "Password must be at least 8 characters."
+        );
+        assert_eq!(sentence("Done."), "Done.");
+        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        assert_eq!(when(t), "2024-10-04 00:00 UTC");
+        assert_eq!(ago(t, t), "just now");
+        assert_eq!(ago(t + time::Duration::minutes(1), t), "1 minute ago");
+        assert_eq!(ago(t + time::Duration::hours(5), t), "5 hours ago");
+        assert_eq!(ago(t + time::Duration::days(2), t), "2 days ago");
+    }
+
+    #[test]
+    fn user_agents_are_summarised() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                      HeadlessChrome/156.0.0.0 Safari/537.36";
+        assert_eq!(
+            describe_user_agent(Some(chrome)),
+            "Headless Chrome on Linux"
+        );
+        assert_eq!(describe_user_agent(Some("curl/8.1")), "curl");
+        assert_eq!(describe_user_agent(None), "Unknown device");
+    }
+
+    #[test]
+    fn queries_are_built_encoded() {
+        assert_eq!(
+            with_query("/admin", &[("done", "roles"), ("q", "a&b c"), ("x", "")]),
+            "/admin?done=roles&q=a%26b+c"
+        );
+        assert_eq!(with_query("/admin", &[("q", "")]), "/admin");
+    }
+}

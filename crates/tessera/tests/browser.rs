@@ -1,0 +1,934 @@
+//! Real-browser tests: Debian's Chromium driven through `chromedriver` with
+//! fantoccini, against Tessera served over real TCP in-process.
+//!
+//! Tessera listens on `127.0.0.1:<port>` and is browsed as
+//! `http://localhost:<port>` (its public URL), so its `Secure`, `__Host-`
+//! cookies work over plain loopback HTTP (Chromium treats localhost as a
+//! secure context). Each test starts its own chromedriver on a free loopback
+//! port and a fresh profile directory per browser; the tests take turns
+//! (one lock) so two cores are enough. Screenshots of every page go to
+//! `<workspace>/test-artifacts/`.
+//!
+//! Missing `/usr/bin/chromium` or `/usr/bin/chromedriver` is a failure that
+//! says how to install them, never a silent skip.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::Query;
+use axum::response::Html;
+use axum::routing::get;
+use common::PASSWORD;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use tempfile::TempDir;
+use tessera::app::App;
+use tessera::config::Settings;
+use tessera::core::accounts::{NewAccount, Password};
+use tessera::core::clock::SystemClock;
+use tessera::core::sessions::{ClientInfo, NewSession};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const INSTALL: &str = "install: apt-get install chromium chromium-driver";
+const NEW_PASSWORD: &str = "an entirely new passphrase";
+/// The user agent of the "second device" the tests sign in besides the
+/// browser.
+const SECOND_DEVICE_UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:130.0) \
+                                Gecko/20100101 Firefox/130.0";
+const SECOND_DEVICE_IP: &str = "203.0.113.7";
+
+/// One browser test at a time: each runs a Chromium (or two).
+static BROWSER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn artifacts_dir() -> PathBuf {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-artifacts"));
+    std::fs::create_dir_all(&dir).expect("create test-artifacts/");
+    dir
+}
+
+// ---------------------------------------------------------------------------
+// Tessera over TCP
+
+struct Server {
+    app: App,
+    base: String,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    _dir: TempDir,
+}
+
+/// Listeners on one port of both loopback addresses: browsers may resolve
+/// `localhost` to `::1` first, and that port must then be ours too, not
+/// another program's.
+async fn bind_loopback() -> (Vec<TcpListener>, u16) {
+    for _ in 0..50 {
+        let v4 = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = v4.local_addr().expect("local addr").port();
+        match TcpListener::bind(("::1", port)).await {
+            Ok(v6) => return (vec![v4, v6], port),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            // No IPv6 loopback here: nobody can answer on ::1 either.
+            Err(_) => return (vec![v4], port),
+        }
+    }
+    panic!("no loopback port free on both 127.0.0.1 and ::1");
+}
+
+async fn start_tessera() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (listeners, port) = bind_loopback().await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let base = format!("http://localhost:{port}");
+    let db = format!("sqlite://{}", dir.path().join("tessera.db").display());
+    let settings = Settings::from_pairs(&[
+        ("database_url", db.as_str()),
+        ("public_url", base.as_str()),
+        ("hash_threads", "2"),
+    ])
+    .expect("settings");
+    let app = App::open(settings, Arc::new(SystemClock))
+        .await
+        .expect("app opens");
+    let cancel = CancellationToken::new();
+    for listener in listeners {
+        serve(listener, app.router(), cancel.clone());
+    }
+    Server {
+        app,
+        base,
+        addr,
+        cancel,
+        _dir: dir,
+    }
+}
+
+fn serve(listener: TcpListener, router: axum::Router, cancel: CancellationToken) {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, service)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await;
+    });
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A second device signed in to `email` (as if from a Mac with Firefox).
+    async fn second_device(&self, email: &str, password: &str) -> NewSession {
+        self.app
+            .core
+            .login(
+                email,
+                Password::new(password.to_owned()),
+                None,
+                ClientInfo {
+                    ip: Some(SECOND_DEVICE_IP.to_owned()),
+                    user_agent: Some(SECOND_DEVICE_UA.to_owned()),
+                },
+            )
+            .await
+            .expect("second device signs in")
+    }
+
+    /// Status of `GET path` over real TCP with this cookie value.
+    async fn status_with_cookie(&self, path: &str, secret: &str) -> u16 {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nCookie: __Host-tessera_session={secret}\r\n\
+             Connection: close\r\n\r\n",
+            self.addr.port()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        let text = String::from_utf8_lossy(&response);
+        text.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"))
+    }
+
+    async fn session_is_alive(&self, session: &NewSession) -> bool {
+        let by_core = self
+            .app
+            .core
+            .authenticate_session(&session.secret)
+            .await
+            .is_ok();
+        let by_http = self
+            .status_with_cookie("/v1/me", session.secret.expose())
+            .await
+            == 200;
+        assert_eq!(by_core, by_http, "the core and /v1/me agree");
+        by_core
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// chromedriver and Chromium
+
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // chromedriver runs in its own process group with the Chromium it
+        // started: end the whole group (by its id), not just chromedriver.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn start_driver() -> Driver {
+    for binary in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(binary).exists(),
+            "{binary} is missing; the browser tests need Debian's Chromium ({INSTALL})"
+        );
+    }
+    for _attempt in 0..5 {
+        let port = free_port();
+        let mut child = tokio::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e} ({INSTALL})"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // port taken, most likely: try another
+            }
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                // Still alive once listening: the port is chromedriver's,
+                // not some other program's that took it meanwhile.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(None) = child.try_wait() {
+                    return Driver {
+                        child,
+                        url: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.start_kill();
+    }
+    panic!("chromedriver did not start listening ({INSTALL})");
+}
+
+/// A Chromium window with its own fresh profile.
+struct Browser {
+    client: Client,
+    _profile: TempDir,
+}
+
+async fn open_browser(driver: &Driver) -> Browser {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut caps = serde_json::Map::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--no-first-run",
+                "--window-size=1024,768",
+                // No crash handler process outliving a killed browser.
+                "--disable-crash-reporter",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let mut last_error = String::new();
+    for _ in 0..50 {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&driver.url)
+            .await
+        {
+            Ok(client) => {
+                return Browser {
+                    client,
+                    _profile: profile,
+                };
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no Chromium session from chromedriver: {last_error} ({INSTALL})");
+}
+
+impl Browser {
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("goto {url}: {e}"));
+    }
+
+    async fn path(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .expect("current url")
+            .path()
+            .to_owned()
+    }
+
+    async fn host_port(&self) -> String {
+        let url = self.client.current_url().await.expect("current url");
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        )
+    }
+
+    async fn body(&self) -> String {
+        self.client
+            .find(Locator::Css("body"))
+            .await
+            .expect("body")
+            .text()
+            .await
+            .expect("body text")
+    }
+
+    /// Waits until the page at `path` is shown.
+    async fn wait_for_path(&self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.path().await;
+            if now == path {
+                // And its document is there.
+                if self.client.find(Locator::Css("footer")).await.is_ok() {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "expected the page {path}, the browser shows {now}:\n{}",
+                    self.body().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let input = self
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        input.clear().await.expect("clear");
+        input.send_keys(value).await.expect("type");
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn text_of(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.expect("text"),
+            Err(e) => panic!("no {css}: {e}\n{}", self.body().await),
+        }
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find_all")
+            .len()
+    }
+
+    async fn attr(&self, css: &str, name: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .attr(name)
+            .await
+            .expect("attr")
+            .unwrap_or_default()
+    }
+
+    /// A PNG of the whole page in `test-artifacts/`: the window is grown
+    /// to the page's height (plus the browser's own frame) first.
+    async fn screenshot(&self, name: &str) {
+        let dims = self
+            .client
+            .execute(
+                "return [Math.ceil(document.documentElement.scrollHeight), \
+                 window.outerHeight - window.innerHeight]",
+                vec![],
+            )
+            .await
+            .expect("page size");
+        let content = dims[0].as_u64().unwrap_or(768);
+        let frame = dims[1].as_u64().unwrap_or(0);
+        let height = (content + frame).clamp(768, 4000);
+        let _ = self.client.set_window_size(1024, height as u32).await;
+        let png = self.client.screenshot().await.expect("screenshot");
+        let _ = self.client.set_window_size(1024, 768).await;
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let path = artifacts_dir().join(name);
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// Registers through the form; ends on `/account`.
+    async fn register(&self, server: &Server, email: &str) {
+        self.goto(&server.url("/register")).await;
+        self.fill("#email", email).await;
+        self.fill("#password", PASSWORD).await;
+        self.fill("#confirm_password", PASSWORD).await;
+        self.click("#register-form button[type=submit]").await;
+        self.wait_for_path("/account").await;
+    }
+
+    /// Fills and submits the login form (whatever the outcome).
+    async fn submit_login(&self, server: &Server, email: &str, password: &str) {
+        self.goto(&server.url("/login")).await;
+        self.wait_for_path("/login").await;
+        self.fill("#email", email).await;
+        self.fill("#password", password).await;
+        self.click("#login-form button[type=submit]").await;
+    }
+
+    async fn signed_in_as(&self, server: &Server, email: &str) -> bool {
+        self.goto(&server.url("/account")).await;
+        self.path().await == "/account" && self.text_of("#profile-email").await == email
+    }
+}
+
+/// chromedriver, Tessera and one browser, for one test.
+struct Harness {
+    server: Server,
+    driver: Driver,
+    browser: Browser,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn harness() -> Harness {
+    let turn = BROWSER_TURN.lock().await;
+    let server = start_tessera().await;
+    let driver = start_driver().await;
+    let browser = open_browser(&driver).await;
+    Harness {
+        server,
+        driver,
+        browser,
+        _turn: turn,
+    }
+}
+
+impl Harness {
+    async fn finish(self) {
+        let Harness {
+            server,
+            driver,
+            browser,
+            _turn,
+        } = self;
+        browser.close().await;
+        drop(driver);
+        server.app.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_log_in_through_the_forms() {
+    let h = harness().await;
+    let (s, b) = (&h.server, &h.browser);
+
+    // `/` sends a visitor to the login page.
+    b.goto(&s.url("/")).await;
+    b.wait_for_path("/login").await;
+    b.screenshot("login.png").await;
+    b.click("a[href='/register'].switch, .switch a[href='/register']")
+        .await;
+    b.wait_for_path("/register").await;
+    b.screenshot("register.png").await;
+
+    // Register: signed in straight away.
+    b.register(s, "alice@example.com").await;
+    assert!(b.text_of("#flash").await.contains("Welcome"));
+    assert_eq!(b.text_of("#profile-email").await, "alice@example.com");
+    assert_eq!(b.count(".session-row").await, 1);
+
+    // Sign out from the header.
+    b.click(".topbar form[action='/logout'] button").await;
+    b.wait_for_path("/login").await;
+    assert!(b.text_of(".alert-ok").await.contains("signed out"));
+    b.goto(&s.url("/account")).await;
+    b.wait_for_path("/login").await;
+
+    // Wrong password and unknown email read the same.
+    b.submit_login(s, "alice@example.com", "not the right password")
+        .await;
+    b.wait_for_path("/login").await;
+    let wrong_password = b.text_of("#form-error").await;
+    assert_eq!(wrong_password, "The email or password is incorrect.");
+    // The email stays in the form, the password does not.
+    assert_eq!(b.attr("#email", "value").await, "alice@example.com");
+    assert_eq!(b.attr("#password", "value").await, "");
+    b.screenshot("login-error.png").await;
+    b.submit_login(s, "nobody@example.com", PASSWORD).await;
+    b.wait_for_path("/login").await;
+    assert_eq!(b.text_of("#form-error").await, wrong_password);
+
+    // The right password signs in.
+    b.submit_login(s, "alice@example.com", PASSWORD).await;
+    b.wait_for_path("/account").await;
+    assert_eq!(b.text_of("#profile-email").await, "alice@example.com");
+    // A signed-in visitor of /login or / goes to the account.
+    b.goto(&s.url("/login")).await;
+    b.wait_for_path("/account").await;
+    b.goto(&s.url("/")).await;
+    b.wait_for_path("/account").await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_cannot_read_the_session_cookie() {
+    let h = harness().await;
+    let (s, b) = (&h.server, &h.browser);
+    b.register(s, "carol@example.com").await;
+    let visible = b
+        .client
+        .execute("return document.cookie", vec![])
+        .await
+        .expect("script runs");
+    let visible = visible.as_str().unwrap_or_default();
+    assert!(
+        !visible.contains("tessera_session"),
+        "document.cookie shows {visible:?}"
+    );
+    // The browser does hold it, HttpOnly, Secure, SameSite=Lax, host-only.
+    let cookies = b.client.get_all_cookies().await.expect("cookies");
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == "__Host-tessera_session")
+        .unwrap_or_else(|| panic!("the session cookie is set: {cookies:?}"));
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(session.secure(), Some(true));
+    assert_eq!(format!("{:?}", session.same_site()), "Some(Lax)");
+    assert_eq!(session.path(), Some("/"));
+    assert_eq!(session.value().len(), 43);
+    // And the page never shows it.
+    let source = b.client.source().await.expect("page source");
+    assert!(!source.contains(session.value()));
+    assert!(b.signed_in_as(s, "carol@example.com").await);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_lists_a_second_device_and_signs_it_out() {
+    let h = harness().await;
+    let (s, b) = (&h.server, &h.browser);
+    b.register(s, "dave@example.com").await;
+    let second = s.second_device("dave@example.com", PASSWORD).await;
+    assert!(s.session_is_alive(&second).await);
+
+    b.goto(&s.url("/account")).await;
+    b.wait_for_path("/account").await;
+    assert_eq!(b.count(".session-row").await, 2);
+    let second_row = format!(".session-row[data-session='{}']", second.auth.session.id);
+    let row = b.text_of(&second_row).await;
+    assert!(row.contains("Firefox on macOS"), "{row}");
+    assert!(row.contains(SECOND_DEVICE_IP), "{row}");
+    assert!(!row.contains("This device"));
+    let mine = b.text_of(".session-row.current").await;
+    assert!(mine.contains("This device"), "{mine}");
+    assert!(mine.contains("127.0.0.1") || mine.contains("::1"), "{mine}");
+    b.screenshot("account.png").await;
+
+    b.click(&format!("{second_row} button[type=submit]")).await;
+    b.wait_for_path("/account").await;
+    assert!(b.text_of("#flash").await.contains("signed out"));
+    assert_eq!(b.count(".session-row").await, 1);
+    assert!(
+        !s.session_is_alive(&second).await,
+        "the second device is out"
+    );
+    assert!(b.signed_in_as(s, "dave@example.com").await);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_out_everywhere_ends_every_session() {
+    let h = harness().await;
+    let (s, b) = (&h.server, &h.browser);
+    b.register(s, "erin@example.com").await;
+    let second = s.second_device("erin@example.com", PASSWORD).await;
+    b.goto(&s.url("/account")).await;
+    assert_eq!(b.count(".session-row").await, 2);
+
+    b.click("#logout-all-form button[type=submit]").await;
+    b.wait_for_path("/login").await;
+    assert!(b.text_of(".alert-ok").await.contains("every device"));
+    assert!(!s.session_is_alive(&second).await);
+    let user = s
+        .app
+        .core
+        .list_users(&tessera::store::UserQuery {
+            email_contains: Some("erin@".into()),
+            limit: 1,
+            after_id: None,
+        })
+        .await
+        .expect("users");
+    assert!(
+        s.app
+            .core
+            .sessions_of(&user[0].id)
+            .await
+            .expect("sessions")
+            .is_empty()
+    );
+    b.goto(&s.url("/account")).await;
+    b.wait_for_path("/login").await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_password_signs_out_other_devices() {
+    let h = harness().await;
+    let (s, b) = (&h.server, &h.browser);
+    b.register(s, "frank@example.com").await;
+    let second = s.second_device("frank@example.com", PASSWORD).await;
+    b.goto(&s.url("/account")).await;
+    assert_eq!(b.count(".session-row").await, 2);
+
+    // A wrong current password is refused on the page.
+    b.fill("#current_password", "not my password").await;
+    b.fill("#new_password", NEW_PASSWORD).await;
+    b.fill("#confirm_password", NEW_PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.wait_for_path("/account/password").await;
+    assert_eq!(
+        b.text_of("#form-error").await,
+        "The current password is incorrect."
+    );
+    assert!(s.session_is_alive(&second).await);
+
+    b.goto(&s.url("/account")).await;
+    b.fill("#current_password", PASSWORD).await;
+    b.fill("#new_password", NEW_PASSWORD).await;
+    b.fill("#confirm_password", NEW_PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.wait_for_path("/account").await;
+    assert!(b.text_of("#flash").await.contains("password was changed"));
+    assert_eq!(b.count(".session-row").await, 1, "only this device is left");
+    assert!(!s.session_is_alive(&second).await);
+    // This browser got a fresh session and stays signed in.
+    assert!(b.signed_in_as(s, "frank@example.com").await);
+
+    // The old password no longer works; the new one does.
+    b.click(".topbar form[action='/logout'] button").await;
+    b.wait_for_path("/login").await;
+    b.submit_login(s, "frank@example.com", PASSWORD).await;
+    b.wait_for_path("/login").await;
+    assert_eq!(
+        b.text_of("#form-error").await,
+        "The email or password is incorrect."
+    );
+    b.submit_login(s, "frank@example.com", NEW_PASSWORD).await;
+    b.wait_for_path("/account").await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_suspends_a_user_whose_open_browser_is_then_refused() {
+    let h = harness().await;
+    let (s, admin) = (&h.server, &h.browser);
+    s.app
+        .core
+        .register(NewAccount {
+            email: "root@example.com".into(),
+            password: Password::new(PASSWORD.into()),
+            roles: vec!["admin".into()],
+        })
+        .await
+        .expect("admin account");
+    // The user, in a second browser with its own profile.
+    let user = open_browser(&h.driver).await;
+    user.register(s, "mallory@example.com").await;
+    // Not an admin: the admin page refuses.
+    user.goto(&s.url("/admin")).await;
+    assert!(user.body().await.contains("admin role"));
+    user.screenshot("admin-forbidden.png").await;
+
+    // The admin signs in on the way to /admin and lands there.
+    admin.goto(&s.url("/admin")).await;
+    admin.wait_for_path("/login").await;
+    admin.fill("#email", "root@example.com").await;
+    admin.fill("#password", PASSWORD).await;
+    admin.click("#login-form button[type=submit]").await;
+    admin.wait_for_path("/admin").await;
+    assert_eq!(admin.count(".user-row").await, 2);
+    assert!(admin.count("#keys-table tbody tr").await >= 1);
+    assert!(admin.count(".audit-row").await >= 2);
+
+    let row = ".user-row[data-email='mallory@example.com']";
+    admin
+        .click(&format!("{row} form[action='/admin/users/status'] button"))
+        .await;
+    admin.wait_for_path("/admin").await;
+    assert!(admin.text_of("#flash").await.contains("suspended"));
+    assert!(admin.text_of(row).await.contains("suspended"));
+    // The admin can't suspend themself (the button is disabled).
+    let own = ".user-row[data-email='root@example.com'] form[action='/admin/users/status'] button";
+    assert_eq!(admin.attr(own, "disabled").await, "true");
+    admin.screenshot("admin.png").await;
+
+    // The user's open browser is refused at its next page load.
+    user.goto(&s.url("/account")).await;
+    user.wait_for_path("/login").await;
+    // And cannot sign in again; it is told why only with the right password.
+    user.submit_login(s, "mallory@example.com", PASSWORD).await;
+    user.wait_for_path("/login").await;
+    assert_eq!(
+        user.text_of("#form-error").await,
+        "This account is suspended."
+    );
+    user.screenshot("login-suspended.png").await;
+
+    // The audit log shows the suspension, filtered by type.
+    admin.goto(&s.url("/admin?type=user_suspended")).await;
+    assert_eq!(admin.count(".audit-row").await, 1);
+
+    // Reactivated, the user can sign in again.
+    admin.goto(&s.url("/admin")).await;
+    admin
+        .click(&format!("{row} form[action='/admin/users/status'] button"))
+        .await;
+    admin.wait_for_path("/admin").await;
+    assert!(admin.text_of("#flash").await.contains("reactivated"));
+    user.submit_login(s, "mallory@example.com", PASSWORD).await;
+    user.wait_for_path("/account").await;
+    user.close().await;
+    h.finish().await;
+}
+
+/// The attacker's site: pages whose forms post to Tessera.
+async fn start_attacker(tessera: &str) -> (u16, CancellationToken) {
+    let (listeners, port) = bind_loopback().await;
+    let target = tessera.to_owned();
+    let page = move |action: &'static str, fields: &'static [(&'static str, &'static str)]| {
+        let target = target.clone();
+        move |Query(q): Query<HashMap<String, String>>| {
+            let target = target.clone();
+            async move {
+                let mut inputs: String = fields
+                    .iter()
+                    .map(|(k, v)| format!("<input type=\"hidden\" name=\"{k}\" value=\"{v}\">"))
+                    .collect();
+                if let Some(token) = q.get("t") {
+                    // base64url: nothing to escape.
+                    inputs.push_str(&format!(
+                        "<input type=\"hidden\" name=\"csrf_token\" value=\"{token}\">"
+                    ));
+                }
+                Html(format!(
+                    "<!doctype html><title>Win a prize</title><h1>You won!</h1>\
+                     <form method=\"post\" action=\"{target}{action}\">{inputs}\
+                     <button id=\"go\" type=\"submit\">Claim</button></form>"
+                ))
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/logout", get(page("/logout", &[])))
+        .route(
+            "/password",
+            get(page(
+                "/account/password",
+                &[
+                    ("current_password", PASSWORD),
+                    ("new_password", "attacker chose this"),
+                    ("confirm_password", "attacker chose this"),
+                ],
+            )),
+        )
+        .route(
+            "/login",
+            get(page(
+                "/login",
+                &[("email", "eve@example.com"), ("password", PASSWORD)],
+            )),
+        );
+    let cancel = CancellationToken::new();
+    for listener in listeners {
+        let (app, stop) = (app.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
+    (port, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forms_posted_from_another_origin_are_refused() {
+    let h = harness().await;
+    let (s, b) = (&h.server, &h.browser);
+    s.app
+        .core
+        .register(NewAccount {
+            email: "eve@example.com".into(),
+            password: Password::new(PASSWORD.into()),
+            roles: Vec::new(),
+        })
+        .await
+        .expect("attacker account");
+    b.register(s, "victim@example.com").await;
+    // The victim's real form token, as if it had leaked: the Origin check
+    // alone must still refuse the post.
+    let token = b
+        .attr("#logout-all-form input[name=csrf_token]", "value")
+        .await;
+    assert_eq!(token.len(), 43);
+    let (port, stop) = start_attacker(&s.base).await;
+    let tessera = s.base.trim_start_matches("http://").to_owned();
+
+    // Same site, other port (`localhost:B` → `localhost:A`): the Lax cookie
+    // is sent, so only the CSRF checks stand in the way.
+    for (page, with_token) in [
+        ("/logout", false),
+        ("/logout", true),
+        ("/password", false),
+        ("/password", true),
+    ] {
+        let query = if with_token {
+            format!("?t={token}")
+        } else {
+            String::new()
+        };
+        b.goto(&format!("http://localhost:{port}{page}{query}"))
+            .await;
+        assert!(b.body().await.contains("You won!"));
+        b.click("#go").await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while b.host_port().await != tessera && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let body = b.body().await;
+        assert!(
+            body.contains("Request refused") && body.contains("csrf_failed"),
+            "{page} with token {with_token}: {body}"
+        );
+        if page == "/logout" && with_token {
+            b.screenshot("csrf-refused.png").await;
+        }
+        assert!(
+            b.signed_in_as(s, "victim@example.com").await,
+            "{page}: the victim stays signed in"
+        );
+    }
+
+    // Login CSRF: signing the victim into the attacker's account is refused.
+    b.goto(&format!("http://localhost:{port}/login")).await;
+    b.click("#go").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.host_port().await != tessera && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.body().await.contains("csrf_failed"));
+    assert!(b.signed_in_as(s, "victim@example.com").await);
+
+    // Cross site (`127.0.0.1:B` → `localhost:A`): the Lax cookie is not
+    // even sent with the post.
+    b.goto(&format!("http://127.0.0.1:{port}/logout?t={token}"))
+        .await;
+    b.click("#go").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.host_port().await != tessera && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(b.signed_in_as(s, "victim@example.com").await);
+
+    // Nothing changed: the password is the same, no logout was recorded.
+    let changed = s
+        .app
+        .core
+        .audit_events(Some("password_changed"), None, 10)
+        .await
+        .expect("audit");
+    assert!(changed.is_empty(), "{changed:?}");
+    let logouts = s
+        .app
+        .core
+        .audit_events(Some("logout"), None, 10)
+        .await
+        .expect("audit");
+    assert!(logouts.is_empty(), "{logouts:?}");
+    let victim = s.second_device("victim@example.com", PASSWORD).await;
+    assert!(s.session_is_alive(&victim).await);
+    stop.cancel();
+    h.finish().await;
+}

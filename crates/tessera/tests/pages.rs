@@ -1,0 +1,934 @@
+//! The HTML pages through the real router: security headers, CSRF refusals
+//! of page forms, login answers that do not reveal accounts, the admin
+//! guard, and malformed input that never panics or 500s.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{COOKIE, Login, ORIGIN, PASSWORD, Req, Resp, TestApp};
+
+/// The value of the first `name="<field>" value="…"` in a page.
+fn field(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no field {name} in the page: {html}"))
+        + needle.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_owned()
+}
+
+/// The text of the page's error box.
+fn error_box(html: &str) -> String {
+    let start = html.find("id=\"form-error\">").expect("an error box") + 16;
+    let end = html[start..].find('<').expect("end of box") + start;
+    html[start..end].to_owned()
+}
+
+fn location(r: &Resp) -> &str {
+    r.header("location").expect("a Location header")
+}
+
+fn assert_html(r: &Resp) {
+    assert!(
+        r.header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/html")),
+        "an HTML page: {:?}",
+        r.header("content-type")
+    );
+}
+
+fn assert_page_headers(r: &Resp) {
+    let csp = r.header("content-security-policy").expect("CSP");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+/// Signs in through the login form; the cookie header to send afterwards.
+async fn form_login(t: &TestApp, email: &str, password: &str) -> Resp {
+    t.send(
+        Req::post("/login")
+            .header("origin", ORIGIN)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("email", email), ("password", password)]),
+    )
+    .await
+}
+
+/// A signed-in browser as the pages see it: cookie and the form token.
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+async fn page_session(t: &TestApp, login: &Login) -> Browser {
+    let r = t
+        .send(Req::get("/account").header("cookie", &login.cookie))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    Browser {
+        cookie: login.cookie.clone(),
+        csrf: field(&r.text(), "csrf_token"),
+    }
+}
+
+async fn alive(t: &TestApp, cookie: &str) -> bool {
+    t.send(Req::get("/v1/me").header("cookie", cookie))
+        .await
+        .status
+        == StatusCode::OK
+}
+
+#[tokio::test]
+async fn every_page_sends_the_security_headers() {
+    let t = TestApp::new().await;
+    let user = t.signed_in("alice@example.com").await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    for (path, cookie, status) in [
+        ("/login", None, StatusCode::OK),
+        ("/register", None, StatusCode::OK),
+        ("/", None, StatusCode::SEE_OTHER),
+        ("/account", None, StatusCode::SEE_OTHER),
+        ("/account", Some(&user.cookie), StatusCode::OK),
+        ("/admin", Some(&user.cookie), StatusCode::FORBIDDEN),
+        ("/admin", Some(&boss.cookie), StatusCode::OK),
+    ] {
+        let mut req = Req::get(path);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = t.send(req).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        assert_page_headers(&r);
+        if status != StatusCode::SEE_OTHER {
+            assert_html(&r);
+            let html = r.text();
+            assert!(!html.contains("style="), "{path}: no inline styles");
+            assert!(!html.contains("<script"), "{path}: no scripts");
+            assert!(html.contains("/static/tessera.css"), "{path}");
+        }
+    }
+    // Error pages too (a CSRF refusal).
+    let r = t
+        .send(
+            Req::post("/login")
+                .header("origin", "http://evil.example")
+                .form(&[("email", "a@example.com"), ("password", PASSWORD)]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_page_headers(&r);
+
+    let css = t.send(Req::get("/static/tessera.css")).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(
+        css.header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/css"))
+    );
+    assert_eq!(css.header("cache-control"), Some("public, max-age=3600"));
+    assert_eq!(css.header("x-content-type-options"), Some("nosniff"));
+    assert!(css.text().contains(".card"));
+}
+
+#[tokio::test]
+async fn root_sends_visitors_to_login_and_members_to_their_account() {
+    let t = TestApp::new().await;
+    let r = t.send(Req::get("/")).await;
+    assert_eq!(location(&r), "/login");
+    let user = t.signed_in("alice@example.com").await;
+    let r = t.send(Req::get("/").header("cookie", &user.cookie)).await;
+    assert_eq!(location(&r), "/account");
+    let r = t
+        .send(Req::get("/login").header("cookie", &user.cookie))
+        .await;
+    assert_eq!(location(&r), "/account");
+    // A dead cookie is dropped on the way to the login page.
+    let dead = format!("{COOKIE}={}", "A".repeat(43));
+    let r = t.send(Req::get("/account").header("cookie", &dead)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/login");
+    let cleared = r.set_cookie(COOKIE).expect("cookie cleared");
+    assert_eq!(cleared.attr("Max-Age"), Some(Some("0")));
+    // Signed-out visitors of /admin come back there after login.
+    let r = t.send(Req::get("/admin")).await;
+    assert_eq!(location(&r), "/login?next=%2Fadmin");
+}
+
+#[tokio::test]
+async fn login_form_signs_in_with_the_contract_cookie() {
+    let t = TestApp::new().await;
+    t.register("alice@example.com").await;
+    let r = form_login(&t, "Alice@Example.com", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(location(&r), "/account");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let c = r.set_cookie(COOKIE).expect("session cookie");
+    assert_eq!(c.value.len(), 43);
+    assert_eq!(c.attr("Path"), Some(Some("/")));
+    assert_eq!(c.attr("HttpOnly"), Some(None));
+    assert_eq!(c.attr("Secure"), Some(None));
+    assert_eq!(c.attr("SameSite"), Some(Some("Lax")));
+    assert_eq!(c.attr("Domain"), None);
+    let cookie = format!("{COOKIE}={}", c.value);
+    let page = t.send(Req::get("/account").header("cookie", &cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    assert!(html.contains("alice@example.com"));
+    assert!(html.contains("This device"));
+    // The page never shows the cookie value.
+    assert!(!html.contains(&c.value));
+
+    // `next` only ever leads to our own pages.
+    let r = t
+        .send(Req::post("/login").form(&[
+            ("email", "alice@example.com"),
+            ("password", PASSWORD),
+            ("next", "https://evil.example/"),
+        ]))
+        .await;
+    assert_eq!(location(&r), "/account");
+    let r = t
+        .send(Req::post("/login").form(&[
+            ("email", "alice@example.com"),
+            ("password", PASSWORD),
+            ("next", "/admin"),
+        ]))
+        .await;
+    assert_eq!(location(&r), "/admin");
+}
+
+#[tokio::test]
+async fn login_form_says_the_same_for_unknown_emails_and_wrong_passwords() {
+    let t = TestApp::new().await;
+    t.register("alice@example.com").await;
+    let wrong_password = form_login(&t, "alice@example.com", "not the password").await;
+    let unknown_email = form_login(&t, "nobody@example.com", PASSWORD).await;
+    let malformed_email = form_login(&t, "nobody", PASSWORD).await;
+    for r in [&wrong_password, &unknown_email, &malformed_email] {
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+        assert_html(r);
+        assert_page_headers(r);
+        assert!(r.set_cookie(COOKIE).is_none());
+        assert_eq!(error_box(&r.text()), "The email or password is incorrect.");
+        assert!(
+            !r.text().contains("not the password"),
+            "passwords are never echoed"
+        );
+        assert!(!r.text().contains(PASSWORD), "passwords are never echoed");
+    }
+    // The email is kept in the form (escaped); nothing else differs.
+    assert!(
+        unknown_email
+            .text()
+            .contains("value=\"nobody@example.com\"")
+    );
+    assert_eq!(
+        wrong_password.text().replace("alice@example.com", "EMAIL"),
+        unknown_email.text().replace("nobody@example.com", "EMAIL")
+    );
+
+    // Empty fields and a too-short password: a clear message, no 500.
+    let r = form_login(&t, "", "").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_box(&r.text()), "Enter your email and your password.");
+    let r = form_login(&t, "alice@example.com", "short").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_box(&r.text()).contains("at least 8 characters"));
+
+    // Escaping: markup in the email comes back inert.
+    let r = form_login(&t, "<b>x</b>@example.com", PASSWORD).await;
+    assert!(!r.text().contains("<b>x</b>"));
+    assert!(
+        r.text()
+            .contains("value=\"&#60;b&#62;x&#60;/b&#62;@example.com\"")
+    );
+}
+
+#[tokio::test]
+async fn suspended_accounts_are_told_only_after_the_right_password() {
+    let t = TestApp::new().await;
+    let user = t.register("sam@example.com").await;
+    let id = user["id"].as_str().unwrap();
+    t.app
+        .core
+        .set_status(id, tessera::core::accounts::UserStatus::Suspended)
+        .await
+        .unwrap();
+    let r = form_login(&t, "sam@example.com", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_box(&r.text()), "This account is suspended.");
+    let r = form_login(&t, "sam@example.com", "wrong password").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_box(&r.text()), "The email or password is incorrect.");
+}
+
+#[tokio::test]
+async fn login_and_register_forms_refuse_foreign_posts() {
+    let t = TestApp::new().await;
+    t.register("alice@example.com").await;
+    for path in ["/login", "/register"] {
+        for (name, value) in [
+            ("origin", "http://evil.example"),
+            ("origin", "null"),
+            ("origin", "http://localhost:9999"),
+            ("origin", "http://127.0.0.1:8080"),
+            ("sec-fetch-site", "cross-site"),
+        ] {
+            let r = t
+                .send(Req::post(path).header(name, value).form(&[
+                    ("email", "alice@example.com"),
+                    ("password", PASSWORD),
+                    ("confirm_password", PASSWORD),
+                ]))
+                .await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{path} {name}: {value}");
+            assert_html(&r);
+            assert!(r.text().contains("csrf_failed"));
+            assert!(r.set_cookie(COOKIE).is_none());
+        }
+    }
+    // Same-origin and same-site posts (and clients sending neither header)
+    // are fine.
+    let r = t
+        .send(
+            Req::post("/login")
+                .header("origin", ORIGIN)
+                .header("sec-fetch-site", "same-site")
+                .form(&[("email", "alice@example.com"), ("password", PASSWORD)]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn register_form_creates_the_account_and_signs_in() {
+    let t = TestApp::new().await;
+    let r = t
+        .send(Req::post("/register").header("origin", ORIGIN).form(&[
+            ("email", "new@example.com"),
+            ("password", PASSWORD),
+            ("confirm_password", PASSWORD),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(location(&r), "/account?done=welcome");
+    let c = r.set_cookie(COOKIE).expect("signed in");
+    let cookie = format!("{COOKIE}={}", c.value);
+    let page = t
+        .send(Req::get("/account?done=welcome").header("cookie", &cookie))
+        .await;
+    assert!(page.text().contains("Welcome to Tessera"));
+
+    let again = |email: &'static str, password: &'static str, confirm: &'static str| {
+        Req::post("/register").form(&[
+            ("email", email),
+            ("password", password),
+            ("confirm_password", confirm),
+        ])
+    };
+    let r = t.send(again("NEW@example.com", PASSWORD, PASSWORD)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(error_box(&r.text()).contains("already exists"));
+    let r = t
+        .send(again("b@example.com", PASSWORD, "something else"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_box(&r.text()), "The two passwords do not match.");
+    let r = t.send(again("b@example.com", "short", "short")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error_box(&r.text()),
+        "Password must be at least 8 characters."
+    );
+    let r = t.send(again("not-an-email", PASSWORD, PASSWORD)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_box(&r.text()).starts_with("Email is not valid"));
+    assert!(r.set_cookie(COOKIE).is_none());
+}
+
+#[tokio::test]
+async fn signed_in_forms_need_the_token_and_our_origin() {
+    let t = TestApp::new().await;
+    let login = t.signed_in("alice@example.com").await;
+    let b = page_session(&t, &login).await;
+    // The form token is the session's CSRF token (the API's).
+    assert_eq!(b.csrf, login.csrf);
+    let forms: [(&str, Vec<(&str, &str)>); 4] = [
+        ("/logout", vec![]),
+        ("/account/logout-all", vec![]),
+        (
+            "/account/password",
+            vec![
+                ("current_password", PASSWORD),
+                ("new_password", "a brand new passphrase"),
+                ("confirm_password", "a brand new passphrase"),
+            ],
+        ),
+        (
+            "/account/sessions/revoke",
+            vec![("session_id", login.session_id.as_str())],
+        ),
+    ];
+    for (path, fields) in &forms {
+        let with = |token: Option<&str>| {
+            let mut all = fields.clone();
+            if let Some(token) = token {
+                all.push(("csrf_token", token));
+            }
+            Req::post(path).header("cookie", &b.cookie).form(&all)
+        };
+        let wrong = format!("{}x", &b.csrf[..b.csrf.len() - 1]);
+        for (what, req) in [
+            ("no token", with(None)),
+            ("empty token", with(Some(""))),
+            ("wrong token", with(Some(&wrong))),
+            (
+                "API header instead of field",
+                with(None).header("x-csrf-token", &b.csrf),
+            ),
+            (
+                "foreign origin",
+                with(Some(&b.csrf)).header("origin", "http://localhost:9999"),
+            ),
+            ("null origin", with(Some(&b.csrf)).header("origin", "null")),
+            (
+                "cross-site fetch",
+                with(Some(&b.csrf)).header("sec-fetch-site", "cross-site"),
+            ),
+        ] {
+            let r = t.send(req).await;
+            assert_eq!(
+                r.status,
+                StatusCode::FORBIDDEN,
+                "{path}, {what}: {}",
+                r.text()
+            );
+            assert_html(&r);
+            assert_page_headers(&r);
+            assert!(r.text().contains("csrf_failed"), "{path}, {what}");
+            assert!(r.set_cookie(COOKIE).is_none());
+            assert!(
+                alive(&t, &b.cookie).await,
+                "{path}, {what}: still signed in"
+            );
+        }
+        // A repeated token field is refused too.
+        let mut twice = fields.clone();
+        twice.push(("csrf_token", &b.csrf));
+        twice.push(("csrf_token", &b.csrf));
+        let r = t
+            .send(Req::post(path).header("cookie", &b.cookie).form(&twice))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}, repeated token");
+    }
+    // Password unchanged: the old one still logs in.
+    t.login("alice@example.com").await;
+
+    // With the token and our origin, sign-out works and ends the session.
+    let r = t
+        .send(
+            Req::post("/logout")
+                .header("cookie", &b.cookie)
+                .header("origin", ORIGIN)
+                .form(&[("csrf_token", b.csrf.as_str())]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/login?done=signed_out");
+    assert_eq!(
+        r.set_cookie(COOKIE).unwrap().attr("Max-Age"),
+        Some(Some("0"))
+    );
+    assert!(!alive(&t, &b.cookie).await);
+    // A form posted after the session ended goes to the login page.
+    let r = t
+        .send(
+            Req::post("/account/logout-all")
+                .header("cookie", &b.cookie)
+                .form(&[("csrf_token", b.csrf.as_str())]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(location(&r).starts_with("/login"));
+}
+
+#[tokio::test]
+async fn account_forms_revoke_sessions_and_change_the_password() {
+    let t = TestApp::new().await;
+    let login = t.signed_in("alice@example.com").await;
+    let other = t.login("alice@example.com").await;
+    let b = page_session(&t, &login).await;
+    let page = t
+        .send(Req::get("/account").header("cookie", &b.cookie))
+        .await
+        .text();
+    assert!(page.contains(&other.session_id), "both sessions listed");
+    assert_eq!(page.matches("class=\"session-row").count(), 2);
+
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        let mut all = fields.to_vec();
+        all.push(("csrf_token", b.csrf.as_str()));
+        Req::post(path)
+            .header("cookie", &b.cookie)
+            .header("origin", ORIGIN)
+            .form(&all)
+    };
+    // Sign out the other device.
+    let r = t
+        .send(post(
+            "/account/sessions/revoke",
+            &[("session_id", &other.session_id)],
+        ))
+        .await;
+    assert_eq!(location(&r), "/account?done=session_revoked");
+    assert!(!alive(&t, &other.cookie).await);
+    assert!(alive(&t, &b.cookie).await);
+    // Someone else's or an unknown session: nothing happens.
+    let r = t
+        .send(post(
+            "/account/sessions/revoke",
+            &[("session_id", "ses_nope")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/account?done=session_gone");
+
+    // Password change: wrong current password, mismatch, too short.
+    let third = t.login("alice@example.com").await;
+    for (current, new, confirm, status, message) in [
+        (
+            "wrong password!",
+            "a brand new passphrase",
+            "a brand new passphrase",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The current password is incorrect.",
+        ),
+        (
+            PASSWORD,
+            "a brand new passphrase",
+            "another passphrase",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The two new passwords do not match.",
+        ),
+        (
+            PASSWORD,
+            "short",
+            "short",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "The new password must be at least 8 characters.",
+        ),
+    ] {
+        let r = t
+            .send(post(
+                "/account/password",
+                &[
+                    ("current_password", current),
+                    ("new_password", new),
+                    ("confirm_password", confirm),
+                ],
+            ))
+            .await;
+        assert_eq!(r.status, status, "{}", r.text());
+        assert_eq!(error_box(&r.text()), message);
+        assert!(!r.text().contains(current) || current == PASSWORD);
+        assert!(alive(&t, &third.cookie).await);
+    }
+    let r = t
+        .send(post(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "a brand new passphrase"),
+                ("confirm_password", "a brand new passphrase"),
+            ],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(location(&r), "/account?done=password");
+    let fresh = r.set_cookie(COOKIE).expect("rotated session cookie");
+    let fresh = format!("{COOKIE}={}", fresh.value);
+    assert_ne!(fresh, b.cookie);
+    assert!(alive(&t, &fresh).await);
+    assert!(!alive(&t, &b.cookie).await, "the old cookie is rotated out");
+    assert!(
+        !alive(&t, &third.cookie).await,
+        "other devices are signed out"
+    );
+    let r = form_login(&t, "alice@example.com", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = form_login(&t, "alice@example.com", "a brand new passphrase").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    // Sign out everywhere.
+    let b2 = Browser {
+        csrf: field(
+            &t.send(Req::get("/account").header("cookie", &fresh))
+                .await
+                .text(),
+            "csrf_token",
+        ),
+        cookie: fresh,
+    };
+    let r = t
+        .send(
+            Req::post("/account/logout-all")
+                .header("cookie", &b2.cookie)
+                .header("origin", ORIGIN)
+                .form(&[("csrf_token", b2.csrf.as_str())]),
+        )
+        .await;
+    assert_eq!(location(&r), "/login?done=signed_out_everywhere");
+    assert!(!alive(&t, &b2.cookie).await);
+    assert!(
+        t.app
+            .core
+            .sessions_of(&login.user_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn admin_page_is_for_admins_only_and_its_forms_work() {
+    let t = TestApp::new().await;
+    let user = t.signed_in("pat@example.com").await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+
+    // Non-admins: 403 page for the page and for every admin form.
+    let r = t
+        .send(Req::get("/admin").header("cookie", &user.cookie))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_html(&r);
+    assert!(r.text().contains("admin role"));
+    let user_b = page_session(&t, &user).await;
+    for (path, fields) in [
+        (
+            "/admin/users/roles",
+            vec![("user_id", user.user_id.as_str()), ("roles", "admin")],
+        ),
+        (
+            "/admin/users/status",
+            vec![("user_id", boss.user_id.as_str()), ("status", "suspended")],
+        ),
+        (
+            "/admin/users/revoke",
+            vec![("user_id", boss.user_id.as_str())],
+        ),
+        ("/admin/keys/rotate", vec![]),
+    ] {
+        let mut all = fields.clone();
+        all.push(("csrf_token", user_b.csrf.as_str()));
+        let r = t
+            .send(Req::post(path).header("cookie", &user_b.cookie).form(&all))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let me = t
+        .send(Req::get("/v1/me").header("cookie", &user.cookie))
+        .await;
+    assert_eq!(me.json()["user"]["roles"], serde_json::json!([]));
+
+    // The admin sees users, keys and the audit log.
+    let b = page_session(&t, &boss).await;
+    let r = t.send(Req::get("/admin").header("cookie", &b.cookie)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    assert!(html.contains("pat@example.com") && html.contains("boss@example.com"));
+    assert!(html.contains("key_"), "signing keys listed");
+    assert!(html.contains("login_succeeded"), "audit log shown");
+
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        let mut all = fields.to_vec();
+        all.push(("csrf_token", b.csrf.as_str()));
+        Req::post(path)
+            .header("cookie", &b.cookie)
+            .header("origin", ORIGIN)
+            .form(&all)
+    };
+    // Admin forms are CSRF-checked like every other.
+    let r = t
+        .send(
+            Req::post("/admin/users/status")
+                .header("cookie", &b.cookie)
+                .form(&[("user_id", user.user_id.as_str()), ("status", "suspended")]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(alive(&t, &user.cookie).await);
+
+    // Roles.
+    let r = t
+        .send(post(
+            "/admin/users/roles",
+            &[
+                ("user_id", &user.user_id),
+                ("roles", "billing:read, support"),
+                ("q", "pat"),
+            ],
+        ))
+        .await;
+    assert_eq!(location(&r), "/admin?done=roles&q=pat");
+    let me = t
+        .send(Req::get("/v1/me").header("cookie", &user.cookie))
+        .await;
+    assert_eq!(
+        me.json()["user"]["roles"],
+        serde_json::json!(["billing:read", "support"])
+    );
+    let r = t
+        .send(post(
+            "/admin/users/roles",
+            &[("user_id", &user.user_id), ("roles", "Bad Role!")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("is not valid"));
+    let r = t
+        .send(post(
+            "/admin/users/roles",
+            &[("user_id", &boss.user_id), ("roles", "")],
+        ))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no self-demotion"
+    );
+    let r = t
+        .send(post(
+            "/admin/users/roles",
+            &[("user_id", "usr_nobody"), ("roles", "x")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Suspend: the user's session dies at once; reactivate.
+    let r = t
+        .send(post(
+            "/admin/users/status",
+            &[("user_id", &user.user_id), ("status", "suspended")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/admin?done=suspended");
+    assert!(!alive(&t, &user.cookie).await);
+    let r = t
+        .send(Req::get("/account").header("cookie", &user.cookie))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = t
+        .send(post(
+            "/admin/users/status",
+            &[("user_id", &boss.user_id), ("status", "suspended")],
+        ))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no self-suspension"
+    );
+    let r = t
+        .send(post(
+            "/admin/users/status",
+            &[("user_id", &user.user_id), ("status", "deleted")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = t
+        .send(post(
+            "/admin/users/status",
+            &[("user_id", &user.user_id), ("status", "active")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/admin?done=reactivated");
+    let again = t.login("pat@example.com").await;
+
+    // Revoke everything of a user.
+    let r = t
+        .send(post("/admin/users/revoke", &[("user_id", &user.user_id)]))
+        .await;
+    assert_eq!(location(&r), "/admin?done=revoked");
+    assert!(!alive(&t, &again.cookie).await);
+
+    // Keys.
+    let before = t.app.core.key_list().await.unwrap().len();
+    let r = t.send(post("/admin/keys/rotate", &[])).await;
+    assert_eq!(location(&r), "/admin?done=rotated");
+    assert_eq!(t.app.core.key_list().await.unwrap().len(), before + 1);
+
+    // Audit filters by type and user.
+    let r = t
+        .send(
+            Req::get(&format!("/admin?type=user_suspended&user={}", user.user_id))
+                .header("cookie", &b.cookie),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    assert_eq!(html.matches("class=\"audit-row\"").count(), 1, "{html}");
+    assert!(html.contains("data-type=\"user_suspended\""));
+    let r = t
+        .send(Req::get("/admin?type=key_rotated").header("cookie", &b.cookie))
+        .await;
+    assert!(r.text().contains("data-type=\"key_rotated\""));
+    assert!(!r.text().contains("data-type=\"login_succeeded\""));
+    // Search.
+    let r = t
+        .send(Req::get("/admin?q=PAT").header("cookie", &b.cookie))
+        .await;
+    let html = r.text();
+    assert_eq!(html.matches("class=\"user-row\"").count(), 1);
+    assert!(html.contains("pat@example.com"));
+}
+
+#[tokio::test]
+async fn malformed_page_requests_get_4xx_pages_never_500() {
+    let t = TestApp::new().await;
+    let login = t.signed_in("alice@example.com").await;
+    let b = page_session(&t, &login).await;
+    // Wrong or missing content type.
+    for path in ["/login", "/register", "/logout", "/account/password"] {
+        let r = t
+            .send(
+                Req::post(path)
+                    .header("cookie", &b.cookie)
+                    .raw("application/json", "{\"email\":\"a\"}"),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}");
+        assert_html(&r);
+        let r = t.send(Req::post(path).header("cookie", &b.cookie)).await;
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}");
+    }
+    // Repeated fields, broken encodings, binary junk.
+    for body in [
+        "email=a%40example.com&email=b%40example.com&password=x",
+        "%%%&&&===",
+        "email=%FF%FE&password=%00%00%00%00%00%00%00%00",
+        "\u{0}\u{1}\u{2}",
+    ] {
+        let r = t
+            .send(Req::post("/login").raw("application/x-www-form-urlencoded", body))
+            .await;
+        assert!(
+            r.status.is_client_error(),
+            "{body:?}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert_html(&r);
+    }
+    let body = format!("csrf_token={}&session_id=ses_x&session_id=ses_y", b.csrf);
+    let r = t
+        .send(
+            Req::post("/account/sessions/revoke")
+                .header("cookie", &b.cookie)
+                .raw("application/x-www-form-urlencoded", body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Too large.
+    let big = format!("email={}", "a".repeat(70 * 1024));
+    let r = t
+        .send(Req::post("/login").raw("application/x-www-form-urlencoded", big))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Malformed query strings.
+    for path in [
+        "/login?next=a&next=b",
+        "/account?done=a&done=b",
+        "/admin?q=a&q=b",
+    ] {
+        let r = t.send(Req::get(path).header("cookie", &b.cookie)).await;
+        assert!(
+            r.status.is_client_error() || r.status.is_redirection(),
+            "{path}"
+        );
+        assert_ne!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    // Huge and odd search values on the admin page.
+    t.app
+        .core
+        .set_roles(&login.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    for q in [
+        "q=%25%5F%5C",
+        "after=not-an-id",
+        "type=DROP%20TABLE",
+        "user=%00",
+        "q=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        let r = t
+            .send(Req::get(&format!("/admin?{q}")).header("cookie", &b.cookie))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_logins_get_a_429_page_with_retry_after() {
+    let t = TestApp::with(&[("ip_rate_limit", "2")]).await;
+    t.register("alice@example.com").await;
+    let attempt = || {
+        Req::post("/login").peer_ip("198.51.100.9").form(&[
+            ("email", "alice@example.com"),
+            ("password", "wrong password"),
+        ])
+    };
+    let mut last = t.send(attempt()).await;
+    for _ in 0..5 {
+        if last.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        last = t.send(attempt()).await;
+    }
+    assert_eq!(
+        last.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        last.text()
+    );
+    assert_html(&last);
+    assert!(last.header("retry-after").is_some());
+    assert!(error_box(&last.text()).starts_with("Too many attempts."));
+    // Registration from that address is held back too.
+    let r = t
+        .send(Req::post("/register").peer_ip("198.51.100.9").form(&[
+            ("email", "bob@example.com"),
+            ("password", PASSWORD),
+            ("confirm_password", PASSWORD),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn jwt_cookie_mode_pages_point_to_the_api() {
+    let t = TestApp::with(&[("browser_mode", "jwt-cookie")]).await;
+    t.register("alice@example.com").await;
+    let r = t.send(Req::get("/login")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("jwt-cookie"));
+    assert!(!r.text().contains("id=\"login-form\""));
+    let r = form_login(&t, "alice@example.com", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.headers.get("set-cookie").is_none());
+    let r = t.send(Req::get("/account")).await;
+    assert_eq!(location(&r), "/login");
+}
