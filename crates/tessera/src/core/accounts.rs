@@ -265,6 +265,16 @@ impl Tessera {
     /// Replaces a user's roles. Live sessions see the new roles at their next
     /// request.
     pub async fn set_roles(&self, id: &str, roles: &[String]) -> CoreResult<User> {
+        self.set_roles_by(None, id, roles).await
+    }
+
+    /// [`Tessera::set_roles`], recording which administrator acted.
+    pub async fn set_roles_by(
+        &self,
+        actor: Option<&str>,
+        id: &str,
+        roles: &[String],
+    ) -> CoreResult<User> {
         let roles = validate_roles(roles)?;
         let now = self.now();
         if !self.stores.users.set_roles(id, &roles, now).await? {
@@ -280,7 +290,7 @@ impl Tessera {
             "roles_changed",
             Some(id),
             None,
-            serde_json::json!({"roles": roles}),
+            serde_json::json!({"roles": roles, "by": actor}),
         )
         .await;
         self.user(id).await
@@ -288,6 +298,16 @@ impl Tessera {
 
     /// Suspends or reactivates a user. Suspension ends every session at once.
     pub async fn set_status(&self, id: &str, status: UserStatus) -> CoreResult<User> {
+        self.set_status_by(None, id, status).await
+    }
+
+    /// [`Tessera::set_status`], recording which administrator acted.
+    pub async fn set_status_by(
+        &self,
+        actor: Option<&str>,
+        id: &str,
+        status: UserStatus,
+    ) -> CoreResult<User> {
         let now = self.now();
         if !self.stores.users.set_status(id, status, now).await? {
             return Err(CoreError::NotFound("no such user"));
@@ -300,10 +320,12 @@ impl Tessera {
             user_id: id.to_owned(),
         })
         .await?;
-        if status == UserStatus::Suspended {
-            self.audit("user_suspended", Some(id), None, serde_json::json!({}))
-                .await;
-        }
+        let event = match status {
+            UserStatus::Suspended => "user_suspended",
+            UserStatus::Active => "user_reactivated",
+        };
+        self.audit(event, Some(id), None, serde_json::json!({"by": actor}))
+            .await;
         tracing::info!(user_id = %id, status = status.as_str(), "status changed");
         self.user(id).await
     }

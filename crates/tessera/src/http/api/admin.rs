@@ -87,7 +87,7 @@ pub struct UserPatch {
 /// `PATCH /v1/admin/users/{id}` `{roles?, status?}`.
 pub async fn update_user(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(admin): Admin,
     Path(id): Path<String>,
     Json(patch): Json<UserPatch>,
 ) -> ApiResult<Response> {
@@ -100,12 +100,18 @@ pub async fn update_user(
         };
     let mut user = state.core.user(&id).await?;
     if let Some(roles) = &patch.roles {
-        user = state.core.set_roles(&id, roles).await?;
+        user = state
+            .core
+            .set_roles_by(Some(admin.user_id()), &id, roles)
+            .await?;
     }
     if let Some(status) = status
         && status != user.status
     {
-        user = state.core.set_status(&id, status).await?;
+        user = state
+            .core
+            .set_status_by(Some(admin.user_id()), &id, status)
+            .await?;
     }
     Ok(axum::Json(json!({ "user": user })).into_response())
 }

@@ -353,7 +353,11 @@ pub async fn set_roles(
         )
         .await;
     }
-    match state.core.set_roles(&form.user_id, &roles).await {
+    match state
+        .core
+        .set_roles_by(Some(&who.auth.user.id), &form.user_id, &roles)
+        .await
+    {
         Ok(_) => Ok(done(&form.q, "roles")),
         Err(e @ (CoreError::Unavailable | CoreError::Unauthenticated)) => Err(PageError::core(e)),
         Err(e) => {
@@ -388,7 +392,11 @@ pub async fn set_status(
         )
         .await;
     }
-    match state.core.set_status(&form.user_id, status).await {
+    match state
+        .core
+        .set_status_by(Some(&who.auth.user.id), &form.user_id, status)
+        .await
+    {
         Ok(_) => Ok(done(
             &form.q,
             match status {
