@@ -137,6 +137,25 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let cancel = CancellationToken::new();
     let background = app.spawn_background(cancel.clone());
+    let metrics = match app.settings.metrics_addr {
+        Some(metrics_addr) => {
+            let listener = TcpListener::bind(metrics_addr).await.with_context(|| {
+                format!("cannot listen on {metrics_addr} (TESSERA_METRICS_ADDR)")
+            })?;
+            eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+            let router = http::metrics_router(AppState {
+                core: Arc::clone(&app.core),
+                settings: Arc::clone(&app.settings),
+            });
+            let stop = cancel.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
     let service = app
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -145,6 +164,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await;
     cancel.cancel();
     let _ = background.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     app.close().await;
     served.context("the server stopped with an error")?;
     eprintln!("tessera stopped");

@@ -124,6 +124,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("audit_retention", "90d", "a duration from 1d to 3650d"),
     (
+        "metrics_addr",
+        "(unset: /metrics on addr)",
+        "a socket address for a separate /metrics listener",
+    ),
+    (
         "log",
         "info",
         "a tracing filter such as info or tessera=debug",
@@ -225,6 +230,8 @@ pub struct Settings {
     pub login_backoff_max: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub audit_retention: Duration,
+    /// A separate listener for `/metrics` (then it is not on `addr`).
+    pub metrics_addr: Option<SocketAddr>,
     pub log: String,
     pub log_format: LogFormat,
     /// Every setting's effective value and origin.
@@ -458,6 +465,13 @@ impl Settings {
             trusted_proxies: raw.parse("trusted_proxies", "", parse_networks)?,
             audit_retention: raw.parse("audit_retention", "90d", |s| {
                 parse_duration(s).filter(|d| (86_400..=3650 * 86_400).contains(&d.as_secs()))
+            })?,
+            metrics_addr: raw.parse("metrics_addr", "", |s| {
+                if s.is_empty() {
+                    Some(None)
+                } else {
+                    s.parse().ok().map(Some)
+                }
             })?,
             log: raw.parse("log", "info", |s| {
                 tracing_subscriber::EnvFilter::try_new(s)

@@ -206,3 +206,22 @@ async fn metrics_cover_requests_logins_verifications_tokens_and_limits() {
             >= 1.0
     );
 }
+
+#[tokio::test]
+async fn metrics_can_move_to_their_own_listener() {
+    let t = TestApp::with(&[("metrics_addr", "127.0.0.1:0")]).await;
+    t.send(Req::get("/metrics"))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    let state = tessera::http::AppState {
+        core: std::sync::Arc::clone(&t.app.core),
+        settings: std::sync::Arc::clone(&t.app.settings),
+    };
+    let response = tower::ServiceExt::oneshot(
+        tessera::http::metrics_router(state),
+        Req::get("/metrics").build(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}

@@ -28,12 +28,27 @@ pub struct AppState {
     pub settings: Arc<Settings>,
 }
 
+/// `/metrics` on the main listener, unless `TESSERA_METRICS_ADDR` gives it
+/// its own.
+fn metrics_on_main_listener(state: &AppState) -> Router<AppState> {
+    match state.settings.metrics_addr {
+        None => Router::new().route("/metrics", get(metrics::metrics)),
+        Some(_) => Router::new(),
+    }
+}
+
+/// The router of the separate metrics listener.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .with_state(state)
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
-        .route("/metrics", get(metrics::metrics))
         .route("/v1/accounts", post(api::accounts::register))
         .route(
             "/v1/sessions",
@@ -64,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/me", get(api::identity::me))
         .route("/v1/verify", get(api::identity::verify))
         .merge(pages::router())
+        .merge(metrics_on_main_listener(&state))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
