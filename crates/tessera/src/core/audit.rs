@@ -12,6 +12,25 @@ use super::sessions::ClientInfo;
 use super::time::serde_rfc3339;
 use crate::store::AuditQuery;
 
+/// Every audit event type Tessera records (the contract's list, plus
+/// `user_reactivated`).
+pub const AUDIT_TYPES: &[&str] = &[
+    "login_succeeded",
+    "login_failed",
+    "logout",
+    "logout_all",
+    "session_revoked",
+    "refresh_rotated",
+    "refresh_reuse_detected",
+    "token_revoked",
+    "password_changed",
+    "roles_changed",
+    "user_suspended",
+    "user_reactivated",
+    "key_rotated",
+    "rate_limited",
+];
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
     pub id: String,

@@ -13,6 +13,7 @@ use super::support::{
     parse_query, render, see_other, see_other_with_cookie, when, with_query,
 };
 use crate::core::accounts::UserStatus;
+use crate::core::audit::AUDIT_TYPES;
 use crate::core::error::CoreError;
 use crate::core::secret::is_id;
 use crate::http::AppState;
@@ -24,23 +25,6 @@ const PAGE_SIZE: u32 = 25;
 /// Audit events shown.
 const AUDIT_LIMIT: u32 = 50;
 const MAX_QUERY_CHARS: usize = 254;
-
-/// The audit types the filter offers (the contract's list).
-const AUDIT_TYPES: &[&str] = &[
-    "login_succeeded",
-    "login_failed",
-    "logout",
-    "logout_all",
-    "session_revoked",
-    "refresh_rotated",
-    "refresh_reuse_detected",
-    "token_revoked",
-    "password_changed",
-    "roles_changed",
-    "user_suspended",
-    "key_rotated",
-    "rate_limited",
-];
 
 struct UserRow {
     id: String,
