@@ -1,0 +1,410 @@
+//! `tessera-bench`: the helpers `bench/run` drives.
+//!
+//! - `floor-http`: an axum hello-world on the same tokio, axum and build
+//!   profile as Tessera: the ceiling for any endpoint.
+//! - `floor-crypto`: raw primitive rates on the current core.
+//! - `seed`: a database with users and live sessions, written straight into
+//!   SQLite (no argon2 per user), and the session cookies for `wrk`.
+//! - `mint`: access and refresh tokens made by Tessera's own core, so they are
+//!   byte for byte what the server issues.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use argon2::password_hash::PasswordHasher as _;
+use argon2::password_hash::phc::PasswordHash;
+use aws_lc_rs::digest;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
+use tessera::app::App;
+use tessera::config::Settings;
+use tessera::core::accounts::Password;
+use tessera::core::clock::SystemClock;
+use tessera::core::secret::{BearerSecret, new_id};
+use tessera::core::sessions::ClientInfo;
+use tessera::store::sqlite::SqliteStore;
+
+/// The password of every seeded user (`user<i>@bench.example`).
+const PASSWORD: &str = "bench-password-1234";
+/// Rows per multi-row INSERT (8 columns each, well under SQLite's 32766
+/// bound parameters).
+const BATCH: usize = 500;
+/// A typical browser user agent, so cached session records have a real size.
+const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Safari/537.36";
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Parser)]
+#[command(about = "Helpers for bench/run")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve GET / → 200 "ok" until killed.
+    FloorHttp {
+        #[arg(long)]
+        addr: SocketAddr,
+    },
+    /// Print, as JSON: Ed25519 verifications/s (aws-lc-rs), SHA-256 of a
+    /// session id per second, and one argon2id hash time (m=19456 KiB, t=2, p=1).
+    FloorCrypto {
+        /// Rounds per rate; the median is reported.
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        #[arg(long, default_value_t = 400)]
+        round_ms: u64,
+        /// argon2id hashes timed; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        hashes: usize,
+    },
+    /// Create the database (migrations) and insert users and live sessions.
+    Seed {
+        #[arg(long)]
+        database_url: String,
+        #[arg(long)]
+        users: usize,
+        #[arg(long)]
+        sessions: usize,
+        /// Where the session cookie values go, one a line.
+        #[arg(long)]
+        cookies: PathBuf,
+        /// Seconds since the sessions were last seen (0: just now).
+        #[arg(long, default_value_t = 0)]
+        last_seen_ago: i64,
+    },
+    /// Mint tokens with Tessera's core on a seeded database.
+    Mint {
+        #[arg(long)]
+        database_url: String,
+        /// Must be the server's public URL: it is the tokens' `iss` and `aud`.
+        #[arg(long)]
+        public_url: String,
+        /// Use HS256 with this secret instead of the EdDSA key in the database.
+        #[arg(long)]
+        hs256_secret: Option<String>,
+        /// Password grants (one per user, from user0): access tokens go to
+        /// `<out>/access.txt`, refresh tokens to `<out>/refresh.txt`.
+        #[arg(long, default_value_t = 0)]
+        grants: usize,
+        /// Session-to-token exchanges over the sessions in `<out>/cookies.txt`,
+        /// one fresh token each, to `<out>/unique.txt`.
+        #[arg(long, default_value_t = 0)]
+        session_tokens: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::FloorHttp { addr } => floor_http(addr).await,
+        Cmd::FloorCrypto {
+            rounds,
+            round_ms,
+            hashes,
+        } => floor_crypto(rounds, Duration::from_millis(round_ms), hashes),
+        Cmd::Seed {
+            database_url,
+            users,
+            sessions,
+            cookies,
+            last_seen_ago,
+        } => seed(&database_url, users, sessions, &cookies, last_seen_ago).await,
+        Cmd::Mint {
+            database_url,
+            public_url,
+            hs256_secret,
+            grants,
+            session_tokens,
+            out,
+        } => {
+            let mut pairs = vec![
+                ("database_url", database_url.as_str()),
+                ("public_url", public_url.as_str()),
+                ("ip_rate_limit", "0"),
+            ];
+            if let Some(secret) = &hs256_secret {
+                pairs.extend([("token_alg", "HS256"), ("hs256_secret", secret.as_str())]);
+            }
+            let settings = Settings::from_pairs(&pairs).map_err(|e| anyhow!("{e}"))?;
+            let app = App::open(settings, Arc::new(SystemClock)).await?;
+            let minted = mint(&app, grants, session_tokens, &out).await;
+            app.close().await;
+            minted
+        }
+    }
+}
+
+async fn floor_http(addr: SocketAddr) -> anyhow::Result<()> {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Runs `op` for `rounds` rounds of `round` each and returns the median rate
+/// (operations per second).
+fn median_rate(rounds: usize, round: Duration, mut op: impl FnMut() -> bool) -> f64 {
+    let mut rates: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < round {
+                for _ in 0..64 {
+                    assert!(std::hint::black_box(op()), "the operation failed");
+                }
+                n += 64;
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+fn argon2_default() -> anyhow::Result<argon2::Argon2<'static>> {
+    let params = argon2::Params::new(19_456, 2, 1, None).map_err(|e| anyhow!("{e}"))?;
+    Ok(argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params,
+    ))
+}
+
+fn argon2_hash(password: &str) -> anyhow::Result<String> {
+    let hash: PasswordHash = argon2_default()?
+        .hash_password(password.as_bytes())
+        .map_err(|e| anyhow!("argon2: {e}"))?;
+    Ok(hash.to_string())
+}
+
+fn floor_crypto(rounds: usize, round: Duration, hashes: usize) -> anyhow::Result<()> {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())?;
+    // About the size of an access token's signed part (header.payload).
+    let message = [b'e'; 400];
+    let signature = pair.sign(&message);
+    let public = UnparsedPublicKey::new(&ED25519, pair.public_key().as_ref().to_vec());
+    let ed25519 = median_rate(rounds, round, || {
+        public.verify(&message, signature.as_ref()).is_ok()
+    });
+    let cookie = [b's'; 43];
+    let sha256 = median_rate(rounds, round, || {
+        digest::digest(&digest::SHA256, std::hint::black_box(&cookie))
+            .as_ref()
+            .len()
+            == 32
+    });
+    let mut hash_ms: Vec<f64> = (0..hashes.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            argon2_hash(PASSWORD).map(|_| start.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    hash_ms.sort_by(f64::total_cmp);
+    let out = json!({
+        "ed25519_verify_per_s": ed25519.round(),
+        "sha256_session_id_per_s": sha256.round(),
+        "argon2id_hash_ms": (hash_ms[hash_ms.len() / 2] * 10.0).round() / 10.0,
+        "argon2id_hash_ms_all": hash_ms.iter().map(|m| (m * 10.0).round() / 10.0).collect::<Vec<_>>(),
+    });
+    println!("{out}");
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn email(i: usize) -> String {
+    format!("user{i}@bench.example")
+}
+
+async fn seed(
+    url: &str,
+    users: usize,
+    sessions: usize,
+    cookies: &Path,
+    last_seen_ago: i64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let start = Instant::now();
+    // Tessera's own open creates the file and runs the migrations.
+    SqliteStore::open(url)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .close()
+        .await;
+    let options = SqliteConnectOptions::from_str(url)?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        // Room for the whole transaction: no page spills to the WAL midway.
+        .pragma("cache_size", "-1048576")
+        .foreign_keys(true);
+    let mut conn = SqliteConnection::connect_with(&options).await?;
+    let password_hash = argon2_hash(PASSWORD)?;
+    let now = now_ms();
+    let user_ids: Vec<String> = (0..users).map(|_| new_id("usr")).collect();
+
+    let mut tx = conn.begin().await?;
+    for (c, chunk) in user_ids.chunks(BATCH).enumerate() {
+        QueryBuilder::<Sqlite>::new(
+            "INSERT INTO users (id, email, email_key, password_hash, roles, status, created_at, updated_at) ",
+        )
+        .push_values(chunk.iter().enumerate(), |mut row, (j, id)| {
+            let email = email(c * BATCH + j);
+            row.push_bind(id.clone())
+                .push_bind(email.clone())
+                .push_bind(email)
+                .push_bind(password_hash.clone())
+                .push_bind("[]")
+                .push_bind("active")
+                .push_bind(now)
+                .push_bind(now);
+        })
+        .build()
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Cookies in random order for wrk; rows in key order for SQLite, with
+    // the secondary indexes built once at the end: 1M sessions in seconds.
+    let mut out = BufWriter::new(File::create(cookies)?);
+    let mut rows: Vec<([u8; 32], usize)> = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let secret = BearerSecret::generate();
+        writeln!(out, "{}", secret.expose())?;
+        rows.push((secret.hash().0, i % users));
+    }
+    out.flush()?;
+    rows.sort_unstable();
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions' AND sql IS NOT NULL",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for (name, _) in &indexes {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX \"{name}\"")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in rows.chunks(BATCH) {
+        QueryBuilder::<Sqlite>::new(
+            "INSERT INTO sessions (token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent) ",
+        )
+        .push_values(chunk, |mut row, (hash, user)| {
+            row.push_bind(hash.to_vec())
+                .push_bind(new_id("ses"))
+                .push_bind(user_ids[*user].clone())
+                .push_bind(now)
+                .push_bind(now - last_seen_ago * 1000)
+                .push_bind(now + 30 * DAY_MS)
+                .push_bind("127.0.0.1")
+                .push_bind(USER_AGENT);
+        })
+        .build()
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (_, sql) in indexes {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let out = json!({
+        "users": users,
+        "sessions": sessions,
+        "seconds": (start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(File::create(path)?);
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn mint(app: &App, grants: usize, session_tokens: usize, out: &Path) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let core = Arc::clone(&app.core);
+    if grants > 0 {
+        // A few at a time: the hashing pool's queue is bounded.
+        let (mut access, mut refresh) = (Vec::new(), Vec::new());
+        for first in (0..grants).step_by(8) {
+            let mut set = tokio::task::JoinSet::new();
+            for i in first..grants.min(first + 8) {
+                let core = Arc::clone(&core);
+                set.spawn(async move {
+                    core.password_grant(
+                        &email(i),
+                        Password::new(PASSWORD.to_owned()),
+                        None,
+                        None,
+                        &ClientInfo::default(),
+                    )
+                    .await
+                });
+            }
+            while let Some(pair) = set.join_next().await {
+                let pair = pair?.map_err(|e| anyhow!("password grant failed: {e}"))?;
+                access.push(pair.access.token);
+                refresh.push(pair.refresh.expose().to_owned());
+            }
+        }
+        write_lines(&out.join("access.txt"), &access)?;
+        write_lines(&out.join("refresh.txt"), &refresh)?;
+    }
+    if session_tokens > 0 {
+        let cookies: Vec<String> = BufReader::new(
+            File::open(out.join("cookies.txt")).context("mint needs <out>/cookies.txt")?,
+        )
+        .lines()
+        .collect::<Result<_, _>>()?;
+        anyhow::ensure!(!cookies.is_empty(), "no cookies to mint from");
+        let mut tokens = Vec::with_capacity(session_tokens);
+        for i in 0..session_tokens {
+            let secret = BearerSecret::parse(&cookies[i % cookies.len()])
+                .ok_or_else(|| anyhow!("not a session cookie value"))?;
+            let auth = core
+                .authenticate_session(&secret)
+                .await
+                .map_err(|e| anyhow!("seeded session refused: {e}"))?;
+            let token = core
+                .session_access_token(&auth)
+                .map_err(|e| anyhow!("minting failed: {e}"))?;
+            tokens.push(token.token);
+        }
+        write_lines(&out.join("unique.txt"), &tokens)?;
+    }
+    let out = json!({
+        "grants": grants,
+        "session_tokens": session_tokens,
+        "seconds": (start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    });
+    println!("{out}");
+    Ok(())
+}
