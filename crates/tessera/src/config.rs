@@ -650,9 +650,12 @@ fn value_text(v: &Value) -> Option<String> {
         Value::String(_, s) => Some(s.clone()),
         Value::Char(_, c) => Some(c.to_string()),
         Value::Bool(_, b) => Some(b.to_string()),
+        // figment's `Num::to_i128` is `None` for unsigned variants, and an
+        // environment value such as "3" arrives as `U8`.
         Value::Num(_, n) => n
-            .to_i128()
-            .map(|i| i.to_string())
+            .to_u128()
+            .map(|u| u.to_string())
+            .or_else(|| n.to_i128().map(|i| i.to_string()))
             .or_else(|| n.to_f64().map(|f| f.to_string())),
         Value::Empty(..) => None,
         Value::Dict(..) | Value::Array(..) => Some(format!("{v:?}")),
@@ -839,6 +842,32 @@ mod tests {
         assert_eq!(p.origin, "http://127.0.0.1:9000");
         assert!(p.is_loopback);
         assert!(parse_public_url("https://example.com/?q=1").is_none());
+    }
+
+    /// Environment values that look like numbers or booleans reach figment
+    /// as typed values; they must still take effect.
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn numeric_and_boolean_environment_values_take_effect() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_HASH_THREADS", "3");
+            jail.set_env("TESSERA_IP_RATE_LIMIT", "0");
+            jail.set_env("TESSERA_SESSION_CACHE_ENTRIES", "12345");
+            jail.set_env("TESSERA_COOKIE_SECURE", "false");
+            let s = Settings::load(None, &Flags::default()).unwrap();
+            assert_eq!(s.hash_threads, 3);
+            assert_eq!(s.ip_rate_limit, 0);
+            assert_eq!(s.session_cache_entries, 12345);
+            assert!(!s.cookie_secure);
+            let shown = s
+                .effective
+                .iter()
+                .find(|e| e.key == "hash_threads")
+                .unwrap();
+            assert_eq!(shown.value, "3");
+            assert!(shown.source.contains("TESSERA_"), "{}", shown.source);
+            Ok(())
+        });
     }
 
     #[test]
