@@ -41,6 +41,8 @@ async fn malformed_bodies_get_400_415_422() {
             json!([]),
             json!({"email": 5, "password": true}),
             json!("x"),
+            // An array must not be mapped onto the struct by position.
+            json!(["a@example.com", PASSWORD]),
         ] {
             t.send(Req::post(path).json(wrong_shape))
                 .await
@@ -53,6 +55,13 @@ async fn malformed_bodies_get_400_415_422() {
             .await
             .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     }
+    // The array bodies above created nothing: the address is still free.
+    let r = t
+        .send(
+            Req::post("/v1/accounts").json(json!({"email": "a@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     // /v1/accounts takes JSON only; /v1/sessions also takes forms.
     t.send(Req::post("/v1/accounts").form(&[("email", "a@example.com"), ("password", PASSWORD)]))
         .await

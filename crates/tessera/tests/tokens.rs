@@ -865,6 +865,22 @@ async fn token_endpoint_speaks_rfc_6749() {
     ]))
     .await
     .assert_error(StatusCode::BAD_REQUEST, "invalid_scope");
+    // The refused request did not use the token up, and a repeated scope
+    // is granted once.
+    let r = t
+        .send(bad(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("scope", "read  read"),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = r.json();
+    assert_eq!(r["scope"], "read");
+    assert_eq!(
+        decode_part(r["access_token"].as_str().unwrap(), 1)["scope"],
+        "read"
+    );
 }
 
 #[tokio::test]

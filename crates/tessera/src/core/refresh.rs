@@ -223,6 +223,17 @@ impl Tessera {
         let Some(presented) = BearerSecret::parse(presented) else {
             return Err(invalid);
         };
+        // A refresh asking for more than the family holds fails before the
+        // token is rotated, so the client keeps a usable refresh token.
+        if scope.is_some_and(|s| !s.trim().is_empty())
+            && let Some((family, _, _)) = self
+                .stores
+                .refresh
+                .refresh_family(&presented.hash())
+                .await?
+        {
+            narrow_scope(family.scope.as_deref(), scope)?;
+        }
         let now = self.now();
         let next_secret = BearerSecret::generate();
         let next_expires_at = now + self.tokens.refresh_ttl;
@@ -249,21 +260,7 @@ impl Tessera {
             }
             Rotation::Invalid => return Err(invalid),
         };
-        // The granted scope may only narrow.
-        let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
-            None => family.scope.clone(),
-            Some(requested) => {
-                let held: Vec<&str> = family.scope.as_deref().unwrap_or("").split(' ').collect();
-                if requested
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .any(|s| !held.contains(&s))
-                {
-                    return Err(CoreError::InvalidScope);
-                }
-                Some(requested.to_owned())
-            }
-        };
+        let scope = narrow_scope(family.scope.as_deref(), scope)?;
         let user = match self.stores.users.user_by_id(&family.user_id).await? {
             Some(u) if u.status == UserStatus::Active => (*u).clone(),
             _ => {
@@ -385,6 +382,26 @@ impl Tessera {
     }
 }
 
+/// The scope for a refreshed access token: the family's own when none is
+/// requested, otherwise the requested subset, de-duplicated in the order
+/// asked (RFC 6749 §6: a refresh may narrow the scope, never widen it).
+fn narrow_scope(held: Option<&str>, requested: Option<&str>) -> CoreResult<Option<String>> {
+    let Some(requested) = requested.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(held.map(str::to_owned));
+    };
+    let held: Vec<&str> = held.unwrap_or("").split(' ').collect();
+    let mut granted: Vec<&str> = Vec::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !held.contains(&scope) {
+            return Err(CoreError::InvalidScope);
+        }
+        if !granted.contains(&scope) {
+            granted.push(scope);
+        }
+    }
+    Ok(Some(granted.join(" ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +416,28 @@ mod tests {
         );
         assert!(check_client_id(Some("a b")).is_err());
         assert!(check_client_id(Some(&"x".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn a_refresh_may_narrow_the_scope_but_never_widen_it() {
+        assert_eq!(
+            narrow_scope(Some("read write"), None).unwrap().as_deref(),
+            Some("read write")
+        );
+        assert_eq!(narrow_scope(None, Some("  ")).unwrap(), None);
+        assert_eq!(
+            narrow_scope(Some("read write"), Some("read  read"))
+                .unwrap()
+                .as_deref(),
+            Some("read")
+        );
+        assert!(matches!(
+            narrow_scope(Some("read"), Some("read admin")),
+            Err(CoreError::InvalidScope)
+        ));
+        assert!(matches!(
+            narrow_scope(None, Some("read")),
+            Err(CoreError::InvalidScope)
+        ));
     }
 }

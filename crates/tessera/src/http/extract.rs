@@ -73,6 +73,11 @@ async fn read_body<T: DeserializeOwned, S: Send + Sync>(
         BodyKind::Json => {
             let value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
+            // serde maps a JSON array onto a struct by position; every body in
+            // the contract is an object, so anything else is refused.
+            if !value.is_object() {
+                return Err(ApiError::validation("the JSON body must be an object"));
+            }
             T::deserialize(value)
                 .map_err(|e| ApiError::validation(format!("the JSON body does not fit: {e}")))
         }
