@@ -25,7 +25,7 @@ const EMAIL_MAX_LEN: usize = 254;
 const ROLE_MAX_LEN: usize = 64;
 const MAX_ROLES: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     Active,
@@ -50,13 +50,17 @@ impl UserStatus {
 }
 
 /// The contract's user object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
+    /// Permanent and opaque; what tokens carry in `sub`.
+    #[schema(example = "usr_3q2-7wEjs8cGvX0dMqvKxg")]
     pub id: String,
+    #[schema(example = "alice@example.com")]
     pub email: String,
     pub roles: Vec<String>,
     pub status: UserStatus,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
 }
 

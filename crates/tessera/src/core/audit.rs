@@ -31,16 +31,21 @@ pub const AUDIT_TYPES: &[&str] = &[
     "rate_limited",
 ];
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
+    #[schema(example = "evt_Jm2fQ0u1bq3o8yqQ7pVf0A")]
     pub id: String,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: OffsetDateTime,
+    /// One of the audit types (`login_succeeded`, `login_failed`, `logout`, …).
     #[serde(rename = "type")]
     pub event_type: String,
     pub user_id: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Ids and small facts about the event; never a secret.
+    #[schema(value_type = Object)]
     pub detail: Value,
 }
 

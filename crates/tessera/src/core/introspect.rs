@@ -10,7 +10,7 @@ use super::sessions::ClientInfo;
 
 /// The RFC 7662 answer. Anything invalid, expired or revoked is just
 /// `{"active": false}`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Introspection {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

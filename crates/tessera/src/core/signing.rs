@@ -14,11 +14,14 @@ use super::keys::{self, KeyRing, KeyStatus, TokenAlg};
 use super::time::serde_rfc3339;
 
 /// A key as the admin API and CLI show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
+    #[schema(example = "key_4mR0fD2pXc8")]
     pub kid: String,
+    #[schema(example = "EdDSA")]
     pub alg: &'static str,
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     pub status: KeyStatus,
 }

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod jwt_cookie;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod pages;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/accounts", post(api::accounts::register))
         .route(
             "/v1/sessions",

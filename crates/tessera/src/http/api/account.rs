@@ -12,15 +12,38 @@ use crate::http::cookies::session_cookie;
 use crate::http::error::ApiResult;
 use crate::http::extract::{Client, Json};
 use crate::http::jwt_cookie::pair_cookies;
+use crate::http::openapi as doc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordChange {
     current_password: String,
+    #[schema(min_length = 8, max_length = 1024)]
     new_password: String,
 }
 
 /// Changes the password; every other session, refresh family and earlier
 /// access token dies. A browser caller gets fresh credentials in cookies.
+#[utoipa::path(
+    post,
+    path = "/v1/account/password",
+    tag = "accounts",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)")),
+    request_body(content = PasswordChange, content_type = "application/json"),
+    responses(
+        (status = 204, description = "The password is changed",
+            headers(("Set-Cookie" = String, description = "For a browser caller: a fresh session cookie (in jwt-cookie mode fresh access and refresh cookies)"))),
+        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong; `unauthenticated`: no valid session cookie or access token", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when a presented Bearer token was refused"))),
+        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        (status = 422, description = "`validation_failed`: a field is missing or not a string, or the new password is not 8 to 1024 characters", body = doc::Error),
+        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+    ),
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,

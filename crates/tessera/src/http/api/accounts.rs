@@ -11,13 +11,40 @@ use crate::http::api::views::UserEnvelope;
 use crate::http::csrf::FreshRequest;
 use crate::http::error::ApiResult;
 use crate::http::extract::{Client, Json};
+use crate::http::openapi as doc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
+    #[schema(schema_with = doc::email_schema)]
     email: String,
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
     password: String,
 }
 
+/// Creates an account (with no roles).
+#[utoipa::path(
+    post,
+    path = "/v1/accounts",
+    tag = "accounts",
+    request_body(content = RegisterBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The account was created", body = UserEnvelope),
+        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
+        (status = 403, description = "`csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`", body = doc::Error),
+        (status = 409, description = "`conflict`: an account with this email already exists", body = doc::Error),
+        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        (status = 422, description = "`validation_failed`: a field is missing or not a string, the email is not valid, or the password is not 8 to 1024 characters", body = doc::Error),
+        (status = 429, description = "`rate_limited`: this address has spent its budget on the credential endpoints", body = doc::Error,
+            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
+        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     _: FreshRequest,

@@ -14,6 +14,7 @@ use crate::http::AppState;
 use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Json;
+use crate::http::openapi as doc;
 use crate::store::{AuditQuery, UserQuery};
 
 /// A caller holding the `admin` role.
@@ -31,11 +32,42 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// The signing keys: the active one and those still accepted or retired.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/keys",
+    tag = "admin",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    responses(
+        (status = 200, description = "The signing keys", body = doc::KeyList),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn keys(State(state): State<AppState>, _: Admin) -> ApiResult<Response> {
     let keys = state.core.key_list().await?;
     Ok(axum::Json(json!({ "keys": keys })).into_response())
 }
 
+/// Makes a new key active at once; earlier keys stay accepted until every
+/// token they signed has expired.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/keys/rotate",
+    tag = "admin",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)")),
+    responses(
+        (status = 200, description = "The signing keys after the rotation", body = doc::KeyList),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 422, description = "`validation_failed`: HS256 keys come from `TESSERA_HS256_SECRET` and cannot be rotated here", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn rotate_keys(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -45,10 +77,15 @@ pub async fn rotate_keys(
     Ok(axum::Json(json!({ "keys": keys })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsersQuery {
+    /// Only users whose email contains this.
     q: Option<String>,
+    /// Page size, 1 to 200 (default 50; other values are clamped).
+    #[param(minimum = 0, maximum = 4294967295_u64, format = Int64)]
     limit: Option<u32>,
+    /// The `cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -57,6 +94,21 @@ const MAX_PAGE: u32 = 200;
 
 /// `GET /v1/admin/users?q=&limit=&cursor=`: a page of users by id; `cursor`
 /// is returned while more may follow.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "admin",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(UsersQuery),
+    responses(
+        (status = 200, description = "A page of users, by id", body = doc::UserPage),
+        (status = 400, description = "`invalid_request`: the query string is malformed (e.g. `limit` is not a whole number)", body = doc::Error),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn users(
     State(state): State<AppState>,
     _: Admin,
@@ -77,14 +129,42 @@ pub async fn users(
     Ok(axum::Json(json!({ "users": users, "cursor": cursor })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    /// The new roles (replacing the old): up to 32, each 1 to 64 of
+    /// `a-z 0-9 _ - : .`.
+    #[schema(schema_with = doc::roles_schema)]
     roles: Option<Vec<String>>,
+    /// `suspended` revokes everything of the user and refuses their logins.
+    #[schema(value_type = Option<UserStatus>)]
     status: Option<String>,
 }
 
 /// `PATCH /v1/admin/users/{id}` `{roles?, status?}`.
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/users/{id}",
+    tag = "admin",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(
+        ("id" = String, Path, description = "A user id (`usr_…`)"),
+        ("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)"),
+    ),
+    request_body(content = UserPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The user after the change", body = crate::http::api::views::UserEnvelope),
+        (status = 400, description = "`invalid_request`: the body is not valid JSON, or the id is not valid UTF-8 once percent-decoded", body = doc::Error),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 404, description = "`not_found`: no such user", body = doc::Error),
+        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, a role that is not valid, or a status other than `active` or `suspended`", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn update_user(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -117,6 +197,25 @@ pub async fn update_user(
 }
 
 /// `POST /v1/admin/users/{id}/revoke`: logout everywhere for that user.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/revoke",
+    tag = "admin",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(
+        ("id" = String, Path, description = "A user id (`usr_…`)"),
+        ("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)"),
+    ),
+    responses(
+        (status = 204, description = "Every session, refresh family and earlier access token of the user is revoked"),
+        (status = 400, description = "`invalid_request`: the id is not valid UTF-8 once percent-decoded", body = doc::Error),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 404, description = "`not_found`: no such user", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn revoke_user(
     State(state): State<AppState>,
     _: Admin,
@@ -127,16 +226,37 @@ pub async fn revoke_user(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Only events of this user.
     user_id: Option<String>,
+    /// Only events of this type.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Page size, 1 to 200 (default 50; other values are clamped).
+    #[param(minimum = 0, maximum = 4294967295_u64, format = Int64)]
     limit: Option<u32>,
+    /// The `cursor` of the previous page: events older than that one.
     before: Option<String>,
 }
 
 /// `GET /v1/admin/audit?user_id=&type=&limit=&before=`, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(AuditParams),
+    responses(
+        (status = 200, description = "A page of audit events, newest first", body = doc::AuditPage),
+        (status = 400, description = "`invalid_request`: the query string is malformed (e.g. `limit` is not a whole number)", body = doc::Error),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn audit(
     State(state): State<AppState>,
     _: Admin,

@@ -6,11 +6,31 @@ use serde_json::{Value, json};
 
 use crate::http::AppState;
 use crate::http::error::ApiResult;
+use crate::http::openapi as doc;
 
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process answers (`{\"status\": \"ok\"}`)", body = doc::Health),
+    ),
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Every backing store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every store answers (`{\"status\": \"ready\"}`)", body = doc::Health),
+        (status = 503, description = "`unavailable`: a store does not answer", body = doc::Error),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     state.core.ready().await?;
     Ok(Json(json!({"status": "ready"})))

@@ -11,22 +11,42 @@ use crate::core::time::serde_rfc3339;
 use crate::http::AppState;
 use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::openapi as doc;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuthInfo<'a> {
+    /// `session` or `jwt`.
+    #[schema(schema_with = doc::auth_method_schema)]
     method: &'static str,
+    /// The session, or the session or refresh family the token came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     session_id: Option<&'a str>,
+    /// When this credential stops working unless renewed (a session's idle
+    /// expiry, a token's `exp`).
     #[serde(with = "serde_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     expires_at: OffsetDateTime,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct MeBody<'a> {
     user: &'a User,
     auth: AuthInfo<'a>,
 }
 
+/// Who the caller is, and by which credential.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "accounts",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    responses(
+        (status = 200, description = "The caller", body = MeBody),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let user = caller.user(&state).await?;
     let auth = match &caller {
@@ -45,8 +65,10 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Resp
     Ok(axum::Json(MeBody { user: &user, auth }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
+    /// A role the caller must hold (else 403).
     role: Option<String>,
 }
 
@@ -56,6 +78,26 @@ static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
 
 /// 200 with the identity in headers, 401 without a valid credential, 403 when
 /// `?role=` names a role the caller lacks.
+#[utoipa::path(
+    get,
+    path = "/v1/verify",
+    tag = "accounts",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(VerifyQuery),
+    responses(
+        (status = 200, description = "Authenticated (and holding `role`, if given); the identity is in the headers",
+            headers(
+                ("X-Auth-User" = String, description = "Always sent: the user id (`usr_…`)"),
+                ("X-Auth-Roles" = String, description = "Always sent: the roles, comma-separated"),
+                ("X-Auth-Method" = String, description = "Always sent: `session` or `jwt`"),
+            )),
+        (status = 400, description = "`invalid_request`: the query string is malformed", body = doc::Error),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`forbidden`: the caller lacks `role`", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn verify(caller: Caller, Query(query): Query<VerifyQuery>) -> ApiResult<Response> {
     if let Some(role) = query.role.as_deref()
         && !caller.has_role(role)

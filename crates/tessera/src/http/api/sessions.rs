@@ -19,10 +19,18 @@ use crate::http::csrf::FreshRequest;
 use crate::http::error::ApiResult;
 use crate::http::extract::{Client, JsonOrForm};
 use crate::http::jwt_cookie::{clear_pair_cookies, pair_cookies};
+use crate::http::openapi as doc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
+    /// Matched case-insensitively.
+    #[schema(example = "alice@example.com")]
     email: String,
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
     password: String,
 }
 
@@ -57,6 +65,33 @@ fn no_content_clearing_cookies(state: &AppState) -> Response {
     response
 }
 
+/// Signs in: starts a session and sets its cookie. Any session the request
+/// carried is destroyed first (no fixation). In jwt-cookie mode the access and
+/// refresh tokens are set as cookies instead, and `session` describes the
+/// refresh family.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    request_body(content(
+        (LoginBody = "application/json"),
+        (LoginBody = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 201, description = "Signed in", body = SessionState,
+            headers(("Set-Cookie" = String, description = "Always sent: `__Host-tessera_session=<id>; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=<seconds>` (in jwt-cookie mode `__Host-tessera_access` and `__Host-tessera_refresh` instead)"))),
+        (status = 400, description = "`invalid_request`: the body is not valid JSON or cannot be read", body = doc::Error),
+        (status = 401, description = "`invalid_credentials`: the email or password is wrong (the same answer for both)", body = doc::Error),
+        (status = 403, description = "`account_suspended`: the account is suspended; `csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`", body = doc::Error),
+        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
+        (status = 422, description = "`validation_failed`: a field is missing or not a string, or the password is not 8 to 1024 characters", body = doc::Error),
+        (status = 429, description = "`rate_limited`: too many attempts from this address, or too many failed logins for this account", body = doc::Error,
+            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
+        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+    ),
+)]
 pub async fn login(
     State(state): State<AppState>,
     _: FreshRequest,
@@ -143,6 +178,19 @@ async fn login_jwt_cookie(
         .into_response())
 }
 
+/// The session the cookie belongs to, with its CSRF token (a reloaded page
+/// recovers it here). In jwt-cookie mode the refresh cookie's family.
+#[utoipa::path(
+    get,
+    path = "/v1/session",
+    tag = "sessions",
+    security(("sessionCookie" = []), ("refreshCookie" = [])),
+    responses(
+        (status = 200, description = "The current session", body = SessionState),
+        (status = 401, description = "`unauthenticated`: no session cookie, or it is unknown, expired or revoked", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn current(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -198,6 +246,21 @@ async fn current_jwt_cookie(
 
 /// Ends the caller's own session (or, for a token, the session or refresh
 /// family it came from) and drops the browser's cookies.
+#[utoipa::path(
+    delete,
+    path = "/v1/session",
+    tag = "sessions",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)")),
+    responses(
+        (status = 204, description = "Signed out: the session (or the token's refresh family) is gone server-side",
+            headers(("Set-Cookie" = String, description = "Always sent: clears the session cookie (`Max-Age=0`); in jwt-cookie mode also the access and refresh cookies"))),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     match &caller {
         Caller::Session(s) => state.core.logout(&s.auth).await?,
@@ -206,6 +269,19 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<
     Ok(no_content_clearing_cookies(&state))
 }
 
+/// The caller's live sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    responses(
+        (status = 200, description = "The caller's sessions", body = SessionList),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let sessions = state.core.sessions_of(caller.user_id()).await?;
     let current_id = caller.sid();
@@ -226,6 +302,28 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
     Ok(axum::Json(body).into_response())
 }
 
+/// Ends one of the caller's own sessions.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    operation_id = "revoke_session",
+    tag = "sessions",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(
+        ("id" = String, Path, description = "A session id (`ses_…`) of the caller"),
+        ("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)"),
+    ),
+    responses(
+        (status = 204, description = "The session is gone",
+            headers(("Set-Cookie" = String, description = "Clears the browser's cookies when the session ended is the caller's own"))),
+        (status = 400, description = "`invalid_request`: the id is not valid UTF-8 once percent-decoded", body = doc::Error),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 404, description = "`not_found`: no such session of the caller", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
@@ -238,6 +336,23 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Signs out everywhere: every session, refresh family and earlier access
+/// token of the caller is revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/logout-all",
+    tag = "sessions",
+    security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
+    params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)")),
+    responses(
+        (status = 204, description = "Everything of the caller's is revoked",
+            headers(("Set-Cookie" = String, description = "Always sent: clears the session cookie (`Max-Age=0`); in jwt-cookie mode also the access and refresh cookies"))),
+        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn logout_all(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     state.core.logout_all(caller.user_id()).await?;
     Ok(no_content_clearing_cookies(&state))

@@ -21,6 +21,7 @@ use crate::http::cookies::read_cookie;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Client, JsonOrForm};
 use crate::http::jwt_cookie::{check_family_csrf, pair_cookies};
+use crate::http::openapi as doc;
 
 #[derive(Deserialize, Default)]
 pub struct TokenRequest {
@@ -32,12 +33,17 @@ pub struct TokenRequest {
     client_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TokenResponse<'a> {
+    /// A JWT (RFC 9068).
     access_token: &'a str,
+    #[schema(example = "Bearer")]
     token_type: &'static str,
+    /// Seconds.
     expires_in: i64,
+    /// Opaque and single-use: each refresh returns a new one.
     refresh_token: &'a str,
+    /// The granted scopes, when any were.
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
 }
@@ -89,6 +95,32 @@ fn pair_response(pair: &TokenPair) -> Response {
     .into_response()
 }
 
+/// The OAuth 2.0 token endpoint: the password grant starts a refresh family,
+/// the refresh grant rotates it (a reused refresh token revokes the family).
+#[utoipa::path(
+    post,
+    path = "/v1/token",
+    tag = "tokens",
+    security((), ("refreshCookie" = [])),
+    params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "jwt-cookie mode, refresh from the cookie: the refresh family's `csrf_token`")),
+    request_body(content(
+        (doc::TokenGrant = "application/x-www-form-urlencoded"),
+        (doc::TokenGrant = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "A new token pair (in jwt-cookie mode, refreshing from the cookie: the pair in cookies and the family's CSRF token in the body)",
+            body = doc::OneOf<TokenResponse<'static>, doc::CookieRefresh>,
+            headers(("Set-Cookie" = String, description = "jwt-cookie mode, refresh from the cookie: the new access and refresh cookies"))),
+        (status = 400, description = "`invalid_request`: the body cannot be read or a parameter is missing or malformed; `invalid_grant`: wrong credentials, a suspended account, an invalid `client_id`, or a dead or reused refresh token; `unsupported_grant_type`; `invalid_scope`", body = doc::Error),
+        (status = 403, description = "`csrf_failed`: jwt-cookie mode, refresh from the cookie without the right `X-CSRF-Token` or with a foreign `Origin`", body = doc::Error),
+        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
+        (status = 429, description = "`rate_limited`: too many attempts from this address, or too many failed logins for this account", body = doc::Error,
+            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
+        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+    ),
+)]
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -178,13 +210,33 @@ async fn refresh_from_cookie(
         .into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct RevokeRequest {
+    /// An access token or a refresh token.
+    #[schema(value_type = String, min_length = 1)]
     token: Option<String>,
+    #[schema(example = "refresh_token")]
     token_type_hint: Option<String>,
 }
 
 /// RFC 7009: 200 whatever the token was, so callers learn nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/token/revoke",
+    operation_id = "revoke_token",
+    tag = "tokens",
+    request_body(content(
+        (RevokeRequest = "application/x-www-form-urlencoded"),
+        (RevokeRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "Done, whatever the token was (RFC 7009): a refresh token revokes its family, an access token is denied until its `exp`"),
+        (status = 400, description = "`invalid_request`: the body cannot be read or `token` is missing", body = doc::Error),
+        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Client(client): Client,
@@ -199,8 +251,10 @@ pub async fn revoke(
     Ok(StatusCode::OK.into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct IntrospectRequest {
+    /// An access token.
+    #[schema(value_type = String, min_length = 1)]
     token: Option<String>,
 }
 
@@ -217,6 +271,27 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((id.to_owned(), secret.to_owned()))
 }
 
+/// RFC 7662 introspection for service clients: `{"active": false}` for
+/// anything invalid, expired or revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/token/introspect",
+    tag = "tokens",
+    security(("basicAuth" = [])),
+    request_body(content(
+        (IntrospectRequest = "application/x-www-form-urlencoded"),
+        (IntrospectRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "What the token is, or `{\"active\": false}`", body = crate::core::introspect::Introspection),
+        (status = 400, description = "`invalid_request`: the body cannot be read or `token` is missing", body = doc::Error),
+        (status = 401, description = "`invalid_client`: missing or wrong service client credentials", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "Always sent: `Basic realm=\"tessera\"` (the Bearer challenge instead when the Authorization header is over 8 KiB)"))),
+        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -232,6 +307,19 @@ pub async fn introspect(
 
 /// Session-to-token exchange: a short-lived access token for the signed-in
 /// browser, tied to its session (revoked with it, never outliving it).
+#[utoipa::path(
+    post,
+    path = "/v1/session/token",
+    tag = "sessions",
+    security(("sessionCookie" = [])),
+    params(("X-CSRF-Token" = String, Header, description = "Required: the session's `csrf_token`")),
+    responses(
+        (status = 200, description = "A short-lived access token tied to the session", body = doc::SessionToken),
+        (status = 401, description = "`unauthenticated`: no session cookie, or it is unknown, expired or revoked", body = doc::Error),
+        (status = 403, description = "`csrf_failed`: the request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
 pub async fn session_token(
     State(state): State<AppState>,
     caller: SessionCaller,
