@@ -110,6 +110,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
+    crate::database::migrate_reporting(&settings.database_url).await?;
     let app = App::open(settings, Arc::new(SystemClock)).await?;
     let addr = app.settings.addr;
     let listener = TcpListener::bind(addr)

@@ -51,8 +51,39 @@ pub enum Command {
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Check the configuration against known pitfalls; exits 1 on danger.
-    Doctor,
+    /// Sessions of every user (incident response).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Check the configuration (and, with --url, a running server) against
+    /// known pitfalls; exits 1 on danger.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also examine the server running at this URL: metadata, JWKS, clock,
+    /// security headers (and, with --email, a login's cookie).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// With --url: sign in as this user to check the session cookie, then
+    /// sign out again. Prompts for the password unless --password-stdin.
+    #[arg(long, value_name = "EMAIL", requires = "url")]
+    pub email: Option<String>,
+    /// Read that password from the first line of standard input.
+    #[arg(long, requires = "email")]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Log everyone out: end every session and refresh-token family and cut
+    /// off every access token issued until now, user by user (each audited
+    /// as logout_all). Asks first unless --yes.
+    RevokeAll {
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +167,9 @@ pub enum UserCommand {
     Activate { id: String },
     /// Replace a user's roles (none given: remove all roles).
     Roles { id: String, roles: Vec<String> },
+    /// Log a user out everywhere: every session, refresh token and earlier
+    /// access token ends (like POST /v1/admin/users/{id}/revoke).
+    Revoke { id: String },
 }
 
 impl Cli {
@@ -162,14 +196,15 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Serve(_) => app::serve(settings).await,
         Command::Token(TokenCommand::Inspect { token }) => inspect_token(&token),
         Command::Config(ConfigCommand::Show) => show_config(&settings),
-        Command::Doctor => doctor(settings).await,
+        Command::Doctor(args) => doctor(settings, args).await,
         command => {
-            let app = App::open(settings, Arc::new(SystemClock)).await?;
+            let app = open_app(settings).await?;
             let result = match command {
                 Command::User(cmd) => run_user(&app, cmd).await,
                 Command::Client(cmd) => run_client(&app, cmd).await,
                 Command::Keys(cmd) => run_keys(&app, cmd).await,
-                Command::Serve(_) | Command::Token(_) | Command::Config(_) | Command::Doctor => {
+                Command::Sessions(cmd) => run_sessions(&app, cmd).await,
+                Command::Serve(_) | Command::Token(_) | Command::Config(_) | Command::Doctor(_) => {
                     Ok(())
                 }
             };
@@ -177,6 +212,44 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             result
         }
     }
+}
+
+/// Opens the app for a command, reporting schema migrations on stderr.
+async fn open_app(settings: Settings) -> anyhow::Result<App> {
+    crate::database::migrate_reporting(&settings.database_url).await?;
+    App::open(settings, Arc::new(SystemClock)).await
+}
+
+async fn run_sessions(app: &App, cmd: SessionsCommand) -> anyhow::Result<()> {
+    let SessionsCommand::RevokeAll { yes } = cmd;
+    let ids = crate::bulk::all_user_ids(app).await?;
+    if ids.is_empty() {
+        writeln!(std::io::stdout(), "no users: nothing to revoke")?;
+        return Ok(());
+    }
+    if !yes {
+        confirm(&format!(
+            "This logs out all {} users: every session, refresh token and access token issued until now ends.",
+            ids.len()
+        ))?;
+    }
+    crate::bulk::revoke_all(app, &ids, &mut std::io::stdout().lock()).await
+}
+
+/// Asks on the terminal; without one, refuses (the caller wants `--yes`).
+fn confirm(what: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        bail!("{what} Refusing without confirmation: standard input is not a terminal; pass --yes");
+    }
+    eprint!("{what}\nType \"yes\" to continue: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        bail!("cancelled: nothing was revoked");
+    }
+    Ok(())
 }
 
 async fn run_client(app: &App, cmd: ClientCommand) -> anyhow::Result<()> {
@@ -252,48 +325,112 @@ fn show_config(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exit status 1 when something is dangerous.
-async fn doctor(settings: Settings) -> anyhow::Result<()> {
-    let key_age = match App::open(settings.clone(), Arc::new(SystemClock)).await {
-        Ok(app) => {
-            let now = app.core.now();
-            let age = app
-                .core
-                .key_list()
-                .await
-                .ok()
-                .and_then(|keys| {
-                    keys.into_iter()
-                        .find(|k| k.status == crate::core::keys::KeyStatus::Active)
-                })
-                .and_then(|k| std::time::Duration::try_from(now - k.created_at).ok());
-            app.close().await;
-            age
-        }
-        Err(e) => {
-            eprintln!("(could not open the database to check key age: {e:#})");
-            None
+/// Exit status 1 when something is dangerous (or the server at `--url`
+/// cannot be reached).
+async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
+    // Read the password before anything is printed or fetched.
+    let credentials = match &args.email {
+        Some(email) => Some(crate::doctor::probe::Credentials {
+            email: email.clone(),
+            password: if args.password_stdin {
+                read_password_line()?
+            } else {
+                Password::new(
+                    rpassword::prompt_password(format!("Password for {email}: ")).context(
+                        "cannot prompt for a password (no terminal?); use --password-stdin",
+                    )?,
+                )
+            },
+        }),
+        None => None,
+    };
+    let mut local = Vec::new();
+    let key_age = if crate::database::sqlite_file_missing(&settings.database_url) {
+        eprintln!(
+            "(no database at {} yet: key age and database clock not checked)",
+            crate::config::redact_url(&settings.database_url)
+        );
+        None
+    } else {
+        match open_app(settings.clone()).await {
+            Ok(app) => {
+                let now = app.core.now();
+                let age = app
+                    .core
+                    .key_list()
+                    .await
+                    .ok()
+                    .and_then(|keys| {
+                        keys.into_iter()
+                            .find(|k| k.status == crate::core::keys::KeyStatus::Active)
+                    })
+                    .and_then(|k| std::time::Duration::try_from(now - k.created_at).ok());
+                app.close().await;
+                match crate::database::clock_skew(&settings.database_url).await {
+                    Ok(Some(skew)) => local.push(crate::doctor::clock_skew(
+                        "the database's clock (SQLite, read through SQLite's own time functions)",
+                        skew,
+                        settings.clock_leeway,
+                    )),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("(could not read the database's clock: {e:#})"),
+                }
+                age
+            }
+            Err(e) => {
+                eprintln!("(could not open the database to check key age: {e:#})");
+                None
+            }
         }
     };
-    let findings = crate::doctor::check(&settings, key_age);
+    let mut findings = crate::doctor::check(&settings, key_age);
+    findings.extend(local);
     let mut out = std::io::stdout().lock();
-    for f in &findings {
+    if args.url.is_some() {
+        writeln!(out, "configuration:")?;
+    }
+    print_findings(&mut out, &findings)?;
+    let remote = match &args.url {
+        Some(url) => {
+            writeln!(out, "server at {url}:")?;
+            out.flush()?;
+            match crate::doctor::probe::examine(url, &settings, credentials).await {
+                Ok(remote) => remote,
+                Err(e) => {
+                    print_summary(&mut out, &findings)?;
+                    return Err(e);
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+    print_findings(&mut out, &remote)?;
+    findings.extend(remote);
+    let dangers = print_summary(&mut out, &findings)?;
+    if dangers > 0 {
+        anyhow::bail!("{dangers} dangerous finding(s)");
+    }
+    Ok(())
+}
+
+fn print_findings(out: &mut impl Write, findings: &[crate::doctor::Finding]) -> anyhow::Result<()> {
+    for f in findings {
         writeln!(out, "{:>7}: {}", f.severity.label(), f.problem)?;
         writeln!(out, "         fix: {}", f.fix)?;
     }
-    let dangers = findings
-        .iter()
-        .filter(|f| f.severity == crate::inspect::Severity::Danger)
-        .count();
-    let warnings = findings
-        .iter()
-        .filter(|f| f.severity == crate::inspect::Severity::Warning)
-        .count();
-    writeln!(out, "{dangers} dangerous, {warnings} warnings")?;
-    if dangers > 0 {
-        anyhow::bail!("{dangers} dangerous setting(s) found");
-    }
     Ok(())
+}
+
+/// Prints "N dangerous, M warnings"; returns N.
+fn print_summary(
+    out: &mut impl Write,
+    findings: &[crate::doctor::Finding],
+) -> anyhow::Result<usize> {
+    let count = |s| findings.iter().filter(|f| f.severity == s).count();
+    let dangers = count(crate::inspect::Severity::Danger);
+    let warnings = count(crate::inspect::Severity::Warning);
+    writeln!(out, "{dangers} dangerous, {warnings} warnings")?;
+    Ok(dangers)
 }
 
 fn inspect_token(token: &str) -> anyhow::Result<()> {
@@ -376,6 +513,15 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Roles { id, roles } => {
             let user = core.set_roles(&id, &roles).await?;
             writeln!(out, "{} now has roles: {}", user.id, user.roles.join(","))?;
+        }
+        UserCommand::Revoke { id } => {
+            let user = core.user(&id).await?;
+            core.logout_all(&user.id).await?;
+            writeln!(
+                out,
+                "logged out {} ({}) everywhere: every session, refresh token and earlier access token is revoked",
+                user.id, user.email
+            )?;
         }
     }
     Ok(())

@@ -6,9 +6,11 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod database;
 pub mod doctor;
 pub mod http;
 pub mod inspect;

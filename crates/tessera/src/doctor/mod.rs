@@ -1,6 +1,15 @@
 //! `tessera doctor`: the configuration checked against known pitfalls, each
 //! finding with its fix. Pure over the settings (and the signing keys' ages),
 //! so every rule is unit-tested.
+//!
+//! `tessera doctor --url` also examines a running server from outside, the
+//! way a browser or a resource server sees it: [`remote`] holds the rules
+//! (headers and JSON in, findings out; no network), [`probe`] makes the
+//! requests. A misconfigured proxy or a broken deployment shows there even
+//! when the configuration file is right.
+
+pub mod probe;
+pub mod remote;
 
 use std::time::Duration;
 
@@ -15,11 +24,61 @@ pub struct Finding {
     pub fix: String,
 }
 
+impl Finding {
+    pub fn new(severity: Severity, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            severity,
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
 fn finding(severity: Severity, problem: impl Into<String>, fix: impl Into<String>) -> Finding {
-    Finding {
-        severity,
-        problem: problem.into(),
-        fix: fix.into(),
+    Finding::new(severity, problem, fix)
+}
+
+/// Clock skew above this is worth a warning: `iat`/`exp` decisions start to
+/// differ between machines, and the HTTP `Date` header has 1 s resolution.
+pub const SKEW_WARNING: Duration = Duration::from_secs(2);
+
+/// How far `clock`'s time is from this machine's (`skew_secs`, positive when
+/// it is ahead): a warning above [`SKEW_WARNING`], dangerous above the
+/// configured leeway (tokens then look expired or not yet valid elsewhere).
+pub fn clock_skew(clock: &str, skew_secs: f64, leeway: Duration) -> Finding {
+    use Severity::{Danger, Info, Warning};
+    let size = skew_secs.abs();
+    let direction = if skew_secs >= 0.0 {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    let fix = "keep every machine's clock synchronised (NTP: chrony or systemd-timesyncd)";
+    if size > leeway.as_secs_f64() {
+        finding(
+            Danger,
+            format!(
+                "{clock} is {size:.1} s {direction} this machine's, more than TESSERA_CLOCK_LEEWAY ({}): tokens look expired or not yet valid on one side",
+                humantime::format_duration(leeway)
+            ),
+            fix,
+        )
+    } else if size > SKEW_WARNING.as_secs_f64() {
+        finding(
+            Warning,
+            format!("{clock} is {size:.1} s {direction} this machine's"),
+            fix,
+        )
+    } else {
+        finding(
+            Info,
+            if size < 0.05 {
+                format!("{clock} agrees with this machine's")
+            } else {
+                format!("{clock} agrees with this machine's (skew {size:.1} s)")
+            },
+            "none needed",
+        )
     }
 }
 
@@ -156,13 +215,6 @@ pub fn check(s: &Settings, active_key_age: Option<Duration>) -> Vec<Finding> {
             "keep TESSERA_ACCESS_TOKEN_TTL short in jwt-cookie mode",
         ));
     }
-    if s.database_url.starts_with("sqlite:") {
-        out.push(finding(
-            Info,
-            "clock skew between server and database: not applicable (SQLite uses this machine's clock)",
-            "none needed",
-        ));
-    }
     out
 }
 
@@ -223,5 +275,19 @@ mod tests {
         ])
         .unwrap();
         assert!(has(&check(&s, None), Severity::Warning, "HS256"));
+    }
+
+    #[test]
+    fn clock_skew_warns_past_two_seconds_and_is_dangerous_past_the_leeway() {
+        let leeway = Duration::from_secs(60);
+        assert_eq!(clock_skew("x", 0.4, leeway).severity, Severity::Info);
+        assert_eq!(clock_skew("x", -2.0, leeway).severity, Severity::Info);
+        let f = clock_skew("the server's clock", 5.0, leeway);
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f.problem.contains("5.0 s ahead of"), "{f:?}");
+        let f = clock_skew("the database's clock", -61.0, leeway);
+        assert_eq!(f.severity, Severity::Danger);
+        assert!(f.problem.contains("61.0 s behind"), "{f:?}");
+        assert!(f.problem.contains("TESSERA_CLOCK_LEEWAY (1m)"), "{f:?}");
     }
 }

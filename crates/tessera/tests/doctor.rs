@@ -1,0 +1,325 @@
+//! `tessera doctor --url`: the real binary examines servers on ephemeral
+//! loopback ports: the real application (well configured: exit 0, and the
+//! login it makes is undone), a fake deployment that answers like a broken
+//! one (a private key in the JWKS, a skewed clock, a bad cookie, no security
+//! headers, logout that does not log out: exit 1 with each finding), and
+//! nothing at all (a clear error, no panic).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use common::{PASSWORD, TestApp};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// Runs the `tessera` binary with `stdin`; (exit code, stdout, stderr).
+async fn tessera(
+    db_url: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.env("TESSERA_DATABASE_URL", db_url)
+        .env("TESSERA_HASH_THREADS", "1")
+        .env_remove("RUST_LOG")
+        .env_remove("TESSERA_PUBLIC_URL")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn tessera");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Serves `router` on `listener` in the background.
+fn serve(listener: TcpListener, router: Router) {
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+}
+
+#[tokio::test]
+async fn a_well_configured_server_passes_and_the_doctor_leaves_nothing_behind() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let t = TestApp::with(&[("public_url", &url)]).await;
+    let user = t.register("doctor@example.com").await;
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    serve(listener, t.router.clone());
+
+    let (code, out, err) = tessera(
+        &t.db_url,
+        &[("TESSERA_PUBLIC_URL", &url)],
+        &[
+            "doctor",
+            "--url",
+            &url,
+            "--email",
+            "doctor@example.com",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 dangerous, 0 warnings"), "{out}");
+    for expected in [
+        &format!("server at {url}:"),
+        "JWKS: 1 key(s), EdDSA, public parameters only",
+        &format!("metadata: issuer {url}, endpoints under it"),
+        "the server's clock (HTTP Date) agrees with this machine's",
+        "the database's clock (SQLite",
+        "/login: CSP, no framing, nosniff in place",
+        "login: cookie(s) __Host-tessera_session are __Host-, Secure, HttpOnly",
+        "login and logout: the session ended server-side",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let all = format!("{out}{err}");
+    assert!(!all.contains(PASSWORD), "password printed");
+    assert!(!all.contains("tessera_session="), "cookie value printed");
+
+    // It signed in and out for real: audited, and no session is left.
+    let sessions = t.app.core.sessions_of(&user_id).await.unwrap();
+    assert!(sessions.is_empty(), "{sessions:?}");
+    let events = t
+        .app
+        .core
+        .audit_events(None, Some(&user_id), 10)
+        .await
+        .unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.contains(&"login_succeeded"), "{types:?}");
+    assert!(types.contains(&"logout"), "{types:?}");
+
+    // A configuration that disagrees with the server (checked from a machine
+    // without its database) is a warning, not a danger.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, out, err) = tessera(
+        &format!("sqlite://{}", elsewhere.path().join("none.db").display()),
+        &[("TESSERA_TOKEN_ALG", "ES256")],
+        &["doctor", "--url", &format!("{url}/")],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("TESSERA_TOKEN_ALG=ES256"), "{out}");
+    assert!(out.contains("0 dangerous, 1 warnings"), "{out}");
+}
+
+/// What the fake deployment saw of the doctor's logout.
+#[derive(Default)]
+struct Seen {
+    logout_cookie: Option<String>,
+    logout_csrf: Option<String>,
+    login_body: Option<String>,
+}
+
+const FAKE_SESSION: &str = "fake-session-value-0123456789";
+const FAKE_CSRF: &str = "fake-csrf-token-0123456789";
+
+/// A deployment gone wrong, the way a misconfigured proxy or a hand-made
+/// JWKS would show it.
+fn broken_deployment(seen: Arc<Mutex<Seen>>) -> Router {
+    let jwks = || async {
+        axum::Json(serde_json::json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "kid": "key_leaked", "alg": "EdDSA", "use": "sig",
+            "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+            "d": "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
+        }]}))
+    };
+    let metadata = || async {
+        axum::Json(serde_json::json!({
+            "issuer": "http://auth.example.com",
+            "jwks_uri": "http://auth.example.com/.well-known/jwks.json",
+            "token_endpoint": "http://auth.example.com/v1/token",
+            "response_types_supported": [],
+        }))
+    };
+    let login_page = || async { axum::response::Html("<form method=post></form>") };
+    let login = {
+        let seen = seen.clone();
+        move |body: String| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().login_body = Some(body);
+                (
+                    StatusCode::CREATED,
+                    [(
+                        header::SET_COOKIE,
+                        format!(
+                            "tessera_session={FAKE_SESSION}; Domain=example.com; Path=/v1; SameSite=None; Max-Age=99999999"
+                        ),
+                    )],
+                    axum::Json(serde_json::json!({"csrf_token": FAKE_CSRF})),
+                )
+            }
+        }
+    };
+    let logout = {
+        let seen = seen.clone();
+        move |headers: HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let text = |name| {
+                    headers
+                        .get(name)
+                        .and_then(|v: &HeaderValue| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let mut seen = seen.lock().unwrap();
+                seen.logout_cookie = text("cookie");
+                seen.logout_csrf = text("x-csrf-token");
+                StatusCode::NO_CONTENT
+            }
+        }
+    };
+    // The session "survives" logout, as behind a cache that answers for it.
+    let current = || async { axum::Json(serde_json::json!({"csrf_token": FAKE_CSRF})) };
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/login", get(login_page))
+        .route(
+            "/v1/sessions",
+            axum::routing::post(login),
+        )
+        .route("/v1/session", get(current).delete(logout))
+        .layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                // A clock ten minutes fast (hyper keeps a Date it is given).
+                let fast = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+                let date = fast
+                    .format(time::macros::format_description!(
+                        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+                    ))
+                    .unwrap();
+                response
+                    .headers_mut()
+                    .insert(header::DATE, HeaderValue::from_str(&date).unwrap());
+                response.into_response()
+            },
+        ))
+}
+
+#[tokio::test]
+async fn a_broken_deployment_is_dangerous_and_each_pitfall_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    serve(listener, broken_deployment(seen.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("none.db");
+    let db = format!("sqlite://{}", db_path.display());
+
+    let (code, out, err) = tessera(
+        &db,
+        &[],
+        &[
+            "doctor",
+            "--url",
+            &url,
+            "--email",
+            "someone@example.com",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let danger = |needle: &str| {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with("danger:") && l.contains(needle)),
+            "no danger about {needle:?} in:\n{out}"
+        );
+    };
+    let warning = |needle: &str| {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with("warning:") && l.contains(needle)),
+            "no warning about {needle:?} in:\n{out}"
+        );
+    };
+    danger("JWKS: key \"key_leaked\" publishes private key material (d)");
+    danger("the server's clock (HTTP Date) is");
+    danger("issuer http://auth.example.com is plain HTTP on a non-local host");
+    danger("/login: any site can frame the page");
+    danger("no Cache-Control: no-store");
+    danger("login cookie tessera_session: no HttpOnly");
+    danger("login cookie tessera_session: has a Domain attribute");
+    danger("the session still works after DELETE /v1/session");
+    warning("/login: no Content-Security-Policy");
+    warning("SameSite=None");
+    warning("Path is \"/v1\"");
+    warning("beyond the 400 days");
+    warning("does not clear cookie tessera_session");
+    assert!(out.contains("fix: "), "{out}");
+    assert!(err.contains("dangerous finding(s)"), "{err}");
+
+    // Secrets stay inside: the password went only into the login body, the
+    // cookie and CSRF token only back to the server.
+    let all = format!("{out}{err}");
+    for secret in [PASSWORD, FAKE_SESSION, FAKE_CSRF] {
+        assert!(!all.contains(secret), "{secret} printed");
+    }
+    let seen = seen.lock().unwrap();
+    assert!(seen.login_body.as_deref().unwrap().contains(PASSWORD));
+    assert_eq!(
+        seen.logout_cookie.as_deref(),
+        Some(format!("tessera_session={FAKE_SESSION}").as_str())
+    );
+    assert_eq!(seen.logout_csrf.as_deref(), Some(FAKE_CSRF));
+    // The doctor does not create a database that was not there.
+    assert!(!db_path.exists());
+    assert!(err.contains("no database at"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = tessera(&db, &[], &["doctor", "--url", &url], "").await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("cannot reach {url}")), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.contains("dangerous"),
+        "the configuration part still ran: {out}"
+    );
+
+    let (code, _, err) = tessera(&db, &[], &["doctor", "--url", "ftp://example.com"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("only http:// and https://"), "{err}");
+    let (code, _, err) = tessera(&db, &[], &["doctor", "--email", "a@example.com"], "").await;
+    assert_eq!(code, 2, "--email needs --url");
+    assert!(err.contains("--url"), "{err}");
+}
