@@ -138,8 +138,9 @@ pub async fn revoke_all(app: &App, ids: &[String], out: &mut impl Write) -> anyh
     progress.finish();
     writeln!(
         out,
-        "logged out {} users in {:.1} s: every session, refresh token and earlier access token is revoked",
+        "logged out {} user{} in {:.1} s: every session, refresh token and earlier access token is revoked",
         ids.len(),
+        if ids.len() == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64()
     )?;
     Ok(())
