@@ -194,36 +194,63 @@ async fn user_revoke_logs_one_user_out_everywhere() {
     follower.await.unwrap();
 }
 
-/// On a terminal, the walk draws an indicatif bar instead of lines (run
-/// under `script`, which gives the child a pseudo-terminal).
-#[tokio::test]
-async fn on_a_terminal_revoke_all_draws_a_progress_bar() {
-    if Command::new("script").arg("--version").output().is_err() {
-        panic!("`script` (util-linux) is needed for the terminal test: apt-get install bsdutils");
-    }
-    let t = TestApp::new().await;
-    t.register("tty@example.com").await;
+/// Runs `tessera ARGS` on a pseudo-terminal (under `script`), typing
+/// `typed`; (success, what the terminal showed).
+fn on_terminal(db_url: &str, args: &str, typed: &str) -> (bool, String) {
+    assert!(
+        Command::new("script").arg("--version").output().is_ok(),
+        "`script` (util-linux) is needed for the terminal tests: apt-get install bsdutils"
+    );
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("typescript");
     let inner = format!(
-        "TESSERA_DATABASE_URL='{}' TESSERA_HASH_THREADS=1 '{}' sessions revoke-all --yes",
-        t.db_url,
+        "TESSERA_DATABASE_URL='{db_url}' TESSERA_HASH_THREADS=1 '{}' {args}",
         env!("CARGO_BIN_EXE_tessera")
     );
-    let status = Command::new("script")
+    let mut child = Command::new("script")
         .args(["-q", "-e", "-c", &inner])
         .arg(&log)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
     let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    (status.success(), text)
+}
+
+/// On a terminal, revoke-all asks first, and draws an indicatif bar
+/// instead of progress lines.
+#[tokio::test]
+async fn on_a_terminal_revoke_all_asks_and_draws_a_progress_bar() {
+    let t = TestApp::new().await;
+    let cancel = CancellationToken::new();
+    let follower = t.app.spawn_background(cancel.clone());
+    let s = sign_in(&t, "tty@example.com").await;
+
+    let (ok, text) = on_terminal(&t.db_url, "sessions revoke-all", "no\n");
+    assert!(!ok, "{text}");
+    assert!(text.contains("Type \"yes\" to continue"), "{text}");
+    assert!(text.contains("cancelled: nothing was revoked"), "{text}");
+    assert_eq!(me_with_cookie(&t, &s).await, StatusCode::OK);
+
+    let (ok, text) = on_terminal(&t.db_url, "sessions revoke-all", "yes\n");
+    assert!(ok, "{text}");
     assert!(text.contains("logged out 1 user in"), "{text}");
     assert!(text.contains("revoked users ["), "no bar drawn: {text}");
     assert!(
         !text.contains("revoked 1/1 users\r\n"),
         "plain lines on a terminal: {text}"
     );
+    wait_until(&t, &s, StatusCode::UNAUTHORIZED).await;
+
+    cancel.cancel();
+    follower.await.unwrap();
 }

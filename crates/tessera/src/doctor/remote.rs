@@ -143,6 +143,12 @@ pub fn jwks(body: &Value, expect: &Expect) -> Vec<Finding> {
                 format!("JWKS: no keys, but this configuration signs with {configured}: resource servers cannot verify tokens"),
                 "check that --url reaches the server this configuration describes (a server with TESSERA_TOKEN_ALG=HS256 publishes no keys)",
             ));
+        } else {
+            out.push(f(
+                Info,
+                "JWKS: empty, as HS256 requires (its secret is never published)",
+                "none needed",
+            ));
         }
         return out;
     }
@@ -990,7 +996,7 @@ mod tests {
         ));
         let mut hs_expect = expect();
         hs_expect.token_alg = TokenAlg::HS256;
-        assert!(jwks(&json!({"keys": []}), &hs_expect).is_empty());
+        assert_eq!(worst(&jwks(&json!({"keys": []}), &hs_expect)), Info);
         assert!(has(&jwks(&json!([]), &expect()), Warning, "no \"keys\""));
     }
 
