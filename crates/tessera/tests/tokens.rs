@@ -518,6 +518,46 @@ async fn racing_refreshes_with_the_same_token_have_exactly_one_winner() {
     }
 }
 
+/// Concurrent rotations are group-committed (several in one transaction);
+/// each still gets its own outcome and a working successor token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_of_different_families_all_rotate() {
+    let t = std::sync::Arc::new(TestApp::new().await);
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        let pair = tokens_for(&t, &format!("batch{i}@example.com")).await;
+        tokens.push(pair["refresh_token"].as_str().unwrap().to_owned());
+    }
+    for generation in 0..3 {
+        let racers: Vec<_> = tokens
+            .iter()
+            .map(|token| {
+                let t = std::sync::Arc::clone(&t);
+                let token = token.clone();
+                tokio::spawn(async move { refresh(&t, &token).await })
+            })
+            .collect();
+        let mut next = Vec::new();
+        for racer in racers {
+            let r = racer.await.unwrap();
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "generation {generation}: {}",
+                r.text()
+            );
+            next.push(r.json()["refresh_token"].as_str().unwrap().to_owned());
+        }
+        // The tokens just used are spent: presenting one again is reuse.
+        assert_eq!(
+            refresh(&t, &tokens[0]).await.status,
+            StatusCode::BAD_REQUEST
+        );
+        tokens = next;
+        tokens.remove(0);
+    }
+}
+
 #[tokio::test]
 async fn revocation_of_every_kind_is_seen_at_once_everywhere() {
     let t = TestApp::new().await;

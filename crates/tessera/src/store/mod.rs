@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod sqlite;
+mod sqlite_batch;
 mod sqlite_tokens;
 
 use std::sync::Arc;

@@ -37,6 +37,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pub(super) read: SqlitePool,
     pub(super) write: SqlitePool,
+    /// Refresh rotations and session touches, group-committed on `write`.
+    pub(super) batcher: super::sqlite_batch::WriteBatcher,
 }
 
 pub(super) fn backend(e: sqlx::Error) -> StoreError {
@@ -74,7 +76,12 @@ impl SqliteStore {
             .connect_with(base.read_only(true))
             .await
             .map_err(backend)?;
-        Ok(Self { read, write })
+        let batcher = super::sqlite_batch::WriteBatcher::start(write.clone());
+        Ok(Self {
+            read,
+            write,
+            batcher,
+        })
     }
 
     /// The four store roles, all served by this database.
@@ -113,7 +120,7 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
     })
 }
 
-fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
+pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
     let hash: Vec<u8> = row.try_get("token_hash").map_err(backend)?;
     Ok(SessionRecord {
         token_hash: SecretHash::from_slice(&hash)
@@ -129,7 +136,7 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
 }
 
 const USER_COLUMNS: &str = "id, email, roles, status, created_at";
-const SESSION_COLUMNS: &str =
+pub(super) const SESSION_COLUMNS: &str =
     "token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent";
 
 #[async_trait]
@@ -304,16 +311,7 @@ impl SessionStore for SqliteStore {
         hash: &SecretHash,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Arc<SessionRecord>>> {
-        let row = query(sqlx::AssertSqlSafe(format!(
-            "UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE token_hash = ?
-             RETURNING {SESSION_COLUMNS}"
-        )))
-        .bind(to_millis(at))
-        .bind(hash.as_bytes())
-        .fetch_optional(&self.write)
-        .await
-        .map_err(backend)?;
-        row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
+        self.batcher.touch(hash, at).await
     }
 
     async fn delete_session_by_hash(

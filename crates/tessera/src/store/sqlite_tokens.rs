@@ -131,7 +131,7 @@ impl KeyStore for SqliteStore {
     }
 }
 
-fn family_from_row(row: &SqliteRow) -> StoreResult<RefreshFamily> {
+pub(super) fn family_from_row(row: &SqliteRow) -> StoreResult<RefreshFamily> {
     let revoked: Option<i64> = row.try_get("revoked_at").map_err(backend)?;
     Ok(RefreshFamily {
         id: row.try_get("family_id").map_err(backend)?,
@@ -143,7 +143,8 @@ fn family_from_row(row: &SqliteRow) -> StoreResult<RefreshFamily> {
     })
 }
 
-const TOKEN_AND_FAMILY: &str = "SELECT t.used_at, t.expires_at, f.id AS family_id, f.user_id,
+pub(super) const TOKEN_AND_FAMILY: &str =
+    "SELECT t.used_at, t.expires_at, f.id AS family_id, f.user_id,
         f.client_id, f.scope, f.created_at AS family_created_at, f.revoked_at
      FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
      WHERE t.token_hash = ?";
@@ -194,65 +195,9 @@ impl RefreshStore for SqliteStore {
         next_expires_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> StoreResult<Rotation> {
-        // BEGIN IMMEDIATE takes SQLite's write lock up front: the read, the
-        // check and both writes below happen with no other writer in between,
-        // in this process or any other.
-        let mut tx = self
-            .write
-            .begin_with("BEGIN IMMEDIATE")
+        self.batcher
+            .rotate(presented, next_hash, next_expires_at, now)
             .await
-            .map_err(backend)?;
-        let row = query(TOKEN_AND_FAMILY)
-            .bind(presented.as_bytes())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let Some(row) = row else {
-            return Ok(Rotation::Invalid);
-        };
-        let family = family_from_row(&row)?;
-        let used: Option<i64> = row.try_get("used_at").map_err(backend)?;
-        let expires_at: i64 = row.try_get("expires_at").map_err(backend)?;
-        if family.revoked_at.is_some() {
-            return Ok(Rotation::Invalid);
-        }
-        if used.is_some() {
-            query("UPDATE refresh_families SET revoked_at = ? WHERE id = ?")
-                .bind(to_millis(now))
-                .bind(&family.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            query("DELETE FROM refresh_tokens WHERE family_id = ? AND used_at IS NULL")
-                .bind(&family.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            tx.commit().await.map_err(backend)?;
-            return Ok(Rotation::Reused(family));
-        }
-        if expires_at <= to_millis(now) {
-            return Ok(Rotation::Invalid);
-        }
-        query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL")
-            .bind(to_millis(now))
-            .bind(presented.as_bytes())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        query(
-            "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(next_hash.as_bytes())
-        .bind(&family.id)
-        .bind(to_millis(now))
-        .bind(to_millis(next_expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Rotation::Rotated(family))
     }
 
     async fn refresh_family(
