@@ -5,10 +5,12 @@
 //! cheaper to read than to maintain (active sessions, hashing queue depth,
 //! revocation entries) are computed when `/metrics` is scraped.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use metrics::{Label, Unit};
+use metrics::{Counter, Histogram, Label, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::Tessera;
@@ -24,6 +26,47 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Telemetry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Handles resolved once per label set: the recorder's own lookup builds
+    /// and hashes the whole key on every call, which the hot path notices.
+    counters: RwLock<HashMap<CounterKey, Counter>>,
+    latency: RwLock<HashMap<Box<str>, Vec<RouteHistogram>>>,
+}
+
+/// A route's latency histogram for one method and status class (an index
+/// into [`STATUS_CLASSES`]).
+type RouteHistogram = (Box<str>, usize, Histogram);
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A counter's name and up to three static labels, usable as a map key
+/// without allocating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct CounterKey {
+    name: &'static str,
+    labels: [(&'static str, &'static str); 3],
+    len: usize,
+}
+
+impl CounterKey {
+    fn new(name: &'static str, labels: &[(&'static str, &'static str)]) -> Option<Self> {
+        let mut key = Self {
+            name,
+            labels: [("", ""); 3],
+            len: labels.len(),
+        };
+        key.labels.get_mut(..labels.len())?.copy_from_slice(labels);
+        Some(key)
+    }
+}
+
+/// The maps only ever hold complete entries, so a panic elsewhere while a
+/// lock was held leaves nothing half-written: a poisoned lock is still usable.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Default for Telemetry {
@@ -40,7 +83,12 @@ impl Telemetry {
             Err(_) => PrometheusBuilder::new().build_recorder(),
         };
         let handle = recorder.handle();
-        let t = Self { recorder, handle };
+        let t = Self {
+            recorder,
+            handle,
+            counters: RwLock::default(),
+            latency: RwLock::default(),
+        };
         t.describe();
         t
     }
@@ -71,28 +119,62 @@ impl Telemetry {
     }
 
     pub fn count(&self, name: &'static str, labels: &[(&'static str, &'static str)]) {
+        let Some(key) = CounterKey::new(name, labels) else {
+            let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+            metrics::with_local_recorder(&self.recorder, || {
+                metrics::counter!(name, labels).increment(1);
+            });
+            return;
+        };
+        if let Some(counter) = read(&self.counters).get(&key) {
+            counter.increment(1);
+            return;
+        }
         let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
-        metrics::with_local_recorder(&self.recorder, || {
-            metrics::counter!(name, labels).increment(1);
-        });
+        let counter =
+            metrics::with_local_recorder(&self.recorder, || metrics::counter!(name, labels));
+        counter.increment(1);
+        write(&self.counters).insert(key, counter);
     }
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
         };
-        let labels = vec![
-            Label::new("route", route.to_owned()),
-            Label::new("method", method.to_owned()),
-            Label::new("status", class),
-        ];
-        metrics::with_local_recorder(&self.recorder, || {
-            metrics::histogram!("tessera_http_request_duration_seconds", labels).record(seconds);
+        let found = read(&self.latency).get(route).and_then(|handles| {
+            handles
+                .iter()
+                .find(|(m, c, _)| &**m == method && *c == class)
+                .map(|(_, _, h)| h.clone())
         });
+        let histogram = found.unwrap_or_else(|| {
+            let labels = vec![
+                Label::new("route", route.to_owned()),
+                Label::new("method", method.to_owned()),
+                Label::new("status", STATUS_CLASSES[class]),
+            ];
+            let h = metrics::with_local_recorder(&self.recorder, || {
+                metrics::histogram!("tessera_http_request_duration_seconds", labels)
+            });
+            write(&self.latency).entry(route.into()).or_default().push((
+                method.into(),
+                class,
+                h.clone(),
+            ));
+            h
+        });
+        histogram.record(seconds);
+    }
+
+    /// Folds the histogram samples recorded since the last call into their
+    /// buckets. The recorder keeps raw samples until then, so without this
+    /// (or a scrape) memory grows with every request.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
     }
 
     fn render_recorded(&self) -> String {

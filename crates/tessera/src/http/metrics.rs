@@ -1,10 +1,9 @@
 //! `GET /metrics` and the middleware that measures every request.
 
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -22,7 +21,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Which credential a request presented, for the verification counters.
-fn credential_kind(req: &Request, state: &AppState) -> &'static str {
+pub(super) fn credential_kind(req: &Request, state: &AppState) -> &'static str {
     let headers = req.headers();
     if headers.contains_key(header::AUTHORIZATION)
         || read_cookie(headers, state.settings.access_cookie_name()).is_some()
@@ -37,22 +36,23 @@ fn credential_kind(req: &Request, state: &AppState) -> &'static str {
 
 /// Records latency by route (the route template, never the raw path, so
 /// label cardinality stays bounded) and verification outcomes.
-pub async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = req.method().as_str().to_owned();
-    let verification =
-        matches!(route.as_str(), "/v1/verify" | "/v1/me").then(|| credential_kind(&req, &state));
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
+pub(super) fn observe(
+    state: &AppState,
+    route: &str,
+    method: &Method,
+    status: StatusCode,
+    elapsed: Duration,
+    verification: Option<&'static str>,
+) {
     let telemetry = &state.core.telemetry;
-    telemetry.observe_request(&route, &method, status, started.elapsed().as_secs_f64());
+    telemetry.observe_request(
+        route,
+        method.as_str(),
+        status.as_u16(),
+        elapsed.as_secs_f64(),
+    );
     if let Some(kind) = verification {
-        let outcome = match status {
+        let outcome = match status.as_u16() {
             200 => "ok",
             401 => "unauthenticated",
             403 => "forbidden",
@@ -64,5 +64,4 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
             &[("method", kind), ("outcome", outcome)],
         );
     }
-    response
 }

@@ -1,26 +1,65 @@
 //! Cross-cutting request and response rules: size limits checked before
 //! anything is parsed, every error in the contract's JSON shape, `no-store` on
-//! everything the API returns, request logs without secrets.
+//! everything the API returns, metrics, request logs without secrets.
 
 use std::any::Any;
 
+use std::time::Instant;
+
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::TraceLayer;
 
+use super::AppState;
 use super::error::ApiError;
 use super::extract::MAX_BODY_BYTES;
 
 /// Largest `Cookie` or `Authorization` header accepted (8 KiB).
 pub const MAX_CREDENTIAL_HEADER_BYTES: usize = 8 * 1024;
 
+/// Everything every request goes through, as one middleware: each axum
+/// middleware layer costs a boxed service clone and a boxed future per
+/// request, which a verify endpoint answering in microseconds notices.
+/// In order: size limits checked before anything is parsed, the handler,
+/// the contract's error shape and response headers, latency and
+/// verification metrics, and a debug-level request log (method, path
+/// without the query, status, latency; never headers).
+pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = req.method().clone();
+    let verification = matches!(route, "/v1/verify" | "/v1/me")
+        .then(|| super::metrics::credential_kind(&req, &state));
+    let logged_path = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().path().to_owned());
+    let response = match refuse_oversized(&req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    };
+    let response = contract_errors(response);
+    let status = response.status();
+    let elapsed = started.elapsed();
+    super::metrics::observe(&state, route, &method, status, elapsed, verification);
+    if status.is_server_error() {
+        tracing::error!(%method, route, status = status.as_u16(), "request failed");
+    }
+    if let Some(path) = logged_path {
+        tracing::debug!(
+            %method,
+            path,
+            status = status.as_u16(),
+            latency_us = elapsed.as_micros() as u64,
+            "request"
+        );
+    }
+    response
+}
+
 /// Refuses oversized credentials headers and declared-oversized bodies before
 /// any handler parses them.
-pub async fn request_limits(req: Request, next: Next) -> Response {
+fn refuse_oversized(req: &Request) -> Option<Response> {
     let headers = req.headers();
     let cookie_bytes: usize = headers
         .get_all(header::COOKIE)
@@ -28,7 +67,9 @@ pub async fn request_limits(req: Request, next: Next) -> Response {
         .map(|v| v.len())
         .sum();
     if cookie_bytes > MAX_CREDENTIAL_HEADER_BYTES {
-        return ApiError::invalid_request("the Cookie header is larger than 8 KiB").into_response();
+        return Some(
+            ApiError::invalid_request("the Cookie header is larger than 8 KiB").into_response(),
+        );
     }
     let authorization_bytes: usize = headers
         .get_all(header::AUTHORIZATION)
@@ -36,13 +77,15 @@ pub async fn request_limits(req: Request, next: Next) -> Response {
         .map(|v| v.len())
         .sum();
     if authorization_bytes > MAX_CREDENTIAL_HEADER_BYTES {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "the Authorization header is larger than 8 KiB",
-        )
-        .with_bearer_challenge()
-        .into_response();
+        return Some(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the Authorization header is larger than 8 KiB",
+            )
+            .with_bearer_challenge()
+            .into_response(),
+        );
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -51,9 +94,9 @@ pub async fn request_limits(req: Request, next: Next) -> Response {
         .unwrap_or(0)
         .max(http_body::Body::size_hint(req.body()).lower());
     if declared > MAX_BODY_BYTES as u64 {
-        return ApiError::payload_too_large().into_response();
+        return Some(ApiError::payload_too_large().into_response());
     }
-    next.run(req).await
+    None
 }
 
 /// Whether a response already has a deliberate body (JSON errors from
@@ -69,7 +112,7 @@ fn has_own_body(response: &Response) -> bool {
 
 /// Rewrites any error that is not already contract JSON (a 405 from routing,
 /// a 413 from a body limit) and marks API responses as not cacheable.
-pub async fn contract_errors(response: Response) -> Response {
+fn contract_errors(response: Response) -> Response {
     let status = response.status();
     let mut response =
         if (status.is_client_error() || status.is_server_error()) && !has_own_body(&response) {
@@ -103,14 +146,4 @@ pub fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
         .unwrap_or_default();
     tracing::error!(panic = %detail, "request handler panicked");
     ApiError::internal().into_response()
-}
-
-/// Request logs: method, path (never the query string, never headers),
-/// status and latency, at debug level so the hot path stays quiet.
-pub fn trace_layer()
--> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, impl Fn(&Request) -> tracing::Span + Clone>
-{
-    TraceLayer::new_for_http().make_span_with(|req: &Request| {
-        tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
-    })
 }

@@ -84,15 +84,14 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics_on_main_listener(&state))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::observe,
-        ))
-        .layer(axum::middleware::map_response(middleware::contract_errors))
-        .layer(axum::middleware::from_fn(middleware::request_limits))
-        .layer(middleware::trace_layer())
+        // Inside `edge`, so a panic's 500 is counted and gets the API's
+        // response headers like any other error.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             middleware::panic_response,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::edge,
         ))
         .with_state(state)
 }

@@ -402,8 +402,8 @@ impl Modify for SecuritySchemes {
 }
 
 /// Responses any route can give because of the router's layers rather than
-/// its handler (see `middleware::request_limits`, `middleware::contract_errors`
-/// and the panic layer in `http::router`): an oversized `Cookie` (400) or
+/// its handler (see `middleware::edge` and the panic layer in
+/// `http::router`): an oversized `Cookie` (400) or
 /// `Authorization` (401) header, a declared body over 64 KiB (413), and the
 /// `internal` error of a bug. Operations that already list one of these
 /// statuses keep their own description.
