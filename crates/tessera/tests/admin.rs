@@ -300,6 +300,18 @@ async fn every_event_type_is_audited_without_any_secret() {
     for expected in tessera::core::audit::AUDIT_TYPES {
         assert!(types.contains(expected), "missing {expected}: {types:?}");
     }
+    // A rotation is recorded in the rotation's own transaction, with the
+    // family's user and id filled in by the store.
+    let rotated = events
+        .iter()
+        .find(|e| e["type"] == "refresh_rotated")
+        .unwrap();
+    assert!(rotated["user_id"].as_str().unwrap().starts_with("usr_"));
+    assert!(
+        rotated["detail"]["family"]
+            .as_str()
+            .is_some_and(|f| !f.is_empty())
+    );
     for e in &events {
         assert!(e["id"].as_str().unwrap().starts_with("evt_"));
         assert!(e["at"].as_str().unwrap().ends_with('Z'));

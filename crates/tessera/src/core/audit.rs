@@ -50,14 +50,16 @@ pub struct AuditEvent {
 }
 
 impl Tessera {
-    pub(crate) async fn audit(
+    /// An event stamped now, for stores that record it themselves (in the
+    /// same transaction as the change it describes).
+    pub(crate) fn audit_event(
         &self,
         event_type: &'static str,
         user_id: Option<&str>,
         client: Option<&ClientInfo>,
         detail: Value,
-    ) {
-        let event = AuditEvent {
+    ) -> AuditEvent {
+        AuditEvent {
             id: new_id("evt"),
             at: self.now(),
             event_type: event_type.to_owned(),
@@ -65,7 +67,17 @@ impl Tessera {
             ip: client.and_then(|c| c.ip.clone()),
             user_agent: client.and_then(|c| c.user_agent.clone()),
             detail,
-        };
+        }
+    }
+
+    pub(crate) async fn audit(
+        &self,
+        event_type: &'static str,
+        user_id: Option<&str>,
+        client: Option<&ClientInfo>,
+        detail: Value,
+    ) {
+        let event = self.audit_event(event_type, user_id, client, detail);
         if let Err(e) = self.stores.audit.record(&event).await {
             tracing::error!(error = %e, event = event_type, "could not record an audit event");
         }

@@ -240,7 +240,13 @@ impl Tessera {
         let outcome = self
             .stores
             .refresh
-            .rotate_refresh(&presented.hash(), &next_secret.hash(), next_expires_at, now)
+            .rotate_refresh(
+                &presented.hash(),
+                &next_secret.hash(),
+                next_expires_at,
+                now,
+                self.audit_event("refresh_rotated", None, Some(client), json!({})),
+            )
             .await?;
         let family = match outcome {
             Rotation::Rotated(family) => family,
@@ -271,13 +277,6 @@ impl Tessera {
         let access =
             self.issue_access_token(&user, &family.id, &family.client_id, scope.clone(), None)?;
         self.telemetry.count("tessera_refresh_rotations_total", &[]);
-        self.audit(
-            "refresh_rotated",
-            Some(&user.id),
-            Some(client),
-            json!({"family": family.id}),
-        )
-        .await;
         Ok(TokenPair {
             access,
             refresh: next_secret,

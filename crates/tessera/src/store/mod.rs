@@ -164,13 +164,16 @@ pub trait RefreshStore: Send + Sync {
     /// In one atomic step: marks `presented` used and stores its successor
     /// (`next_hash`, valid until `next_expires_at`) in the same family; or,
     /// when `presented` was already used, revokes its family (reuse). Two
-    /// racing calls with the same token: exactly one rotates.
+    /// racing calls with the same token: exactly one rotates. A rotation
+    /// also records `audit` in the same transaction (one durable write per
+    /// refresh), completed with the family's user and `{"family": id}`.
     async fn rotate_refresh(
         &self,
         presented: &SecretHash,
         next_hash: &SecretHash,
         next_expires_at: OffsetDateTime,
         now: OffsetDateTime,
+        audit: AuditEvent,
     ) -> StoreResult<Rotation>;
     /// The family a refresh token belongs to, with the token's expiry and
     /// whether it was used already (whatever its state).

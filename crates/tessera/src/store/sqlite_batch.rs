@@ -1,5 +1,5 @@
-//! Group commit for the frequent small writes: refresh-token rotations and
-//! session activity (`last_seen_at`) updates.
+//! Group commit for the frequent small writes: refresh-token rotations,
+//! session activity (`last_seen_at`) updates and audit events.
 //!
 //! Every such write must be durable before its caller is answered, and with
 //! `synchronous = FULL` each commit waits for an fsync of the WAL: one
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::sqlite::{SESSION_COLUMNS, backend, session_from_row};
 use super::sqlite_tokens::{TOKEN_AND_FAMILY, family_from_row};
 use super::{StoreError, StoreResult};
+use crate::core::audit::AuditEvent;
 use crate::core::refresh::Rotation;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
@@ -48,6 +49,7 @@ enum Job {
         next_hash: SecretHash,
         next_expires_at: OffsetDateTime,
         now: OffsetDateTime,
+        audit: Box<AuditEvent>,
         reply: Reply<Rotation>,
     },
     Touch {
@@ -55,12 +57,17 @@ enum Job {
         at: OffsetDateTime,
         reply: Reply<Option<Arc<SessionRecord>>>,
     },
+    Audit {
+        event: Box<AuditEvent>,
+        reply: Reply<()>,
+    },
 }
 
 /// What a job produced inside the transaction, sent once it committed.
 enum Outcome {
     Rotation(Rotation),
     Touch(Option<Arc<SessionRecord>>),
+    Recorded,
 }
 
 impl Job {
@@ -71,13 +78,19 @@ impl Job {
             Job::Rotate { reply, .. } => {
                 let _ = reply.send(outcome.and_then(|o| match o {
                     Outcome::Rotation(r) => Ok(r),
-                    Outcome::Touch(_) => Err(mismatch()),
+                    _ => Err(mismatch()),
                 }));
             }
             Job::Touch { reply, .. } => {
                 let _ = reply.send(outcome.and_then(|o| match o {
                     Outcome::Touch(t) => Ok(t),
-                    Outcome::Rotation(_) => Err(mismatch()),
+                    _ => Err(mismatch()),
+                }));
+            }
+            Job::Audit { reply, .. } => {
+                let _ = reply.send(outcome.and_then(|o| match o {
+                    Outcome::Recorded => Ok(()),
+                    _ => Err(mismatch()),
                 }));
             }
         }
@@ -113,6 +126,7 @@ impl WriteBatcher {
         next_hash: &SecretHash,
         next_expires_at: OffsetDateTime,
         now: OffsetDateTime,
+        audit: AuditEvent,
     ) -> StoreResult<Rotation> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Rotate {
@@ -120,6 +134,7 @@ impl WriteBatcher {
             next_hash: *next_hash,
             next_expires_at,
             now,
+            audit: Box::new(audit),
             reply,
         };
         self.jobs.send(job).await.map_err(|_| stopped())?;
@@ -135,6 +150,16 @@ impl WriteBatcher {
         let job = Job::Touch {
             hash: *hash,
             at,
+            reply,
+        };
+        self.jobs.send(job).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    pub(super) async fn record(&self, event: &AuditEvent) -> StoreResult<()> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Audit {
+            event: Box::new(event.clone()),
             reply,
         };
         self.jobs.send(job).await.map_err(|_| stopped())?;
@@ -175,15 +200,48 @@ async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
                 next_hash,
                 next_expires_at,
                 now,
+                audit,
                 ..
-            } => Outcome::Rotation(
-                rotate_one(&mut tx, presented, next_hash, *next_expires_at, *now).await?,
-            ),
+            } => {
+                let rotation =
+                    rotate_one(&mut tx, presented, next_hash, *next_expires_at, *now).await?;
+                if let Rotation::Rotated(family) = &rotation {
+                    let mut event = (**audit).clone();
+                    event.user_id = Some(family.user_id.clone());
+                    if let Some(detail) = event.detail.as_object_mut() {
+                        detail.insert("family".into(), family.id.clone().into());
+                    }
+                    record_one(&mut tx, &event).await?;
+                }
+                Outcome::Rotation(rotation)
+            }
             Job::Touch { hash, at, .. } => Outcome::Touch(touch_one(&mut tx, hash, *at).await?),
+            Job::Audit { event, .. } => {
+                record_one(&mut tx, event).await?;
+                Outcome::Recorded
+            }
         });
     }
     tx.commit().await.map_err(backend)?;
     Ok(outcomes)
+}
+
+async fn record_one(tx: &mut Transaction<'_, Sqlite>, e: &AuditEvent) -> StoreResult<()> {
+    query(
+        "INSERT INTO audit_events (id, at, type, user_id, ip, user_agent, detail)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id)
+    .bind(to_millis(e.at))
+    .bind(&e.event_type)
+    .bind(e.user_id.as_deref())
+    .bind(e.ip.as_deref())
+    .bind(e.user_agent.as_deref())
+    .bind(e.detail.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
 }
 
 async fn touch_one(

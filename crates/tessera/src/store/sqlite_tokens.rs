@@ -194,9 +194,10 @@ impl RefreshStore for SqliteStore {
         next_hash: &SecretHash,
         next_expires_at: OffsetDateTime,
         now: OffsetDateTime,
+        audit: AuditEvent,
     ) -> StoreResult<Rotation> {
         self.batcher
-            .rotate(presented, next_hash, next_expires_at, now)
+            .rotate(presented, next_hash, next_expires_at, now, audit)
             .await
     }
 
@@ -390,21 +391,7 @@ impl ClientStore for SqliteStore {
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn record(&self, e: &AuditEvent) -> StoreResult<()> {
-        query(
-            "INSERT INTO audit_events (id, at, type, user_id, ip, user_agent, detail)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(to_millis(e.at))
-        .bind(&e.event_type)
-        .bind(e.user_id.as_deref())
-        .bind(e.ip.as_deref())
-        .bind(e.user_agent.as_deref())
-        .bind(e.detail.to_string())
-        .execute(&self.write)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        self.batcher.record(e).await
     }
 
     async fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
