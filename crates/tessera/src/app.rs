@@ -31,8 +31,24 @@ fn duration(d: std::time::Duration) -> time::Duration {
 }
 
 impl App {
-    /// Opens (creating and migrating if needed) the store and builds the core.
+    /// Opens (creating and migrating if needed) the store and builds the core,
+    /// as the server does: a newly configured token algorithm gets its key.
     pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::open_with(settings, clock, true).await
+    }
+
+    /// As [`App::open`] for CLI commands: they never switch the server's
+    /// signing algorithm (only `tessera keys rotate` or a restarted server
+    /// with the new setting does).
+    pub async fn open_for_cli(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::open_with(settings, clock, false).await
+    }
+
+    async fn open_with(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        switch_alg: bool,
+    ) -> anyhow::Result<Self> {
         let store = SqliteStore::open(&settings.database_url)
             .await
             .with_context(|| format!("cannot open the database {}", settings.database_url))?;
@@ -76,7 +92,7 @@ impl App {
             audit_retention: duration(settings.audit_retention),
         };
         let core = Tessera::new(store.clone().stores(), clock, options)?;
-        core.load_state()
+        core.load_state(switch_alg)
             .await
             .context("cannot load signing keys and revocations")?;
         Ok(Self {

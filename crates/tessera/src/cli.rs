@@ -217,7 +217,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 /// Opens the app for a command, reporting schema migrations on stderr.
 async fn open_app(settings: Settings) -> anyhow::Result<App> {
     crate::database::migrate_reporting(&settings.database_url).await?;
-    App::open(settings, Arc::new(SystemClock)).await
+    App::open_for_cli(settings, Arc::new(SystemClock)).await
 }
 
 async fn run_sessions(app: &App, cmd: SessionsCommand) -> anyhow::Result<()> {

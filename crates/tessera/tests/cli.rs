@@ -338,6 +338,32 @@ async fn clients_keys_and_token_inspection_from_the_command_line() {
     follower.await.unwrap();
 }
 
+/// A CLI command run with a different `TESSERA_TOKEN_ALG` than the server's
+/// must not replace the server's signing key.
+#[tokio::test]
+async fn a_stray_token_alg_on_a_cli_command_leaves_the_signing_key_alone() {
+    let t = TestApp::new().await;
+    let before = t.app.core.key_list().await.unwrap();
+    let (code, _, err) = run(
+        tessera(&t.db_url)
+            .env("TESSERA_TOKEN_ALG", "ES256")
+            .args(["user", "list"]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(t.app.core.key_list().await.unwrap().len(), before.len());
+    t.app.core.reload_keys().await.unwrap();
+    t.register("ivy@example.com").await;
+    let r = t
+        .send(Req::post("/v1/token").form(&[
+            ("grant_type", "password"),
+            ("username", "ivy@example.com"),
+            ("password", PASSWORD),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
 #[test]
 fn config_show_names_every_source_and_hides_secrets() {
     let dir = tempfile::tempdir().unwrap();

@@ -133,9 +133,10 @@ impl Tessera {
     }
 
     /// Loads what verification needs in memory (signing keys, revocations),
-    /// creating the first signing key if there is none.
-    pub async fn load_state(&self) -> CoreResult<()> {
-        self.prepare_keys().await?;
+    /// creating the first signing key if there is none (see
+    /// [`Tessera::prepare_keys`] for `switch_alg`).
+    pub async fn load_state(&self, switch_alg: bool) -> CoreResult<()> {
+        self.prepare_keys(switch_alg).await?;
         self.follow_revocations().await?;
         let fresh = Zeroizing::new(
             secret::BearerSecret::generate()

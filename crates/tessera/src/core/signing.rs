@@ -27,14 +27,27 @@ pub struct KeyInfo {
 }
 
 impl Tessera {
-    /// Loads the key ring, creating the first key (or a key of a newly
-    /// configured algorithm) if needed. Called before serving.
-    pub async fn prepare_keys(&self) -> CoreResult<()> {
+    /// Loads the key ring, creating the first key if there is none. With
+    /// `switch_alg` (the server starting) a newly configured algorithm also
+    /// gets its key, which becomes the active one. Without it (CLI commands)
+    /// an active key of another algorithm is left alone: a command run with
+    /// a stray `TESSERA_TOKEN_ALG` must not change what the server signs with.
+    pub async fn prepare_keys(&self, switch_alg: bool) -> CoreResult<()> {
         if self.key_policy.alg == TokenAlg::HS256 {
             return Ok(());
         }
         self.reload_keys().await?;
-        if self.keys.load().signing.is_none() {
+        if self.keys.load().signing.is_some() {
+            return Ok(());
+        }
+        let other_active = self
+            .stores
+            .keys
+            .signing_keys()
+            .await?
+            .iter()
+            .any(|k| k.rotated_out_at.is_none() && k.alg != self.key_policy.alg);
+        if switch_alg || !other_active {
             self.rotate_keys(None).await?;
         }
         Ok(())
