@@ -1,6 +1,5 @@
 //! Wiring: settings → stores → core → router, and the server's lifecycle.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -142,6 +141,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .map(|u| u.is_empty())
         .unwrap_or(false);
+    let shutdown = shutdown_signal();
     eprintln!(
         "tessera listening on http://{local} (public URL {}), store {}",
         app.settings.public_url.url,
@@ -165,49 +165,61 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 settings: Arc::clone(&app.settings),
             });
             let stop = cancel.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            }))
+            Some(tokio::spawn(crate::listener::serve(
+                listener,
+                router,
+                crate::listener::HEADER_READ_TIMEOUT,
+                async move { stop.cancelled().await },
+            )))
         }
         None => None,
     };
-    let service = app
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    crate::listener::serve(
+        listener,
+        app.router(),
+        crate::listener::HEADER_READ_TIMEOUT,
+        shutdown,
+    )
+    .await;
     cancel.cancel();
     let _ = background.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
     app.close().await;
-    served.context("the server stopped with an error")?;
     eprintln!("tessera stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal sent as soon as
+/// the banner is printed already stops the server gracefully.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let wait = |s: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(terminate) => {},
+            () = wait(interrupt) => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutting down: finishing requests in flight");
     }
-    tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing requests in flight");
+    }
 }

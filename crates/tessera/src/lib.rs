@@ -14,4 +14,5 @@ pub mod database;
 pub mod doctor;
 pub mod http;
 pub mod inspect;
+pub mod listener;
 pub mod store;
