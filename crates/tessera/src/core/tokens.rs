@@ -210,7 +210,6 @@ impl Tessera {
             ring.verifying
                 .get(kid)
                 .filter(|k| k.retire_at.is_none_or(|at| now < at))
-                .cloned()
         };
 
         let claims = if let Some(hit) = self.verified.get(&hash) {
