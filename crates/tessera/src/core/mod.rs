@@ -8,6 +8,7 @@ pub mod clients;
 pub mod clock;
 pub mod error;
 pub mod events;
+pub mod feed;
 pub mod introspect;
 pub mod keys;
 pub mod limits;

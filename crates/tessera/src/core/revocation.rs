@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::tokens::AccessClaims;
 
 /// One revocation, with the Unix time after which it no longer matters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Revocation {
     /// One access token, denied until its `exp`.

@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/token", post(api::tokens::token))
         .route("/v1/token/revoke", post(api::tokens::revoke))
         .route("/v1/token/introspect", post(api::tokens::introspect))
+        .route("/v1/revocations", get(api::revocations::feed))
         .route("/.well-known/jwks.json", get(api::wellknown::jwks))
         .route(
             "/.well-known/oauth-authorization-server",

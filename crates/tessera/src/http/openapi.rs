@@ -320,6 +320,7 @@ const ALWAYS: &str = "Always sent";
         api::tokens::token,
         api::tokens::revoke,
         api::tokens::introspect,
+        api::revocations::feed,
         api::wellknown::jwks,
         api::wellknown::metadata,
         api::admin::users,

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod health;
 pub mod identity;
+pub mod revocations;
 pub mod sessions;
 pub mod tokens;
 pub mod views;

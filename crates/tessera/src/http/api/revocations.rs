@@ -1,0 +1,110 @@
+//! `GET /v1/revocations`: the revocation feed for service clients, as JSON
+//! pages or, with `Accept: text/event-stream`, as a stream that stays open
+//! and pushes each new revocation.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+
+use super::super::AppState;
+use super::super::error::{ApiError, ApiResult};
+use super::tokens::basic_credentials;
+use crate::core::error::CoreError;
+use crate::core::events::FOLLOW_INTERVAL;
+use crate::core::feed::{FeedPage, parse_cursor};
+use crate::core::revocation::Revocation;
+use crate::http::openapi as doc;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// The `cursor` of the last page seen; without it the feed starts at the
+    /// oldest event still kept.
+    #[param(pattern = "^[0-9]{1,18}$")]
+    after: Option<String>,
+}
+
+/// Revocations for services that verify access tokens themselves: a revoked
+/// `jti` (until `exp`), a revoked session or refresh family (`sid`, until
+/// `exp`), or a user's cut-off (`not_before`: every token of `sub` with an
+/// earlier `iat` is dead). Times are Unix seconds.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    tag = "tokens",
+    security(("basicAuth" = [])),
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "Up to 500 events after the cursor, oldest first; with `Accept: text/event-stream`, the same events and then every new one as SSE `data:` lines (each with its cursor as the event `id`)",
+            content((FeedPage = "application/json"), (String = "text/event-stream"))),
+        (status = 401, description = "`invalid_client`: missing or wrong service client credentials", body = doc::Error,
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"tessera\"`"))),
+        (status = 422, description = "`validation_failed`: `after` is not a cursor from this feed", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+    ),
+)]
+pub async fn feed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let (id, secret) = basic_credentials(&headers).ok_or(CoreError::InvalidClient)?;
+    state.core.authenticate_client(&id, &secret).await?;
+    let Query(query) =
+        query.map_err(|_| ApiError::invalid_request("the query string cannot be read"))?;
+    let cursor = parse_cursor(query.after.as_deref())?;
+    if wants_event_stream(&headers) {
+        let backlog = state.core.revocations_since(cursor).await?;
+        return Ok(Sse::new(follow(state, cursor, backlog.into()))
+            .keep_alive(KeepAlive::default())
+            .into_response());
+    }
+    Ok(axum::Json(state.core.revocation_feed(cursor).await?).into_response())
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// The backlog, then every revocation as it lands in the log (read every
+/// follow interval, like the other processes' caches do). The stream ends if
+/// the store cannot be read; the client reconnects with the last event id.
+fn follow(
+    state: AppState,
+    cursor: i64,
+    backlog: VecDeque<(i64, Revocation)>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(
+        (state, cursor, backlog),
+        |(state, mut cursor, mut queue)| async move {
+            loop {
+                if let Some((seq, revocation)) = queue.pop_front() {
+                    let event = Event::default()
+                        .id(seq.to_string())
+                        .json_data(&revocation)
+                        .unwrap_or_else(|_| Event::default().comment("unencodable event"));
+                    cursor = seq;
+                    return Some((Ok(event), (state, cursor, queue)));
+                }
+                tokio::time::sleep(FOLLOW_INTERVAL).await;
+                match state.core.revocations_since(cursor).await {
+                    Ok(next) => queue.extend(next),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "revocation feed: store unreadable, ending the stream");
+                        return None;
+                    }
+                }
+            }
+        },
+    )
+}
