@@ -94,6 +94,8 @@ async fn metrics_cover_requests_logins_verifications_tokens_and_limits() {
         .await;
     }
     t.send(Req::get("/no/such/path/12345")).await;
+    let brew = axum::http::Method::from_bytes(b"BREW").unwrap();
+    t.send(Req::new(brew, "/no/such/pot")).await;
 
     let r = t.send(Req::get("/metrics")).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -122,6 +124,9 @@ async fn metrics_cover_requests_logins_verifications_tokens_and_limits() {
     // Raw paths never become labels (bounded cardinality).
     assert!(!r.text().contains("/no/such/path"));
     assert!(r.text().contains("route=\"unmatched\""));
+    // Nor do extension methods: they count as "other".
+    assert!(!r.text().contains("BREW"));
+    assert!(r.text().contains("method=\"other\""));
 
     assert_eq!(f["tessera_logins"]["type"], "counter");
     assert_eq!(
