@@ -174,6 +174,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let core = Arc::clone(&app.core);
+    let shutdown = async move {
+        shutdown.await;
+        core.shutdown.cancel();
+    };
     crate::listener::serve(
         listener,
         app.router(),

@@ -182,5 +182,17 @@ async fn the_event_stream_pushes_new_revocations() {
     let event: Value = serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
     assert_eq!(event["type"], "token");
     assert!(seen.lines().any(|l| l.starts_with("id:")), "{seen}");
+
+    // Shutting down ends the stream, so the server's drain can finish.
+    t.app.core.shutdown.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream outlived the shutdown");
     stop.cancel();
 }

@@ -80,6 +80,9 @@ pub struct Tessera {
     pub(crate) limits: limits::Limits,
     pub(crate) audit_retention: ::time::Duration,
     pub telemetry: telemetry::Telemetry,
+    /// Cancelled when the server starts shutting down, so that long-lived
+    /// responses (the revocation event stream) end and the drain completes.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Tessera {
@@ -130,6 +133,7 @@ impl Tessera {
             limits: limits::Limits::new(options.limits),
             audit_retention: options.audit_retention,
             telemetry: telemetry::Telemetry::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
 

@@ -78,7 +78,8 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 
 /// The backlog, then every revocation as it lands in the log (read every
 /// follow interval, like the other processes' caches do). The stream ends if
-/// the store cannot be read; the client reconnects with the last event id.
+/// the store cannot be read or the server shuts down; the client reconnects
+/// with the last event id.
 fn follow(
     state: AppState,
     cursor: i64,
@@ -96,7 +97,10 @@ fn follow(
                     cursor = seq;
                     return Some((Ok(event), (state, cursor, queue)));
                 }
-                tokio::time::sleep(FOLLOW_INTERVAL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+                    () = state.core.shutdown.cancelled() => return None,
+                }
                 match state.core.revocations_since(cursor).await {
                     Ok(next) => queue.extend(next),
                     Err(e) => {
