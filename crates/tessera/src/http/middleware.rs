@@ -3,7 +3,6 @@
 //! everything the API returns, metrics, request logs without secrets.
 
 use std::any::Any;
-
 use std::time::Instant;
 
 use axum::body::Body;
