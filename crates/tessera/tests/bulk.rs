@@ -15,28 +15,7 @@ use common::{Login, PASSWORD, Req, TestApp};
 use tokio_util::sync::CancellationToken;
 
 fn tessera(db_url: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .env("TESSERA_DATABASE_URL", db_url)
-        .env("TESSERA_HASH_THREADS", "1")
-        .env_remove("RUST_LOG")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tessera");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::cli::run(common::cli::tessera(db_url).args(args), stdin)
 }
 
 /// A user signed in twice: a browser session and an API token pair.

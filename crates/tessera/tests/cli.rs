@@ -8,37 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
+use common::cli::{run, tessera};
 use common::{PASSWORD, Req, TestApp};
 use tokio_util::sync::CancellationToken;
-
-fn tessera(db_url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.env("TESSERA_DATABASE_URL", db_url)
-        .env("TESSERA_HASH_THREADS", "1")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
-fn run(cmd: &mut Command, stdin: &str) -> (i32, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tessera");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test]
 async fn cli_administration_reaches_a_running_server_at_once() {

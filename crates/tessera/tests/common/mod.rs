@@ -382,3 +382,41 @@ pub mod jwt {
             .to_vec()
     }
 }
+
+/// Running the real `tessera` binary, as an operator would.
+pub mod cli {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// `tessera` against the database at `db_url`, with one hashing thread
+    /// and no inherited log filter.
+    pub fn tessera(db_url: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.env("TESSERA_DATABASE_URL", db_url)
+            .env("TESSERA_HASH_THREADS", "1")
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs `cmd` with `stdin` as its input: (exit code, stdout, stderr).
+    pub fn run(cmd: &mut Command, stdin: &str) -> (i32, String, String) {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tessera");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
