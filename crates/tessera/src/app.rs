@@ -101,11 +101,12 @@ impl App {
         })
     }
 
-    pub fn router(&self) -> axum::Router {
-        http::router(AppState {
+    pub fn router(&self) -> http::Endpoint {
+        let state = AppState {
             core: Arc::clone(&self.core),
             settings: Arc::clone(&self.settings),
-        })
+        };
+        http::Endpoint::new(http::router(state.clone()), state)
     }
 
     /// Starts the change-log follower (cache coherence across processes).

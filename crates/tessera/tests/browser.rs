@@ -111,13 +111,13 @@ async fn start_tessera() -> Server {
     }
 }
 
-fn serve(listener: TcpListener, router: axum::Router, cancel: CancellationToken) {
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, service)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
-    });
+fn serve(listener: TcpListener, service: tessera::http::Endpoint, cancel: CancellationToken) {
+    tokio::spawn(tessera::listener::serve(
+        listener,
+        service,
+        tessera::listener::HEADER_READ_TIMEOUT,
+        cancel.cancelled_owned(),
+    ));
 }
 
 impl Server {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -48,16 +47,25 @@ async fn tessera(
     )
 }
 
-/// Serves `router` on `listener` in the background.
-fn serve(listener: TcpListener, router: Router) {
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+/// Serves `service` on `listener` in the background, as `tessera serve`
+/// does.
+fn serve<S>(listener: TcpListener, service: S)
+where
+    S: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    tokio::spawn(tessera::listener::serve(
+        listener,
+        service,
+        tessera::listener::HEADER_READ_TIMEOUT,
+        std::future::pending(),
+    ));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{PASSWORD, Req, TestApp};
+use common::{Req, TestApp};
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -18,19 +18,6 @@ fn basic(id: &str, secret: &str) -> String {
             format!("{id}:{secret}")
         )
     )
-}
-
-async fn tokens_for(t: &TestApp, email: &str) -> Value {
-    t.register(email).await;
-    let r = t
-        .send(Req::post("/v1/token").form(&[
-            ("grant_type", "password"),
-            ("username", email),
-            ("password", PASSWORD),
-        ]))
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    r.json()
 }
 
 fn claims(token: &str) -> Value {
@@ -68,14 +55,14 @@ async fn the_feed_pages_every_kind_of_revocation_by_cursor() {
     let start = empty.json()["cursor"].as_str().unwrap().to_owned();
 
     // A revoked access token, then everything of another user.
-    let a = tokens_for(&t, "ana@example.com").await;
+    let a = t.tokens_for("ana@example.com").await;
     let access = a["access_token"].as_str().unwrap();
     t.send(Req::post("/v1/token/revoke").form(&[("token", access)]))
         .await;
     let a_refresh = a["refresh_token"].as_str().unwrap();
     t.send(Req::post("/v1/token/revoke").form(&[("token", a_refresh)]))
         .await;
-    let b = tokens_for(&t, "ben@example.com").await;
+    let b = t.tokens_for("ben@example.com").await;
     let b_access = b["access_token"].as_str().unwrap();
     let r = t
         .send(Req::post("/v1/logout-all").header("authorization", &format!("Bearer {b_access}")))
@@ -160,7 +147,7 @@ async fn the_event_stream_pushes_new_revocations() {
     let mut body = response.bytes_stream();
 
     // Revoked after the stream opened: pushed within a follow interval.
-    let pair = tokens_for(&t, "cy@example.com").await;
+    let pair = t.tokens_for("cy@example.com").await;
     let access = pair["access_token"].as_str().unwrap();
     t.send(Req::post("/v1/token/revoke").form(&[("token", access)]))
         .await;

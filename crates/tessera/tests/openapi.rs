@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -340,12 +339,12 @@ async fn live() -> Live {
     ])
     .unwrap();
     let app = App::open(settings, Arc::new(SystemClock)).await.unwrap();
-    let service = app
-        .router()
-        .into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, service).await;
-    });
+    tokio::spawn(tessera::listener::serve(
+        listener,
+        app.router(),
+        tessera::listener::HEADER_READ_TIMEOUT,
+        std::future::pending(),
+    ));
     Live { app, base, dir }
 }
 

@@ -19,14 +19,6 @@ fn password_grant(email: &str) -> Req {
     ])
 }
 
-async fn tokens_for(t: &TestApp, email: &str) -> Value {
-    t.register(email).await;
-    let r = t.send(password_grant(email)).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.header("cache-control"), Some("no-store"));
-    r.json()
-}
-
 fn bearer(path: &str, token: &str) -> Req {
     Req::get(path).header("authorization", &format!("Bearer {token}"))
 }
@@ -61,7 +53,7 @@ async fn every_algorithm_round_trips_with_the_contract_claims_only() {
         let mut settings = vec![("token_alg", alg)];
         settings.extend(extra);
         let t = TestApp::with(&settings).await;
-        let pair = tokens_for(&t, "amy@example.com").await;
+        let pair = t.tokens_for("amy@example.com").await;
         let token = pair["access_token"].as_str().unwrap();
         assert_eq!(pair["token_type"], "Bearer");
         assert_eq!(pair["expires_in"], 600);
@@ -156,7 +148,7 @@ async fn the_default_eddsa_token_is_small() {
 #[tokio::test]
 async fn forged_and_malformed_tokens_are_refused() {
     let t = TestApp::new().await;
-    let pair = tokens_for(&t, "cy@example.com").await;
+    let pair = t.tokens_for("cy@example.com").await;
     let good = pair["access_token"].as_str().unwrap().to_owned();
     let header = decode_part(&good, 0);
     let claims = decode_part(&good, 1);
@@ -395,7 +387,7 @@ async fn forged_and_malformed_tokens_are_refused() {
 #[tokio::test]
 async fn ecdsa_psychic_signatures_are_refused() {
     let t = TestApp::with(&[("token_alg", "ES256")]).await;
-    let pair = tokens_for(&t, "di@example.com").await;
+    let pair = t.tokens_for("di@example.com").await;
     let good = pair["access_token"].as_str().unwrap();
     let header = decode_part(good, 0);
     let claims = decode_part(good, 1);
@@ -444,7 +436,7 @@ fn hex(s: &str) -> Vec<u8> {
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
     let t = TestApp::new().await;
-    let first = tokens_for(&t, "ed@example.com").await;
+    let first = t.tokens_for("ed@example.com").await;
     let r1 = first["refresh_token"].as_str().unwrap();
     t.advance(Duration::from_secs(5));
     let second = refresh(&t, r1).await;
@@ -496,7 +488,7 @@ async fn racing_refreshes_with_the_same_token_have_exactly_one_winner() {
     let t = std::sync::Arc::new(TestApp::new().await);
     for round in 0..5 {
         let email = format!("race{round}@example.com");
-        let pair = tokens_for(&t, &email).await;
+        let pair = t.tokens_for(&email).await;
         let token = pair["refresh_token"].as_str().unwrap().to_owned();
         let mut racers = Vec::new();
         for _ in 0..8 {
@@ -525,7 +517,7 @@ async fn concurrent_refreshes_of_different_families_all_rotate() {
     let t = std::sync::Arc::new(TestApp::new().await);
     let mut tokens = Vec::new();
     for i in 0..12 {
-        let pair = tokens_for(&t, &format!("batch{i}@example.com")).await;
+        let pair = t.tokens_for(&format!("batch{i}@example.com")).await;
         tokens.push(pair["refresh_token"].as_str().unwrap().to_owned());
     }
     for generation in 0..3 {
@@ -587,7 +579,7 @@ async fn revocation_of_every_kind_is_seen_at_once_everywhere() {
     };
 
     // 1. One access token, by RFC 7009 revocation (its cache entry too).
-    let pair = tokens_for(&t, "fay@example.com").await;
+    let pair = t.tokens_for("fay@example.com").await;
     let access = pair["access_token"].as_str().unwrap().to_owned();
     assert_eq!(
         t.send(bearer("/v1/me", &access)).await.status,
@@ -707,7 +699,7 @@ async fn revocation_of_every_kind_is_seen_at_once_everywhere() {
 #[tokio::test]
 async fn a_cached_token_dies_the_moment_it_expires_or_is_revoked() {
     let t = TestApp::new().await;
-    let pair = tokens_for(&t, "gus@example.com").await;
+    let pair = t.tokens_for("gus@example.com").await;
     let access = pair["access_token"].as_str().unwrap().to_owned();
     for _ in 0..3 {
         assert_eq!(
@@ -926,7 +918,7 @@ async fn token_endpoint_speaks_rfc_6749() {
 #[tokio::test]
 async fn introspection_requires_a_service_client() {
     let t = TestApp::new().await;
-    let pair = tokens_for(&t, "kai@example.com").await;
+    let pair = t.tokens_for("kai@example.com").await;
     let access = pair["access_token"].as_str().unwrap();
     let client = t.app.core.create_client("api-gateway").await.unwrap();
     let basic = |id: &str, secret: &str| {
@@ -1053,7 +1045,7 @@ async fn tokens_verify_with_an_independent_jose_library() {
             ("public_url", "https://auth.example.com"),
         ])
         .await;
-        let pair = tokens_for(&t, "max@example.com").await;
+        let pair = t.tokens_for("max@example.com").await;
         let token = pair["access_token"].as_str().unwrap();
         let jwks = t.send(Req::get("/.well-known/jwks.json")).await.text();
         let file = t.dir.path().join("jwks.json");
@@ -1118,7 +1110,7 @@ async fn keys_rotate_on_the_configured_interval() {
 #[tokio::test]
 async fn a_compromised_key_can_be_retired_at_once() {
     let t = TestApp::new().await;
-    let pair = tokens_for(&t, "zoe@example.com").await;
+    let pair = t.tokens_for("zoe@example.com").await;
     let old = pair["access_token"].as_str().unwrap().to_owned();
     assert_eq!(t.send(bearer("/v1/me", &old)).await.status, StatusCode::OK);
     t.app.core.rotate_keys(None).await.unwrap();

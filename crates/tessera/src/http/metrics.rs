@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -21,8 +21,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Which credential a request presented, for the verification counters.
-pub(super) fn credential_kind(req: &Request, state: &AppState) -> &'static str {
-    let headers = req.headers();
+pub(super) fn credential_kind(headers: &HeaderMap, state: &AppState) -> &'static str {
     if headers.contains_key(header::AUTHORIZATION)
         || read_cookie(headers, state.settings.access_cookie_name()).is_some()
     {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -26,39 +26,66 @@ pub const MAX_CREDENTIAL_HEADER_BYTES: usize = 8 * 1024;
 /// verification metrics, and a debug-level request log (method, path
 /// without the query, status, latency; never headers).
 pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = req.method().clone();
-    let verification = matches!(route, "/v1/verify" | "/v1/me")
-        .then(|| super::metrics::credential_kind(&req, &state));
-    let logged_path = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().path().to_owned());
+    let seen = Arrival::of(&req, route, &state);
     let response = match refuse_oversized(&req) {
         Some(refused) => refused,
         None => next.run(req).await,
     };
-    let response = contract_errors(response);
-    let status = response.status();
-    let elapsed = started.elapsed();
-    super::metrics::observe(&state, route, &method, status, elapsed, verification);
-    if status.is_server_error() {
-        tracing::error!(%method, route, status = status.as_u16(), "request failed");
+    seen.depart(&state, route, response)
+}
+
+/// What `edge` notes about a request before running it, to measure and log
+/// it afterwards.
+pub(super) struct Arrival {
+    started: Instant,
+    method: Method,
+    verification: Option<&'static str>,
+    logged_path: Option<String>,
+}
+
+impl Arrival {
+    pub(super) fn of<B>(req: &axum::http::Request<B>, route: &str, state: &AppState) -> Self {
+        Self {
+            started: Instant::now(),
+            method: req.method().clone(),
+            verification: matches!(route, "/v1/verify" | "/v1/me")
+                .then(|| super::metrics::credential_kind(req.headers(), state)),
+            logged_path: tracing::enabled!(tracing::Level::DEBUG)
+                .then(|| req.uri().path().to_owned()),
+        }
     }
-    if let Some(path) = logged_path {
-        tracing::debug!(
-            %method,
-            path,
-            status = status.as_u16(),
-            latency_us = elapsed.as_micros() as u64,
-            "request"
-        );
+
+    /// The contract's error shape and response headers, then metrics and
+    /// the request log.
+    pub(super) fn depart(self, state: &AppState, route: &str, response: Response) -> Response {
+        let response = contract_errors(response);
+        let status = response.status();
+        let elapsed = self.started.elapsed();
+        let method = &self.method;
+        super::metrics::observe(state, route, method, status, elapsed, self.verification);
+        if status.is_server_error() {
+            tracing::error!(%method, route, status = status.as_u16(), "request failed");
+        }
+        if let Some(path) = self.logged_path {
+            tracing::debug!(
+                %method,
+                path,
+                status = status.as_u16(),
+                latency_us = elapsed.as_micros() as u64,
+                "request"
+            );
+        }
+        response
     }
-    response
 }
 
 /// Refuses oversized credentials headers and declared-oversized bodies before
 /// any handler parses them.
-fn refuse_oversized(req: &Request) -> Option<Response> {
+pub(super) fn refuse_oversized<B: http_body::Body>(
+    req: &axum::http::Request<B>,
+) -> Option<Response> {
     let headers = req.headers();
     let cookie_bytes: usize = headers
         .get_all(header::COOKIE)

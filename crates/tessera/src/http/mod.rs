@@ -5,6 +5,7 @@ pub mod api;
 pub mod caller;
 pub mod cookies;
 pub mod csrf;
+pub mod endpoint;
 pub mod error;
 pub mod extract;
 pub mod jwt_cookie;
@@ -21,6 +22,7 @@ use axum::routing::{delete, get, patch, post};
 
 use crate::config::Settings;
 use crate::core::Tessera;
+pub use endpoint::Endpoint;
 
 /// What every handler can reach.
 #[derive(Clone)]

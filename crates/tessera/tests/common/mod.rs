@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -23,7 +22,7 @@ pub const COOKIE: &str = "__Host-tessera_session";
 
 pub struct TestApp {
     pub app: App,
-    pub router: Router,
+    pub router: tessera::http::Endpoint,
     pub clock: ManualClock,
     pub db_url: String,
     pub dir: TempDir,
@@ -137,6 +136,22 @@ impl TestApp {
             user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
             body,
         }
+    }
+
+    /// Registers a fresh user and returns its password grant's response
+    /// (`access_token`, `refresh_token`, …).
+    pub async fn tokens_for(&self, email: &str) -> Value {
+        self.register(email).await;
+        let r = self
+            .send(Req::post("/v1/token").form(&[
+                ("grant_type", "password"),
+                ("username", email),
+                ("password", PASSWORD),
+            ]))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "password grant: {}", r.text());
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        r.json()
     }
 
     /// Registers and logs in a fresh user.

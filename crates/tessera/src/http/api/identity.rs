@@ -1,8 +1,12 @@
 //! `GET /v1/me` and `GET /v1/verify` (forward-auth for proxies).
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::panic::AssertUnwindSafe;
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -11,7 +15,11 @@ use crate::core::time::serde_rfc3339;
 use crate::http::AppState;
 use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::middleware::{Arrival, panic_response, refuse_oversized};
 use crate::http::openapi as doc;
+
+/// The forward-auth route.
+pub const VERIFY_ROUTE: &str = "/v1/verify";
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct AuthInfo<'a> {
@@ -99,6 +107,11 @@ static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
     ),
 )]
 pub async fn verify(caller: Caller, Query(query): Query<VerifyQuery>) -> ApiResult<Response> {
+    verify_answer(&caller, &query)
+}
+
+/// The forward-auth answer for an authenticated caller.
+fn verify_answer(caller: &Caller, query: &VerifyQuery) -> ApiResult<Response> {
     if let Some(role) = query.role.as_deref()
         && !caller.has_role(role)
     {
@@ -117,4 +130,32 @@ pub async fn verify(caller: Caller, Query(query): Query<VerifyQuery>) -> ApiResu
         HeaderValue::from_static(caller.method()),
     );
     Ok((StatusCode::OK, headers).into_response())
+}
+
+/// `GET /v1/verify` as the router would answer it (the same extractors,
+/// checks, errors, headers and metrics), called by [`crate::http::Endpoint`]
+/// before the router: a proxy asks this on every request it forwards, and
+/// routing plus the middleware stack cost a fifth of its time.
+pub async fn verify_direct<B: http_body::Body>(state: AppState, req: Request<B>) -> Response {
+    let seen = Arrival::of(&req, VERIFY_ROUTE, &state);
+    let response = match refuse_oversized(&req) {
+        Some(refused) => refused,
+        None => {
+            let (mut parts, _body) = req.into_parts();
+            let answer = AssertUnwindSafe(verify_parts(&mut parts, &state)).catch_unwind();
+            answer.await.unwrap_or_else(panic_response)
+        }
+    };
+    seen.depart(&state, VERIFY_ROUTE, response)
+}
+
+async fn verify_parts(parts: &mut Parts, state: &AppState) -> Response {
+    let caller = match Caller::from_request_parts(parts, state).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused.into_response(),
+    };
+    match Query::<VerifyQuery>::try_from_uri(&parts.uri) {
+        Ok(Query(query)) => verify_answer(&caller, &query).into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
 }

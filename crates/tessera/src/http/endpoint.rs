@@ -1,0 +1,59 @@
+//! The service the listener serves: the router, with `GET /v1/verify`
+//! answered before it.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{Method, Request};
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use futures_util::future::{BoxFuture, Either};
+use tower::Service;
+
+use super::AppState;
+use super::api::identity::{VERIFY_ROUTE, verify_direct};
+
+/// The whole HTTP API as one service. Forward-auth (`GET /v1/verify`) is
+/// what a proxy calls on every request it passes on, so it skips routing and
+/// the middleware stack and runs [`verify_direct`], which applies the same
+/// rules; every other request goes to the router.
+#[derive(Clone)]
+pub struct Endpoint {
+    router: Router,
+    state: AppState,
+}
+
+impl Endpoint {
+    pub fn new(router: Router, state: AppState) -> Self {
+        Self { router, state }
+    }
+
+    /// The router alone (for listing its routes).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
+impl<B> Service<Request<B>> for Endpoint
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<RouteFuture<Infallible>, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.method() == Method::GET && req.uri().path() == VERIFY_ROUTE {
+            let state = self.state.clone();
+            return Either::Right(Box::pin(async move { Ok(verify_direct(state, req).await) }));
+        }
+        Either::Left(Service::<Request<B>>::call(&mut self.router, req))
+    }
+}
