@@ -3,6 +3,7 @@
 //! store traits.
 
 pub mod accounts;
+mod argon2_kept;
 pub mod audit;
 pub mod clients;
 pub mod clock;

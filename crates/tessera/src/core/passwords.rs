@@ -17,6 +17,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::oneshot;
 
 use super::accounts::Password;
+use super::argon2_kept::KeptMemoryArgon2;
 use super::error::{CoreError, CoreResult};
 
 /// argon2id cost parameters.
@@ -39,9 +40,21 @@ impl Default for HashParams {
 }
 
 impl HashParams {
+    fn params(&self) -> Result<Params, argon2::Error> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+    }
+
     fn argon2(&self) -> Result<Argon2<'static>, argon2::Error> {
-        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+        Ok(Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            self.params()?,
+        ))
+    }
+
+    /// The hasher the pool's threads use (see [`KeptMemoryArgon2`]).
+    fn kept_memory(&self) -> Result<KeptMemoryArgon2, argon2::Error> {
+        Ok(KeptMemoryArgon2::new(self.params()?))
     }
 }
 
@@ -148,7 +161,7 @@ impl PasswordHasher {
         let params = self.params;
         self.pool
             .run(move || {
-                let argon2 = params.argon2().map_err(|_| CoreError::Unavailable)?;
+                let argon2 = params.kept_memory().map_err(|_| CoreError::Unavailable)?;
                 let hash: PasswordHash = argon2
                     .hash_password(password.expose().as_bytes())
                     .map_err(|_| CoreError::Unavailable)?;
@@ -170,7 +183,7 @@ impl PasswordHasher {
                     tracing::error!("a stored password hash cannot be parsed");
                     return false;
                 };
-                let Ok(argon2) = params.argon2() else {
+                let Ok(argon2) = params.kept_memory() else {
                     return false;
                 };
                 argon2
