@@ -24,7 +24,9 @@ pub const MAX_CREDENTIAL_HEADER_BYTES: usize = 8 * 1024;
 /// In order: size limits checked before anything is parsed, the handler,
 /// the contract's error shape and response headers, latency and
 /// verification metrics, and a debug-level request log (method, path
-/// without the query, status, latency; never headers).
+/// without the query, status, latency; never headers). The direct
+/// `GET /v1/verify` path (`api::identity::verify_direct`) goes through the
+/// same steps by calling [`Arrival`] and [`refuse_oversized`] itself.
 pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);

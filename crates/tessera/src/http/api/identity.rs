@@ -135,7 +135,8 @@ fn verify_answer(caller: &Caller, query: &VerifyQuery) -> ApiResult<Response> {
 /// `GET /v1/verify` as the router would answer it (the same extractors,
 /// checks, errors, headers and metrics), called by [`crate::http::Endpoint`]
 /// before the router: a proxy asks this on every request it forwards, and
-/// routing plus the middleware stack cost a fifth of its time.
+/// routing plus the middleware stack cost a quarter to a third of its CPU
+/// time (bench/README.md).
 pub async fn verify_direct<B: http_body::Body>(state: AppState, req: Request<B>) -> Response {
     let seen = Arrival::of(&req, VERIFY_ROUTE, &state);
     let response = match refuse_oversized(&req) {
