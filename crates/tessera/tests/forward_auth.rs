@@ -6,7 +6,6 @@ mod common;
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use common::{Req, Resp, TestApp};
-use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 /// The request sent through the router alone, bypassing the direct path.
@@ -18,14 +17,7 @@ async fn via_router(t: &TestApp, req: Req) -> Resp {
         .oneshot(req.build())
         .await
         .expect("router is infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    Resp::read(response).await
 }
 
 /// Builds one case's request (again for each path).

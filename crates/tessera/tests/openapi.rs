@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{ORIGIN, PASSWORD, Req, Resp, TestApp};
-use http_body_util::BodyExt;
+use common::{ORIGIN, PASSWORD, Req, Resp, TestApp, password_grant};
 use serde_json::{Value, json};
 use tessera::app::App;
 use tessera::config::Settings;
@@ -351,14 +350,7 @@ async fn live() -> Live {
 impl Live {
     async fn send(&self, req: Req) -> Resp {
         let response = self.app.router().oneshot(req.build()).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp::read(response).await
     }
 
     async fn register(&self, email: &str) -> String {
@@ -371,13 +363,7 @@ impl Live {
 
     /// An access token from `POST /v1/token` (password grant).
     async fn token(&self, email: &str) -> String {
-        let r = self
-            .send(Req::post("/v1/token").form(&[
-                ("grant_type", "password"),
-                ("username", email),
-                ("password", PASSWORD),
-            ]))
-            .await;
+        let r = self.send(password_grant(email)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         r.json()["access_token"].as_str().unwrap().to_owned()
     }

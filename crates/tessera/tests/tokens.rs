@@ -8,16 +8,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::jwt::{active_key, decode_part, hmac_sha256, sign_ed25519, with_signature};
-use common::{PASSWORD, Req, Resp, TestApp};
+use common::{PASSWORD, Req, Resp, TestApp, password_grant};
 use serde_json::{Value, json};
-
-fn password_grant(email: &str) -> Req {
-    Req::post("/v1/token").form(&[
-        ("grant_type", "password"),
-        ("username", email),
-        ("password", PASSWORD),
-    ])
-}
 
 fn bearer(path: &str, token: &str) -> Req {
     Req::get(path).header("authorization", &format!("Bearer {token}"))

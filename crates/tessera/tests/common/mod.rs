@@ -82,19 +82,7 @@ impl TestApp {
             .oneshot(req.build())
             .await
             .expect("router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp::read(response).await
     }
 
     pub async fn register(&self, email: &str) -> Value {
@@ -142,13 +130,7 @@ impl TestApp {
     /// (`access_token`, `refresh_token`, …).
     pub async fn tokens_for(&self, email: &str) -> Value {
         self.register(email).await;
-        let r = self
-            .send(Req::post("/v1/token").form(&[
-                ("grant_type", "password"),
-                ("username", email),
-                ("password", PASSWORD),
-            ]))
-            .await;
+        let r = self.send(password_grant(email)).await;
         assert_eq!(r.status, StatusCode::OK, "password grant: {}", r.text());
         assert_eq!(r.header("cache-control"), Some("no-store"));
         r.json()
@@ -168,6 +150,15 @@ async fn open(db_url: &str, pairs: &[(&str, &str)], clock: &ManualClock) -> App 
     App::open(settings, Arc::new(clock.clone()))
         .await
         .expect("app opens")
+}
+
+/// `POST /v1/token` with the password grant for `email` and [`PASSWORD`].
+pub fn password_grant(email: &str) -> Req {
+    Req::post("/v1/token").form(&[
+        ("grant_type", "password"),
+        ("username", email),
+        ("password", PASSWORD),
+    ])
 }
 
 /// A signed-in browser: its cookie header and CSRF token.
@@ -256,6 +247,25 @@ pub struct Resp {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+impl Resp {
+    /// Reads a whole response.
+    pub async fn read(response: axum::response::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 /// One parsed `Set-Cookie` header.
