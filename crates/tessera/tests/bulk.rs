@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -186,23 +185,15 @@ fn on_terminal(db_url: &str, args: &str, typed: &str) -> (bool, String) {
         "TESSERA_DATABASE_URL='{db_url}' TESSERA_HASH_THREADS=1 '{}' {args}",
         env!("CARGO_BIN_EXE_tessera")
     );
-    let mut child = Command::new("script")
-        .args(["-q", "-e", "-c", &inner])
-        .arg(&log)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(typed.as_bytes())
-        .unwrap();
-    let status = child.wait().unwrap();
+    // `script` writes the terminal's output to `log`.
+    let (code, _, _) = common::cli::run(
+        Command::new("script")
+            .args(["-q", "-e", "-c", &inner])
+            .arg(&log),
+        typed,
+    );
     let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
-    (status.success(), text)
+    (code == 0, text)
 }
 
 /// On a terminal, revoke-all asks first, and draws an indicatif bar

@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use axum::http::StatusCode;
 use common::{PASSWORD, Req, TestApp};
@@ -14,30 +13,13 @@ fn parse(text: &str) -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/parse_metrics.py"
     );
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stdout, stderr) = common::cli::run(Command::new("python3").arg(script), text);
     assert!(
         !stderr.contains("No module named"),
         "prometheus_client is missing: pip install prometheus-client (scripts/test does this)"
     );
-    assert!(
-        out.status.success(),
-        "metrics do not parse: {stderr}\n{text}"
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    assert_eq!(code, 0, "metrics do not parse: {stderr}\n{text}");
+    serde_json::from_str(&stdout).unwrap()
 }
 
 fn sample(families: &Value, family: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
