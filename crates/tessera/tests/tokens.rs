@@ -337,6 +337,19 @@ async fn forged_and_malformed_tokens_are_refused() {
             sign_ed25519(&header, &with("iat", json!(now + 120)), &pkcs8),
         ),
         ("tampered signature", tampered),
+        (
+            "Ed25519 s + L (non-canonical s, same point arithmetic)",
+            with_non_canonical_s(&good),
+        ),
+        (
+            "Ed25519 all-zero signature",
+            with_signature(&header, &claims, &[0u8; 64]),
+        ),
+        ("Ed25519 signature one byte short", {
+            let mut signature = common::jwt::b64_decode(good.rsplit('.').next().unwrap());
+            signature.pop();
+            with_signature(&header, &claims, &signature)
+        }),
         ("payload swapped", payload_swapped),
         ("two segments", good.rsplit_once('.').unwrap().0.to_owned()),
         ("four segments", format!("{good}.AAAA")),
@@ -416,6 +429,64 @@ fn flip_signature_char(token: &str) -> String {
     let mut out = token.to_owned();
     out.replace_range(at..=at, new);
     out
+}
+
+/// The token with its Ed25519 signature's `s` replaced by `s + L` (L the
+/// group order): every equation still holds, only the rule that `s` be
+/// below L refuses it (RFC 8032 §5.1.7).
+fn with_non_canonical_s(token: &str) -> String {
+    const ORDER: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut signature = common::jwt::b64_decode(signature);
+    let mut carry = 0u16;
+    for (byte, add) in signature[32..].iter_mut().zip(ORDER) {
+        let sum = u16::from(*byte) + u16::from(add) + carry;
+        *byte = sum as u8;
+        carry = sum >> 8;
+    }
+    format!("{signed}.{}", common::jwt::b64(&signature))
+}
+
+/// New tokens arriving together have their Ed25519 signatures checked in
+/// batches; each request still gets its own token's answer, a bad signature
+/// in a batch refuses only its own request.
+#[tokio::test]
+async fn a_burst_of_new_tokens_gets_an_answer_per_token() {
+    let t = TestApp::new().await;
+    let pair = t.tokens_for("bo@example.com").await;
+    let good = pair["access_token"].as_str().unwrap();
+    let header = decode_part(good, 0);
+    let claims = decode_part(good, 1);
+    let (_, pkcs8) = active_key(&t.db_url).await;
+    let burst: Vec<(String, bool)> = (0..60)
+        .map(|i| {
+            let mut c = claims.clone();
+            c["jti"] = json!(format!("burst-{i}"));
+            let token = sign_ed25519(&header, &c, &pkcs8);
+            match i % 10 {
+                3 => (flip_signature_char(&token), false),
+                7 => (with_non_canonical_s(&token), false),
+                _ => (token, true),
+            }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        burst
+            .iter()
+            .map(|(token, _)| t.send(bearer("/v1/verify", token))),
+    )
+    .await;
+    for (i, ((_, valid), r)) in burst.iter().zip(&answers).enumerate() {
+        let expected = if *valid {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(r.status, expected, "token {i}: {}", r.text());
+    }
 }
 
 fn hex(s: &str) -> Vec<u8> {

@@ -46,7 +46,7 @@ impl Tessera {
     ) -> CoreResult<()> {
         let try_access_first = hint != Some("refresh_token") && looks_like_jwt(token);
         if try_access_first {
-            if let Ok(claims) = self.verify_access_token(token) {
+            if let Ok(claims) = self.verify_access_token(token).await {
                 self.revoke(Revocation::Token {
                     jti: claims.jti.clone(),
                     exp: claims.exp + self.tokens.leeway.whole_seconds(),
@@ -78,7 +78,7 @@ impl Tessera {
     /// What a resource server may learn about a token.
     pub async fn introspect(&self, token: &str) -> CoreResult<Introspection> {
         if looks_like_jwt(token) {
-            return Ok(match self.verify_access_token(token) {
+            return Ok(match self.verify_access_token(token).await {
                 Ok(c) => Introspection {
                     active: true,
                     sub: Some(c.sub.clone()),

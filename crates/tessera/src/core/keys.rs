@@ -240,6 +240,21 @@ fn decoding_key(key: &StoredKey) -> CoreResult<DecodingKey> {
     }
 }
 
+/// An EdDSA key's public half as ed25519-dalek wants it; `None` for others.
+fn ed25519_key(key: &StoredKey) -> CoreResult<Option<ed25519_dalek::VerifyingKey>> {
+    if key.alg != TokenAlg::EdDSA {
+        return Ok(None);
+    }
+    let bytes: [u8; 32] = key.public_jwk["x"]
+        .as_str()
+        .and_then(|x| URL_SAFE_NO_PAD.decode(x).ok())
+        .and_then(|raw| raw.try_into().ok())
+        .ok_or_else(|| crypto_failure("ed jwk"))?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+        .map(Some)
+        .map_err(|_| crypto_failure("ed jwk"))
+}
+
 /// The key that signs new tokens.
 pub struct SigningKey {
     pub kid: String,
@@ -249,6 +264,8 @@ pub struct SigningKey {
 /// A key tokens may be verified with, until `retire_at`.
 pub struct VerifyingKey {
     pub decoding: DecodingKey,
+    /// The same key parsed for the batched Ed25519 check (EdDSA only).
+    pub ed25519: Option<ed25519_dalek::VerifyingKey>,
     pub retire_at: Option<OffsetDateTime>,
     /// The public JWK (with `kid`, `alg`, `use`), `None` for HS256.
     pub jwk: Option<Value>,
@@ -281,6 +298,7 @@ impl KeyRing {
             kid.clone(),
             Arc::new(VerifyingKey {
                 decoding: DecodingKey::from_secret(secret),
+                ed25519: None,
                 retire_at: None,
                 jwk: None,
             }),
@@ -318,6 +336,7 @@ impl KeyRing {
                 key.kid.clone(),
                 Arc::new(VerifyingKey {
                     decoding: decoding_key(key)?,
+                    ed25519: ed25519_key(key)?,
                     retire_at: policy.retire_at(key),
                     jwk: Some(jwk),
                 }),

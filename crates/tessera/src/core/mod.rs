@@ -7,6 +7,7 @@ mod argon2_kept;
 pub mod audit;
 pub mod clients;
 pub mod clock;
+pub mod ed25519_batch;
 pub mod error;
 pub mod events;
 pub mod feed;
@@ -76,6 +77,8 @@ pub struct Tessera {
     pub(crate) revocations: RevocationSet,
     pub(crate) revocation_cursor: AtomicI64,
     pub(crate) verified: VerifiedCache,
+    /// Where EdDSA signature checks of new tokens wait to be batched.
+    pub(crate) signatures: Arc<ed25519_batch::BatchVerifier>,
     /// HMAC key binding CSRF tokens to refresh families (jwt-cookie mode).
     pub(crate) csrf_key: ArcSwap<Option<aws_lc_rs::hmac::Key>>,
     pub(crate) limits: limits::Limits,
@@ -130,6 +133,7 @@ impl Tessera {
             revocations: RevocationSet::default(),
             revocation_cursor: AtomicI64::new(0),
             verified: VerifiedCache::new(options.token_cache_entries.max(1)),
+            signatures: Arc::new(ed25519_batch::BatchVerifier::new()),
             csrf_key: ArcSwap::from_pointee(None),
             limits: limits::Limits::new(options.limits),
             audit_retention: options.audit_retention,

@@ -6,10 +6,13 @@
 //! fields other than `alg`, `typ`, `kid` (so `jku`, `x5u`, `jwk`, `x5c`, `crit`
 //! are refused); an `alg` other than the one configured (so `none` and HMAC
 //! keyed with a public key are refused); a `typ` other than `at+jwt`; a `kid`
-//! that is not one of ours or is retired. Then the signature (jsonwebtoken on
-//! aws-lc-rs, which also rejects the ECDSA "psychic signature" class: r or s
-//! zero or out of range), `iss`, `aud`, and `exp`/`nbf`/`iat` against our
-//! clock with leeway, then revocation. Nothing touches the database.
+//! that is not one of ours or is retired. Then the signature (EdDSA: batched
+//! with other requests' checks, see [`super::ed25519_batch`]; ES256, RS256 and
+//! HS256: jsonwebtoken's check on aws-lc-rs, which also rejects the ECDSA
+//! "psychic signature" class: r or s zero or out of range), then the claims
+//! (all of `iss`, `sub`, `aud`, `exp`, `iat`, `jti`, `client_id`, `roles`,
+//! `sid` present and typed, `iss` and `aud` ours), `exp`/`nbf`/`iat` against
+//! our clock with leeway, then revocation. Nothing touches the database.
 //!
 //! A token whose signature was already checked is remembered in a bounded
 //! cache keyed by the SHA-256 of the whole token, so a client reusing its
@@ -20,13 +23,14 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::Header;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Tessera;
 use super::accounts::User;
 use super::error::{CoreError, CoreResult};
+use super::keys::VerifyingKey;
 use super::secret::{SecretHash, random_id};
 
 /// Longest token accepted (ours are under 1 KiB even with RS256).
@@ -199,79 +203,26 @@ impl Tessera {
     }
 
     /// The one strict verification of access tokens. See the module docs.
-    pub fn verify_access_token(&self, token: &str) -> Result<Arc<AccessClaims>, TokenRejection> {
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Arc<AccessClaims>, TokenRejection> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRejection::Oversized);
         }
         let now = self.now();
-        let ring = self.keys.load();
         let hash = SecretHash::of(token.as_bytes());
-        let key_live = |kid: &str| {
-            ring.verifying
-                .get(kid)
-                .filter(|k| k.retire_at.is_none_or(|at| now < at))
-        };
-
         let claims = if let Some(hit) = self.verified.get(&hash) {
             let Verified { kid, claims } = &hit.0;
-            if key_live(kid).is_none() {
+            if self.live_key(kid, now).is_none() {
                 return Err(TokenRejection::UnknownKey);
             }
             Arc::clone(claims)
         } else {
-            let mut parts = token.split('.');
-            let (Some(header_b64), Some(_), Some(signature), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                return Err(TokenRejection::Malformed);
-            };
-            if signature.is_empty() {
-                return Err(TokenRejection::Malformed);
-            }
-            let header_json = URL_SAFE_NO_PAD
-                .decode(header_b64)
-                .map_err(|_| TokenRejection::Malformed)?;
-            let header: JoseHeader = serde_json::from_slice(&header_json)
-                .map_err(|_| TokenRejection::ForbiddenHeader)?;
-            if header.alg != ring.alg.as_str() {
-                return Err(TokenRejection::WrongAlgorithm);
-            }
-            let typ_ok = header.typ.as_deref().is_some_and(|t| {
-                t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
-                    || t.eq_ignore_ascii_case("application/at+jwt")
-            });
-            if !typ_ok {
-                return Err(TokenRejection::WrongType);
-            }
-            let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
-            let key = key_live(&kid).ok_or(TokenRejection::UnknownKey)?;
-
-            let mut validation = Validation::new(ring.alg.jwt());
-            validation.validate_exp = false; // checked below against our clock
-            validation.validate_nbf = false;
-            validation.leeway = 0;
-            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            validation.set_issuer(&[&self.tokens.issuer]);
-            validation.set_audience(&[&self.tokens.audience]);
-            let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
-                .map_err(|e| match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::InvalidIssuer
-                    | jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                        TokenRejection::WrongIssuerOrAudience
-                    }
-                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
-                        TokenRejection::WrongAlgorithm
-                    }
-                    _ => TokenRejection::BadSignature,
-                })?;
-            let claims = Arc::new(data.claims);
-            self.verified.insert(
-                hash,
-                Arc::new(VerifiedEntry(Verified {
-                    kid,
-                    claims: Arc::clone(&claims),
-                })),
-            );
+            let verified = self.check_signed_token(token, now).await?;
+            let claims = Arc::clone(&verified.claims);
+            self.verified
+                .insert(hash, Arc::new(VerifiedEntry(verified)));
             claims
         };
 
@@ -287,6 +238,82 @@ impl Tessera {
             return Err(TokenRejection::Revoked);
         }
         Ok(claims)
+    }
+
+    /// The key `kid` if it still verifies at `now`.
+    fn live_key(&self, kid: &str, now: OffsetDateTime) -> Option<Arc<VerifyingKey>> {
+        self.keys
+            .load()
+            .verifying
+            .get(kid)
+            .filter(|k| k.retire_at.is_none_or(|at| now < at))
+            .cloned()
+    }
+
+    /// Header, signature, `iss` and `aud` of a token not seen before.
+    async fn check_signed_token(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Verified, TokenRejection> {
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenRejection::Malformed);
+        };
+        if signature_b64.is_empty() {
+            return Err(TokenRejection::Malformed);
+        }
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| TokenRejection::Malformed)?;
+        let header: JoseHeader =
+            serde_json::from_slice(&header_json).map_err(|_| TokenRejection::ForbiddenHeader)?;
+        let alg = self.keys.load().alg;
+        if header.alg != alg.as_str() {
+            return Err(TokenRejection::WrongAlgorithm);
+        }
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(TokenRejection::WrongType);
+        }
+        let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
+        let key = self.live_key(&kid, now).ok_or(TokenRejection::UnknownKey)?;
+
+        let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let signature_valid = match &key.ed25519 {
+            Some(ed25519) => {
+                let signature = URL_SAFE_NO_PAD
+                    .decode(signature_b64)
+                    .ok()
+                    .and_then(|raw| <[u8; 64]>::try_from(raw).ok())
+                    .ok_or(TokenRejection::BadSignature)?;
+                let signature = ed25519_dalek::Signature::from_bytes(&signature);
+                self.signatures.verify(signed, &signature, ed25519).await
+            }
+            None => jsonwebtoken::crypto::verify(signature_b64, signed, &key.decoding, alg.jwt())
+                .unwrap_or(false),
+        };
+        if !signature_valid {
+            return Err(TokenRejection::BadSignature);
+        }
+
+        // Claims that are missing or of the wrong type fail here too.
+        let claims: AccessClaims = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .ok()
+            .and_then(|payload| serde_json::from_slice(&payload).ok())
+            .ok_or(TokenRejection::BadSignature)?;
+        if claims.iss != self.tokens.issuer || claims.aud != self.tokens.audience {
+            return Err(TokenRejection::WrongIssuerOrAudience);
+        }
+        Ok(Verified {
+            kid,
+            claims: Arc::new(claims),
+        })
     }
 
     /// The JWKS document of the keys that verify tokens now.

@@ -145,13 +145,17 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(token) = bearer_token(parts) {
-            let claims = state.core.verify_access_token(token?).map_err(|reason| {
-                tracing::debug!(%reason, "bearer token refused");
-                ApiError::unauthenticated().with_bearer_challenge()
-            })?;
+            let claims = state
+                .core
+                .verify_access_token(token?)
+                .await
+                .map_err(|reason| {
+                    tracing::debug!(%reason, "bearer token refused");
+                    ApiError::unauthenticated().with_bearer_challenge()
+                })?;
             return Ok(Caller::Token(claims));
         }
-        if let Some(caller) = super::jwt_cookie::access_cookie_caller(parts, state)? {
+        if let Some(caller) = super::jwt_cookie::access_cookie_caller(parts, state).await? {
             return Ok(caller);
         }
         session_caller(parts, state).await.map(Caller::Session)

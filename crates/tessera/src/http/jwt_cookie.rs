@@ -17,7 +17,10 @@ use crate::config::BrowserMode;
 use crate::core::refresh::TokenPair;
 
 /// In jwt-cookie mode, the caller identified by the access cookie, if any.
-pub fn access_cookie_caller(parts: &Parts, state: &AppState) -> Result<Option<Caller>, ApiError> {
+pub async fn access_cookie_caller(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<Caller>, ApiError> {
     if state.settings.browser_mode != BrowserMode::JwtCookie {
         return Ok(None);
     }
@@ -27,6 +30,7 @@ pub fn access_cookie_caller(parts: &Parts, state: &AppState) -> Result<Option<Ca
     let claims = state
         .core
         .verify_access_token(token)
+        .await
         .map_err(|_| ApiError::unauthenticated())?;
     if is_unsafe(&parts.method) {
         check_family_csrf(&parts.headers, state, &claims.sid)?;

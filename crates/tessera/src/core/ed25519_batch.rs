@@ -1,0 +1,311 @@
+//! Ed25519 signature checks gathered into batches.
+//!
+//! Checking n signatures together costs about half of checking them one by
+//! one once n reaches 8 or so (one multi-scalar multiplication instead of n
+//! double-scalar ones). Under load many requests carrying tokens not seen
+//! before wait for their signature at the same moment, so each one queues its
+//! check here and awaits the answer. A drain task, spawned when the first
+//! check arrives, first yields, so that every request already runnable on this
+//! worker queues its check too, then checks what is queued in batches of up to
+//! [`MAX_BATCH`]. With one check queued it checks that one alone; when a
+//! batch fails, each of its signatures is checked alone, so one bad token
+//! never refuses a good one (it only costs the batch).
+//!
+//! A batch accepts exactly the signatures the cofactored equation
+//! `[8][s]B = [8]R + [8][k]A` accepts, a single check the cofactorless one
+//! (RFC 8032 allows either). They differ only on signatures whose `R` carries
+//! a small-order component, which only the holder of the private key can
+//! make, so they let no one forge a token. `s` must be canonical in both.
+//!
+//! Failure is refusal: a check whose answer is lost (its drain task gone with
+//! the runtime) is a bad signature.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use tokio::sync::oneshot;
+
+/// Most signatures checked in one batch: beyond this the gain per signature
+/// is flat while the batch's wait for its slowest member grows.
+pub const MAX_BATCH: usize = 32;
+
+/// Queued checks at which a second drain task starts on a multi-threaded
+/// runtime while the first is busy.
+const SPLIT_AT: usize = 16;
+
+/// The queue of signature checks and the tasks draining it.
+pub struct BatchVerifier {
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    checks: Vec<Check>,
+    drainers: usize,
+}
+
+struct Check {
+    message: Vec<u8>,
+    signature: Signature,
+    key: VerifyingKey,
+    answer: oneshot::Sender<bool>,
+}
+
+impl Default for BatchVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchVerifier {
+    pub fn new() -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+        }
+    }
+
+    /// Whether `signature` is `key`'s signature of `message`.
+    pub async fn verify(
+        self: &Arc<Self>,
+        message: &[u8],
+        signature: &Signature,
+        key: &VerifyingKey,
+    ) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return key.verify(message, signature).is_ok();
+        };
+        let (answer, answered) = oneshot::channel();
+        let start_drainer = {
+            let mut queue = self.lock();
+            queue.checks.push(Check {
+                message: message.to_vec(),
+                signature: *signature,
+                key: *key,
+                answer,
+            });
+            let wanted = queue.drainers == 0
+                || (queue.drainers < runtime.metrics().num_workers()
+                    && queue.checks.len() >= SPLIT_AT);
+            if wanted {
+                queue.drainers += 1;
+            }
+            wanted
+        };
+        if start_drainer {
+            runtime.spawn(Arc::clone(self).drain());
+        }
+        answered.await.unwrap_or(false)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The queue holds no invariant a panic could break halfway.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks queued signatures until the queue is empty.
+    async fn drain(self: Arc<Self>) {
+        let mut slot = DrainerSlot {
+            verifier: &self,
+            held: true,
+        };
+        tokio::task::yield_now().await;
+        loop {
+            let batch: Vec<Check> = {
+                let mut queue = self.lock();
+                if queue.checks.is_empty() {
+                    // Released under the lock, so a check queued after this
+                    // sees no drainer and starts one.
+                    queue.drainers -= 1;
+                    slot.held = false;
+                    return;
+                }
+                let take = queue.checks.len().min(MAX_BATCH);
+                queue.checks.drain(..take).collect()
+            };
+            let answers = check_all(&batch);
+            for (check, valid) in batch.into_iter().zip(answers) {
+                // The request may have gone; nothing to tell it then.
+                let _ = check.answer.send(valid);
+            }
+        }
+    }
+}
+
+/// Gives the drainer's place back if its task ends early (a panic, the
+/// runtime shutting down), so later checks start a new one, and refuses the
+/// checks still queued rather than leave them waiting for nobody.
+struct DrainerSlot<'a> {
+    verifier: &'a BatchVerifier,
+    held: bool,
+}
+
+impl Drop for DrainerSlot<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let mut queue = self.verifier.lock();
+            queue.drainers -= 1;
+            queue.checks.clear();
+        }
+    }
+}
+
+/// One answer per check: all at once when they are all good, else one by one.
+fn check_all(batch: &[Check]) -> Vec<bool> {
+    if batch.len() > 1 {
+        let messages: Vec<&[u8]> = batch.iter().map(|c| c.message.as_slice()).collect();
+        let signatures: Vec<Signature> = batch.iter().map(|c| c.signature).collect();
+        let keys: Vec<VerifyingKey> = batch.iter().map(|c| c.key).collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            return vec![true; batch.len()];
+        }
+    }
+    batch
+        .iter()
+        .map(|c| c.key.verify(&c.message, &c.signature).is_ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    /// The group order L, little-endian.
+    const ORDER: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn check(
+        key: &SigningKey,
+        message: &[u8],
+        signature: Signature,
+    ) -> (Check, oneshot::Receiver<bool>) {
+        let (answer, answered) = oneshot::channel();
+        let check = Check {
+            message: message.to_vec(),
+            signature,
+            key: key.verifying_key(),
+            answer,
+        };
+        (check, answered)
+    }
+
+    /// The same signature with `s + L` in place of `s`: the same point
+    /// arithmetic, so only the canonical-encoding check refuses it.
+    fn non_canonical(signature: &Signature) -> Signature {
+        let mut bytes = signature.to_bytes();
+        let mut carry = 0u16;
+        for (byte, add) in bytes[32..].iter_mut().zip(ORDER) {
+            let sum = u16::from(*byte) + u16::from(add) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        Signature::from_bytes(&bytes)
+    }
+
+    #[test]
+    fn a_failing_batch_answers_each_check_alone() {
+        let (a, b) = (key(1), key(2));
+        let mut checks = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..12u8 {
+            let message = [b'm', i];
+            let signer = if i % 2 == 0 { &a } else { &b };
+            let mut signature = signer.sign(&message);
+            let valid = match i {
+                3 => {
+                    signature = b.sign(b"another message");
+                    false
+                }
+                7 => {
+                    signature = non_canonical(&signature);
+                    false
+                }
+                // Signed by the other key.
+                10 => {
+                    signature = b.sign(&message);
+                    false
+                }
+                _ => true,
+            };
+            checks.push(check(signer, &message, signature).0);
+            expected.push(valid);
+        }
+        assert_eq!(check_all(&checks), expected);
+        let good: Vec<Check> = checks
+            .into_iter()
+            .zip(&expected)
+            .filter(|(_, valid)| **valid)
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(check_all(&good), vec![true; good.len()]);
+    }
+
+    #[test]
+    fn non_canonical_s_is_refused_in_a_batch_and_alone() {
+        let k = key(3);
+        let signature = k.sign(b"token");
+        assert!(k.verifying_key().verify(b"token", &signature).is_ok());
+        let forged = non_canonical(&signature);
+        assert_eq!(check_all(&[check(&k, b"token", forged).0]), vec![false]);
+        let pair = [check(&k, b"token", forged).0, check(&k, b"token", forged).0];
+        assert_eq!(check_all(&pair), vec![false, false]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_checks_get_their_own_answers() {
+        let verifier = Arc::new(BatchVerifier::new());
+        let (a, b) = (key(4), key(5));
+        let cases: Vec<(Vec<u8>, Signature, VerifyingKey, bool)> = (0..80u8)
+            .map(|i| {
+                let message = vec![b'x', i];
+                let signer = if i % 3 == 0 { &a } else { &b };
+                let signature = signer.sign(&message);
+                if i % 9 == 4 {
+                    (
+                        message,
+                        non_canonical(&signature),
+                        signer.verifying_key(),
+                        false,
+                    )
+                } else if i % 9 == 8 {
+                    (vec![b'y', i], signature, signer.verifying_key(), false)
+                } else {
+                    (message, signature, signer.verifying_key(), true)
+                }
+            })
+            .collect();
+        let answers = futures_util::future::join_all(
+            cases
+                .iter()
+                .map(|(message, signature, key, _)| verifier.verify(message, signature, key)),
+        )
+        .await;
+        let expected: Vec<bool> = cases.iter().map(|c| c.3).collect();
+        assert_eq!(answers, expected);
+        // Every drainer gave its place back.
+        assert_eq!(verifier.lock().drainers, 0);
+        assert!(verifier.lock().checks.is_empty());
+    }
+
+    #[test]
+    fn outside_a_runtime_the_check_runs_inline() {
+        let k = key(6);
+        let verifier = Arc::new(BatchVerifier::new());
+        let signature = k.sign(b"m");
+        let verify = |message: &'static [u8]| {
+            futures_util::FutureExt::now_or_never(verifier.verify(
+                message,
+                &signature,
+                &k.verifying_key(),
+            ))
+        };
+        assert_eq!(verify(b"m"), Some(true));
+        assert_eq!(verify(b"n"), Some(false));
+    }
+}
