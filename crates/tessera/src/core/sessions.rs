@@ -58,6 +58,57 @@ pub struct SessionRecord {
     pub expires_at: OffsetDateTime,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Not stored: the session's user as last read through the user cache,
+    /// so a cached session reaches its user without a second lookup.
+    pub user_memo: UserMemo,
+}
+
+/// A session's user remembered with the user cache's generation at the time
+/// it was read; any change to any cached user bumps the generation, which
+/// makes every memo stale at once (see [`crate::store::UserStore::generation`]).
+///
+/// A mutex rather than an atomic pointer: it sits beside the record's other
+/// fields, so reading it costs no further cache miss, and it is held for a
+/// compare and a reference count only.
+#[derive(Default)]
+pub struct UserMemo(std::sync::Mutex<Option<(u64, Arc<User>)>>);
+
+impl UserMemo {
+    /// The remembered user if nothing changed since `generation`.
+    pub fn get(&self, generation: u64) -> Option<Arc<User>> {
+        let memo = self.0.lock().ok()?;
+        memo.as_ref()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, user)| Arc::clone(user))
+    }
+
+    pub fn set(&self, generation: u64, user: Arc<User>) {
+        if let Ok(mut memo) = self.0.lock() {
+            *memo = Some((generation, user));
+        }
+    }
+}
+
+/// A memo is a shortcut, not data: a record's copy starts empty and records
+/// compare equal whatever they remember.
+impl Clone for UserMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for UserMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for UserMemo {}
+
+impl std::fmt::Debug for UserMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserMemo")
+    }
 }
 
 /// Whether a session may be used now.
@@ -159,6 +210,7 @@ impl Tessera {
             expires_at: now + self.policy.sessions.absolute,
             ip: client.ip.clone(),
             user_agent: client.user_agent.clone(),
+            user_memo: UserMemo::default(),
         };
         self.stores.sessions.insert_session(&record).await?;
         tracing::info!(user_id = %user.id, session = %record.id, "session started");
@@ -231,6 +283,7 @@ impl Tessera {
             expires_at: now + self.policy.sessions.absolute,
             ip: client.ip.clone().or_else(|| old.ip.clone()),
             user_agent: client.user_agent.clone().or_else(|| old.user_agent.clone()),
+            user_memo: UserMemo::default(),
         };
         self.stores.sessions.insert_session(&record).await?;
         Ok(Some(NewSession {
@@ -332,12 +385,22 @@ impl Tessera {
             }
             Liveness::Live { touch: false } => {}
         }
-        let user = self
-            .stores
-            .users
-            .user_by_id(&session.user_id)
-            .await?
-            .ok_or(CoreError::Unauthenticated)?;
+        let generation = self.stores.users.generation();
+        let user = match generation.and_then(|g| session.user_memo.get(g)) {
+            Some(user) => user,
+            None => {
+                let user = self
+                    .stores
+                    .users
+                    .user_by_id(&session.user_id)
+                    .await?
+                    .ok_or(CoreError::Unauthenticated)?;
+                if let Some(g) = generation {
+                    session.user_memo.set(g, Arc::clone(&user));
+                }
+                user
+            }
+        };
         if user.status != UserStatus::Active {
             return Err(CoreError::Unauthenticated);
         }
@@ -473,6 +536,7 @@ mod tests {
             expires_at: now + Duration::days(30),
             ip: None,
             user_agent: None,
+            user_memo: UserMemo::default(),
         }
     }
 

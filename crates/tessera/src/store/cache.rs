@@ -1,7 +1,9 @@
 //! Bounded in-process caches in front of the hot reads.
 //!
 //! A session check is `SHA-256(cookie)` → session → user. Both lookups go
-//! through these wrappers, so the common case touches no database. They evict
+//! through these wrappers, so the common case touches no database; a cached
+//! session also remembers its user (`SessionRecord::user_memo`) until the
+//! user cache's generation moves, which saves the second lookup. They evict
 //! on their own writes, and as [`ChangeListener`]s they also apply the change
 //! log, which covers writes made by other processes and closes the small race
 //! where a read that started before a delete re-inserts a stale entry.
@@ -9,6 +11,7 @@
 //! gets against its own clock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use quick_cache::sync::Cache;
@@ -141,6 +144,8 @@ impl ChangeListener for CachingSessionStore {
 pub struct CachingUserStore {
     inner: Arc<dyn UserStore>,
     cache: Cache<String, Arc<User>>,
+    /// Bumped after every invalidation (see [`UserStore::generation`]).
+    generation: AtomicU64,
 }
 
 impl CachingUserStore {
@@ -148,12 +153,27 @@ impl CachingUserStore {
         Self {
             inner,
             cache: Cache::new(capacity.max(1)),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Drops a changed user. The generation moves before the removal (so a
+    /// read that started before the change and fills the cache afterwards
+    /// sees it moved and takes its entry back out) and after it (so a memo
+    /// taken at the old generation can never outlive the removal).
+    fn forget(&self, id: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.cache.remove(id);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 #[async_trait]
 impl UserStore for CachingUserStore {
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::Acquire))
+    }
+
     async fn insert_user(
         &self,
         user: &User,
@@ -167,9 +187,14 @@ impl UserStore for CachingUserStore {
         if let Some(hit) = self.cache.get(id) {
             return Ok(Some(hit));
         }
+        let before = self.generation.load(Ordering::Acquire);
         let found = self.inner.user_by_id(id).await?;
         if let Some(u) = &found {
             self.cache.insert(id.to_owned(), Arc::clone(u));
+            // A change landed while we read: what we read may predate it.
+            if self.generation.load(Ordering::Acquire) != before {
+                self.cache.remove(id);
+            }
         }
         Ok(found)
     }
@@ -197,7 +222,7 @@ impl UserStore for CachingUserStore {
 
     async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
         let changed = self.inner.set_roles(id, roles, at).await;
-        self.cache.remove(id);
+        self.forget(id);
         changed
     }
 
@@ -208,7 +233,7 @@ impl UserStore for CachingUserStore {
         at: OffsetDateTime,
     ) -> StoreResult<bool> {
         let changed = self.inner.set_status(id, status, at).await;
-        self.cache.remove(id);
+        self.forget(id);
         changed
     }
 }
@@ -216,11 +241,144 @@ impl UserStore for CachingUserStore {
 impl ChangeListener for CachingUserStore {
     fn on_change(&self, change: &Change) {
         if let Change::UserChanged { user_id } = change {
-            self.cache.remove(user_id);
+            self.forget(user_id);
         }
     }
 
     fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.cache.clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::store::StoreError;
+
+    /// One user in memory whose reads can be held halfway, to interleave a
+    /// change with a read that started before it.
+    #[derive(Default)]
+    struct SlowUsers {
+        user: Mutex<Option<User>>,
+        hold_reads: std::sync::atomic::AtomicBool,
+        read_started: Notify,
+        release_read: Notify,
+    }
+
+    #[async_trait]
+    impl UserStore for SlowUsers {
+        async fn insert_user(&self, user: &User, _: &str, _: &str) -> StoreResult<()> {
+            *self.user.lock().unwrap() = Some(user.clone());
+            Ok(())
+        }
+
+        async fn user_by_id(&self, _: &str) -> StoreResult<Option<Arc<User>>> {
+            let read = self.user.lock().unwrap().clone().map(Arc::new);
+            if self.hold_reads.swap(false, Ordering::SeqCst) {
+                self.read_started.notify_one();
+                self.release_read.notified().await;
+            }
+            Ok(read)
+        }
+
+        async fn credentials_by_email(&self, _: &str) -> StoreResult<Option<(User, String)>> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
+        async fn list_users(&self, _: &UserQuery) -> StoreResult<Vec<User>> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
+        async fn password_hash(&self, _: &str) -> StoreResult<Option<String>> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
+        async fn set_password_hash(
+            &self,
+            _: &str,
+            _: &str,
+            _: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
+        async fn set_roles(
+            &self,
+            _: &str,
+            roles: &[String],
+            _: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            let mut user = self.user.lock().unwrap();
+            let Some(user) = user.as_mut() else {
+                return Ok(false);
+            };
+            user.roles = roles.to_vec();
+            Ok(true)
+        }
+
+        async fn set_status(&self, _: &str, _: UserStatus, _: OffsetDateTime) -> StoreResult<bool> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+    }
+
+    fn user() -> User {
+        User {
+            id: "usr_a".into(),
+            email: "a@example.com".into(),
+            roles: vec![],
+            status: UserStatus::Active,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_started_before_a_change_does_not_cache_the_old_user() {
+        let inner = Arc::new(SlowUsers::default());
+        inner.insert_user(&user(), "", "").await.unwrap();
+        let users = Arc::new(CachingUserStore::new(inner.clone(), 10));
+        inner.hold_reads.store(true, Ordering::SeqCst);
+        let slow_read = tokio::spawn({
+            let users = Arc::clone(&users);
+            async move { users.user_by_id("usr_a").await }
+        });
+        inner.read_started.notified().await;
+        let before = users.generation();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        assert!(
+            users
+                .set_roles("usr_a", &["admin".into()], now)
+                .await
+                .unwrap()
+        );
+        assert_ne!(users.generation(), before, "a change moves the generation");
+        inner.release_read.notify_one();
+        let old = slow_read.await.unwrap().unwrap().unwrap();
+        assert!(old.roles.is_empty(), "the held read saw the old roles");
+        let next = users.user_by_id("usr_a").await.unwrap().unwrap();
+        assert_eq!(next.roles, vec!["admin".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn the_generation_moves_on_every_invalidation_only() {
+        let inner = Arc::new(SlowUsers::default());
+        inner.insert_user(&user(), "", "").await.unwrap();
+        let users = CachingUserStore::new(inner, 10);
+        let start = users.generation().unwrap();
+        users.user_by_id("usr_a").await.unwrap();
+        users.user_by_id("usr_a").await.unwrap();
+        assert_eq!(users.generation(), Some(start), "reads leave it alone");
+        users.on_change(&Change::UserChanged {
+            user_id: "usr_a".into(),
+        });
+        let after_event = users.generation().unwrap();
+        assert!(after_event > start);
+        users.forget_all();
+        assert!(users.generation().unwrap() > after_event);
     }
 }

@@ -66,6 +66,13 @@ pub trait UserStore: Send + Sync {
         password_hash: &str,
     ) -> StoreResult<()>;
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<Arc<User>>>;
+    /// For a caching store: a number that moves whenever a cached user
+    /// changes (before and after the entry is dropped), so a user read at
+    /// one generation may be reused while the generation stays the same.
+    /// `None`: no such guarantee, read the user every time.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
     /// The user and their password hash, by case-folded email.
     async fn credentials_by_email(&self, email_key: &str) -> StoreResult<Option<(User, String)>>;
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Vec<User>>;

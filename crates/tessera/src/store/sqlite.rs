@@ -132,6 +132,7 @@ pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
         expires_at: from_millis(row.try_get("expires_at").map_err(backend)?),
         ip: row.try_get("ip").map_err(backend)?,
         user_agent: row.try_get("user_agent").map_err(backend)?,
+        user_memo: Default::default(),
     })
 }
 
