@@ -63,6 +63,8 @@ async fn metrics_cover_requests_logins_verifications_tokens_and_limits() {
     let bearer = format!("Bearer {}", pair["access_token"].as_str().unwrap());
     t.send(Req::get("/v1/verify").header("authorization", &bearer))
         .await;
+    t.send(Req::get("/v1/verify").header("authorization", "Bearer not.a.token"))
+        .await;
     t.send(Req::post("/v1/token").form(&[("grant_type", "refresh_token"), ("refresh_token", rt)]))
         .await;
     t.send(Req::post("/v1/token").form(&[("grant_type", "refresh_token"), ("refresh_token", rt)]))
@@ -139,6 +141,8 @@ async fn metrics_cover_requests_logins_verifications_tokens_and_limits() {
     assert_eq!(v("session", "ok"), 3.0);
     assert_eq!(v("none", "unauthenticated"), 1.0);
     assert_eq!(v("session", "forbidden"), 1.0);
+    assert_eq!(v("jwt", "ok"), 1.0);
+    assert_eq!(v("jwt", "unauthenticated"), 1.0);
     assert_eq!(v("jwt", "ok"), 1.0);
     assert_eq!(
         sample(

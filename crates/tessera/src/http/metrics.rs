@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::cookies::read_cookie;
+use crate::config::BrowserMode;
 
 /// Prometheus text exposition format 0.0.4.
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -21,10 +22,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Which credential a request presented, for the verification counters.
+///
+/// The one that decides, as [`super::caller::Caller`] picks it: an
+/// `Authorization` header, else the access-token cookie when browsers are on
+/// tokens, else the session cookie.
 pub(super) fn credential_kind(headers: &HeaderMap, state: &AppState) -> &'static str {
-    if headers.contains_key(header::AUTHORIZATION)
-        || read_cookie(headers, state.settings.access_cookie_name()).is_some()
-    {
+    let access_cookie = || {
+        state.settings.browser_mode == BrowserMode::JwtCookie
+            && read_cookie(headers, state.settings.access_cookie_name()).is_some()
+    };
+    if headers.contains_key(header::AUTHORIZATION) || access_cookie() {
         "jwt"
     } else if read_cookie(headers, state.settings.session_cookie_name()).is_some() {
         "session"

@@ -49,14 +49,29 @@ pub(super) struct Arrival {
 
 impl Arrival {
     pub(super) fn of<B>(req: &axum::http::Request<B>, route: &str, state: &AppState) -> Self {
+        let mut seen = Self::unlabelled(req);
+        if matches!(route, "/v1/verify" | "/v1/me") {
+            seen.verification = Some(super::metrics::credential_kind(req.headers(), state));
+        }
+        seen
+    }
+
+    /// An arrival whose credential kind the caller sets once it knows it
+    /// (with [`Arrival::verified_with`]), instead of reading it from the
+    /// headers up front.
+    pub(super) fn unlabelled<B>(req: &axum::http::Request<B>) -> Self {
         Self {
             started: Instant::now(),
             method: req.method().clone(),
-            verification: matches!(route, "/v1/verify" | "/v1/me")
-                .then(|| super::metrics::credential_kind(req.headers(), state)),
+            verification: None,
             logged_path: tracing::enabled!(tracing::Level::DEBUG)
                 .then(|| req.uri().path().to_owned()),
         }
+    }
+
+    /// Counts the request as a verification with this kind of credential.
+    pub(super) fn verified_with(&mut self, kind: &'static str) {
+        self.verification = Some(kind);
     }
 
     /// The contract's error shape and response headers, then metrics and

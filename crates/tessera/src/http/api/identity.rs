@@ -15,6 +15,7 @@ use crate::core::time::serde_rfc3339;
 use crate::http::AppState;
 use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::metrics::credential_kind;
 use crate::http::middleware::{Arrival, panic_response, refuse_oversized};
 use crate::http::openapi as doc;
 
@@ -138,25 +139,36 @@ fn verify_answer(caller: &Caller, query: &VerifyQuery) -> ApiResult<Response> {
 /// routing plus the middleware stack cost a quarter to a third of its CPU
 /// time (bench/README.md).
 pub async fn verify_direct<B: http_body::Body>(state: AppState, req: Request<B>) -> Response {
-    let seen = Arrival::of(&req, VERIFY_ROUTE, &state);
+    // The credential kind for the metrics comes from the check itself when
+    // it passed, so a session check reads its cookie once.
+    let mut seen = Arrival::unlabelled(&req);
     let response = match refuse_oversized(&req) {
-        Some(refused) => refused,
+        Some(refused) => {
+            seen.verified_with(credential_kind(req.headers(), &state));
+            refused
+        }
         None => {
             let (mut parts, _body) = req.into_parts();
             let answer = AssertUnwindSafe(verify_parts(&mut parts, &state)).catch_unwind();
-            answer.await.unwrap_or_else(panic_response)
+            let (response, kind) = answer
+                .await
+                .unwrap_or_else(|panic| (panic_response(panic), None));
+            seen.verified_with(kind.unwrap_or_else(|| credential_kind(&parts.headers, &state)));
+            response
         }
     };
     seen.depart(&state, VERIFY_ROUTE, response)
 }
 
-async fn verify_parts(parts: &mut Parts, state: &AppState) -> Response {
+/// The answer, and the kind of credential when the caller was authenticated.
+async fn verify_parts(parts: &mut Parts, state: &AppState) -> (Response, Option<&'static str>) {
     let caller = match Caller::from_request_parts(parts, state).await {
         Ok(caller) => caller,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return (refused.into_response(), None),
     };
-    match Query::<VerifyQuery>::try_from_uri(&parts.uri) {
+    let response = match Query::<VerifyQuery>::try_from_uri(&parts.uri) {
         Ok(Query(query)) => verify_answer(&caller, &query).into_response(),
         Err(rejection) => rejection.into_response(),
-    }
+    };
+    (response, Some(caller.method()))
 }
