@@ -17,7 +17,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::oneshot;
 
 use super::accounts::Password;
-use super::argon2_kept::KeptMemoryArgon2;
+use super::argon2_kept::{KeptMemoryArgon2, wipe_kept_memory};
 use super::error::{CoreError, CoreResult};
 
 /// argon2id cost parameters.
@@ -84,10 +84,22 @@ impl HashPool {
                 .name(format!("tessera-hash-{n}"))
                 .spawn(move || {
                     loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = match receiver.lock() {
-                            Ok(rx) => rx.recv(),
+                        // The lock is held only while taking the next job.
+                        let waiting = match receiver.lock() {
+                            Ok(rx) => rx.try_recv(),
                             Err(_) => return,
+                        };
+                        let job = match waiting {
+                            Ok(job) => Ok(job),
+                            Err(mpsc::TryRecvError::Disconnected) => return,
+                            Err(mpsc::TryRecvError::Empty) => {
+                                // Idle: leave no password-derived blocks behind.
+                                wipe_kept_memory();
+                                match receiver.lock() {
+                                    Ok(rx) => rx.recv(),
+                                    Err(_) => return,
+                                }
+                            }
                         };
                         match job {
                             Ok(job) => job(),
@@ -270,5 +282,40 @@ mod tests {
         }
         assert_eq!(pool.depth(), 0);
         pool.run(|| ()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_thread_wipes_its_argon2_memory_before_it_waits() {
+        let pool = HashPool::new(PoolSize {
+            threads: 1,
+            queue: 4,
+        })
+        .unwrap();
+        let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+        let hashed = pool
+            .run(move || {
+                let kept = KeptMemoryArgon2::new(params);
+                argon2::password_hash::PasswordHasher::hash_password(&kept, b"pw").is_ok()
+                    && !super::super::argon2_kept::tests::kept_memory_is_clean()
+            })
+            .await
+            .unwrap();
+        assert!(
+            hashed,
+            "the hash left its blocks until the thread went idle"
+        );
+        // The thread wipes once it finds the queue empty; a probe queued
+        // right after the hash may still get in first, so ask again.
+        for _ in 0..100 {
+            if pool
+                .run(super::super::argon2_kept::tests::kept_memory_is_clean)
+                .await
+                .unwrap()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the idle hashing thread kept a hash's blocks");
     }
 }
