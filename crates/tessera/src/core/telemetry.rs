@@ -28,9 +28,13 @@ pub struct Telemetry {
     handle: PrometheusHandle,
     /// Handles resolved once per label set: the recorder's own lookup builds
     /// and hashes the whole key on every call, which the hot path notices.
-    counters: RwLock<HashMap<CounterKey, Counter>>,
-    latency: RwLock<HashMap<Box<str>, Vec<RouteHistogram>>>,
+    /// The keys are our own route templates and static labels, so a fast
+    /// hash needs no defence against chosen keys.
+    counters: RwLock<HashMap<CounterKey, Counter, FastHash>>,
+    latency: RwLock<HashMap<Box<str>, Vec<RouteHistogram>, FastHash>>,
 }
+
+type FastHash = foldhash::fast::RandomState;
 
 /// A route's latency histogram for one method and status class (an index
 /// into [`STATUS_CLASSES`]).

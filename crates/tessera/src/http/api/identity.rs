@@ -120,7 +120,8 @@ fn verify_answer(caller: &Caller, query: &VerifyQuery) -> ApiResult<Response> {
             "the role {role:?} is required"
         )));
     }
-    let mut headers = HeaderMap::with_capacity(3);
+    // Room for the contract's two response headers added on the way out.
+    let mut headers = HeaderMap::with_capacity(5);
     let id = HeaderValue::from_str(caller.user_id()).map_err(|_| ApiError::internal())?;
     let roles =
         HeaderValue::from_str(&caller.roles().join(",")).map_err(|_| ApiError::internal())?;
