@@ -9,7 +9,9 @@
 //! worker queues its check too, then checks what is queued in batches of up to
 //! [`MAX_BATCH`]. With one check queued it checks that one alone; when a
 //! batch fails, each of its signatures is checked alone, so one bad token
-//! never refuses a good one (it only costs the batch).
+//! never refuses a good one. A failed batch is wasted work, so after one the
+//! checks go one by one until a whole round of them passes: a flood of
+//! forged tokens costs what it cost without batching, not half as much again.
 //!
 //! A batch accepts exactly the signatures the cofactored equation
 //! `[8][s]B = [8]R + [8][k]A` accepts, a single check the cofactorless one
@@ -20,6 +22,7 @@
 //! Failure is refusal: a check whose answer is lost (its drain task gone with
 //! the runtime) is a bad signature.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
@@ -36,6 +39,9 @@ const SPLIT_AT: usize = 16;
 /// The queue of signature checks and the tasks draining it.
 pub struct BatchVerifier {
     queue: Mutex<Queue>,
+    /// Set by a failed batch, cleared by a round of single checks that all
+    /// passed: while set, checks are not batched.
+    distrust: AtomicBool,
 }
 
 #[derive(Default)]
@@ -61,6 +67,7 @@ impl BatchVerifier {
     pub fn new() -> Self {
         Self {
             queue: Mutex::new(Queue::default()),
+            distrust: AtomicBool::new(false),
         }
     }
 
@@ -122,7 +129,7 @@ impl BatchVerifier {
                 let take = queue.checks.len().min(MAX_BATCH);
                 queue.checks.drain(..take).collect()
             };
-            let answers = check_all(&batch);
+            let answers = check_all(&batch, &self.distrust);
             for (check, valid) in batch.into_iter().zip(answers) {
                 // The request may have gone; nothing to tell it then.
                 let _ = check.answer.send(valid);
@@ -149,20 +156,26 @@ impl Drop for DrainerSlot<'_> {
     }
 }
 
-/// One answer per check: all at once when they are all good, else one by one.
-fn check_all(batch: &[Check]) -> Vec<bool> {
-    if batch.len() > 1 {
+/// One answer per check: all at once when they are all good, else one by
+/// one (at once one by one while `distrust` is set; see the module docs).
+fn check_all(batch: &[Check], distrust: &AtomicBool) -> Vec<bool> {
+    if batch.len() > 1 && !distrust.load(Ordering::Relaxed) {
         let messages: Vec<&[u8]> = batch.iter().map(|c| c.message.as_slice()).collect();
         let signatures: Vec<Signature> = batch.iter().map(|c| c.signature).collect();
         let keys: Vec<VerifyingKey> = batch.iter().map(|c| c.key).collect();
         if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
             return vec![true; batch.len()];
         }
+        distrust.store(true, Ordering::Relaxed);
     }
-    batch
+    let answers: Vec<bool> = batch
         .iter()
         .map(|c| c.key.verify(&c.message, &c.signature).is_ok())
-        .collect()
+        .collect();
+    if answers.iter().all(|valid| *valid) {
+        distrust.store(false, Ordering::Relaxed);
+    }
+    answers
 }
 
 #[cfg(test)]
@@ -236,14 +249,39 @@ mod tests {
             checks.push(check(signer, &message, signature).0);
             expected.push(valid);
         }
-        assert_eq!(check_all(&checks), expected);
+        assert_eq!(check_all(&checks, &AtomicBool::new(false)), expected);
         let good: Vec<Check> = checks
             .into_iter()
             .zip(&expected)
             .filter(|(_, valid)| **valid)
             .map(|(c, _)| c)
             .collect();
-        assert_eq!(check_all(&good), vec![true; good.len()]);
+        assert_eq!(
+            check_all(&good, &AtomicBool::new(false)),
+            vec![true; good.len()]
+        );
+    }
+
+    #[test]
+    fn after_a_failed_batch_checks_go_one_by_one_until_a_round_passes() {
+        let k = key(7);
+        let good = |m: u8| check(&k, &[m], k.sign(&[m])).0;
+        let bad = |m: u8| check(&k, &[m], k.sign(b"something else")).0;
+        let distrust = AtomicBool::new(false);
+        assert_eq!(check_all(&[good(1), good(2)], &distrust), [true, true]);
+        assert!(!distrust.load(Ordering::Relaxed));
+        assert_eq!(check_all(&[good(1), bad(2)], &distrust), [true, false]);
+        assert!(distrust.load(Ordering::Relaxed), "a failed batch");
+        assert_eq!(check_all(&[bad(3), good(4)], &distrust), [false, true]);
+        assert!(
+            distrust.load(Ordering::Relaxed),
+            "still forged tokens about"
+        );
+        assert_eq!(check_all(&[good(5), good(6)], &distrust), [true, true]);
+        assert!(
+            !distrust.load(Ordering::Relaxed),
+            "a clean round restores batching"
+        );
     }
 
     #[test]
@@ -252,9 +290,15 @@ mod tests {
         let signature = k.sign(b"token");
         assert!(k.verifying_key().verify(b"token", &signature).is_ok());
         let forged = non_canonical(&signature);
-        assert_eq!(check_all(&[check(&k, b"token", forged).0]), vec![false]);
+        assert_eq!(
+            check_all(&[check(&k, b"token", forged).0], &AtomicBool::new(false)),
+            vec![false]
+        );
         let pair = [check(&k, b"token", forged).0, check(&k, b"token", forged).0];
-        assert_eq!(check_all(&pair), vec![false, false]);
+        assert_eq!(
+            check_all(&pair, &AtomicBool::new(false)),
+            vec![false, false]
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
