@@ -68,6 +68,16 @@ pub struct PoolSize {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Wipes a hashing thread's kept argon2 memory however the thread ends (the
+/// pool dropped right after a hash, or a panic).
+struct WipeOnExit;
+
+impl Drop for WipeOnExit {
+    fn drop(&mut self) {
+        wipe_kept_memory();
+    }
+}
+
 /// A fixed set of threads with a bounded queue.
 pub struct HashPool {
     sender: mpsc::SyncSender<Job>,
@@ -83,6 +93,7 @@ impl HashPool {
             std::thread::Builder::new()
                 .name(format!("tessera-hash-{n}"))
                 .spawn(move || {
+                    let _wipe = WipeOnExit;
                     loop {
                         // The lock is held only while taking the next job.
                         let waiting = match receiver.lock() {
