@@ -13,7 +13,7 @@
 //! guesses more cheaply. Between hashes of a busy pool it is not wiped: the
 //! next hash overwrites every block in its first pass, so a hash's blocks
 //! outlive it by at most half a hash, while the hash being computed is in
-//! memory anyway; wiping after every hash cost 2.5 ms (7 % of a login).
+//! memory anyway; wiping after every hash cost 2.5 ms (7% of a login).
 //!
 //! Hashes with other parameters (stored under older settings) use a
 //! temporary buffer, so a stored hash can never make a thread keep more

@@ -157,7 +157,8 @@ impl Drop for DrainerSlot<'_> {
 }
 
 /// One answer per check: all at once when they are all good, else one by
-/// one (at once one by one while `distrust` is set; see the module docs).
+/// one (and straight away one by one while `distrust` is set; see the
+/// module docs).
 fn check_all(batch: &[Check], distrust: &AtomicBool) -> Vec<bool> {
     if batch.len() > 1 && !distrust.load(Ordering::Relaxed) {
         let messages: Vec<&[u8]> = batch.iter().map(|c| c.message.as_slice()).collect();
