@@ -78,6 +78,23 @@ impl Drop for WipeOnExit {
     }
 }
 
+/// The next job for a hashing thread, waiting for one if need be; `None`
+/// once the pool is gone. The lock is held only while taking a job.
+fn next_job(receiver: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
+    // Bound first: a guard in the match scrutinee would live through the
+    // arms and deadlock the second lock below.
+    let waiting = receiver.lock().ok()?.try_recv();
+    match waiting {
+        Ok(job) => Some(job),
+        Err(mpsc::TryRecvError::Disconnected) => None,
+        Err(mpsc::TryRecvError::Empty) => {
+            // Idle: leave no password-derived blocks behind.
+            wipe_kept_memory();
+            receiver.lock().ok()?.recv().ok()
+        }
+    }
+}
+
 /// A fixed set of threads with a bounded queue.
 pub struct HashPool {
     sender: mpsc::SyncSender<Job>,
@@ -94,28 +111,8 @@ impl HashPool {
                 .name(format!("tessera-hash-{n}"))
                 .spawn(move || {
                     let _wipe = WipeOnExit;
-                    loop {
-                        // The lock is held only while taking the next job.
-                        let waiting = match receiver.lock() {
-                            Ok(rx) => rx.try_recv(),
-                            Err(_) => return,
-                        };
-                        let job = match waiting {
-                            Ok(job) => Ok(job),
-                            Err(mpsc::TryRecvError::Disconnected) => return,
-                            Err(mpsc::TryRecvError::Empty) => {
-                                // Idle: leave no password-derived blocks behind.
-                                wipe_kept_memory();
-                                match receiver.lock() {
-                                    Ok(rx) => rx.recv(),
-                                    Err(_) => return,
-                                }
-                            }
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return, // pool dropped
-                        }
+                    while let Some(job) = next_job(&receiver) {
+                        job();
                     }
                 })?;
         }
@@ -297,6 +294,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_thread_wipes_its_argon2_memory_before_it_waits() {
+        use crate::core::argon2_kept::tests::kept_memory_is_clean;
+
         let pool = HashPool::new(PoolSize {
             threads: 1,
             queue: 4,
@@ -307,7 +306,7 @@ mod tests {
             .run(move || {
                 let kept = KeptMemoryArgon2::new(params);
                 argon2::password_hash::PasswordHasher::hash_password(&kept, b"pw").is_ok()
-                    && !super::super::argon2_kept::tests::kept_memory_is_clean()
+                    && !kept_memory_is_clean()
             })
             .await
             .unwrap();
@@ -318,11 +317,7 @@ mod tests {
         // The thread wipes once it finds the queue empty; a probe queued
         // right after the hash may still get in first, so ask again.
         for _ in 0..100 {
-            if pool
-                .run(super::super::argon2_kept::tests::kept_memory_is_clean)
-                .await
-                .unwrap()
-            {
+            if pool.run(kept_memory_is_clean).await.unwrap() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
