@@ -109,7 +109,29 @@ async fn every_algorithm_round_trips_with_the_contract_claims_only() {
             assert_eq!(keys[0]["use"], "sig");
             assert!(keys[0].get("d").is_none() && keys[0].get("p").is_none());
         }
+        assert_independent_check_passes(alg, token, &keys);
     }
+}
+
+/// Our tokens are signed by our own JWS code; jsonwebtoken (an independent
+/// implementation) must accept them with the published key.
+fn assert_independent_check_passes(alg: &str, token: &str, keys: &[serde_json::Value]) {
+    let algorithm: jsonwebtoken::Algorithm = alg.parse().unwrap();
+    let key = match keys.first() {
+        Some(jwk) => {
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+            jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap()
+        }
+        None => jsonwebtoken::DecodingKey::from_secret(b"a-test-secret-that-is-32-bytes-or-more"),
+    };
+    let mut validation = jsonwebtoken::Validation::new(algorithm);
+    validation.set_issuer(&["http://localhost:8080"]);
+    validation.set_audience(&["http://localhost:8080"]);
+    let checked = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation);
+    assert!(checked.is_ok(), "{alg}: {checked:?}");
+    let mut tampered = token.to_owned();
+    tampered.insert_str(token.find('.').unwrap() + 1, "eyJ4IjoxfQ");
+    assert!(jsonwebtoken::decode::<serde_json::Value>(&tampered, &key, &validation).is_err());
 }
 
 #[tokio::test]

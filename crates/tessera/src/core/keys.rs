@@ -11,21 +11,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair,
-    RsaPublicKeyComponents,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    RsaKeyPair, RsaPublicKeyComponents,
 };
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::error::{CoreError, CoreResult};
 use super::secret::{SecretHash, random_id};
+use super::tokens::ACCESS_TOKEN_TYP;
 
 /// The algorithms Tessera signs with. Exactly one is configured, and only it
 /// is accepted.
@@ -202,23 +204,63 @@ pub fn generate(alg: TokenAlg, now: OffsetDateTime) -> CoreResult<StoredKey> {
     })
 }
 
-fn encoding_key(key: &StoredKey) -> CoreResult<EncodingKey> {
-    let der = key
-        .private_pkcs8
-        .as_ref()
-        .ok_or_else(|| crypto_failure("active key has no private half"))?;
-    Ok(match key.alg {
-        TokenAlg::EdDSA => EncodingKey::from_ed_der(der),
-        TokenAlg::ES256 => EncodingKey::from_ec_der(der),
-        TokenAlg::RS256 => {
-            let pem = Zeroizing::new(format!(
-                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-                STANDARD.encode(der.as_slice())
-            ));
-            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| crypto_failure("rsa pem"))?
-        }
-        TokenAlg::HS256 => return Err(crypto_failure("HS256 key in the store")),
-    })
+/// A private key parsed once, when the ring is built: parsing a PKCS#8
+/// document per token (what `jsonwebtoken::encode` does) costs as much as the
+/// signature itself for Ed25519 (the public half is recomputed) and far more
+/// for RSA.
+pub enum Signer {
+    Ed25519(Ed25519KeyPair),
+    Es256(EcdsaKeyPair),
+    Rs256(RsaKeyPair),
+    Hs256(Box<hmac::Key>),
+}
+
+impl Signer {
+    fn from_stored(key: &StoredKey) -> CoreResult<Self> {
+        let der = key
+            .private_pkcs8
+            .as_ref()
+            .ok_or_else(|| crypto_failure("active key has no private half"))?;
+        Ok(match key.alg {
+            TokenAlg::EdDSA => Self::Ed25519(
+                Ed25519KeyPair::from_pkcs8(der).map_err(|_| crypto_failure("ed25519 pkcs8"))?,
+            ),
+            TokenAlg::ES256 => Self::Es256(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map_err(|_| crypto_failure("p256 pkcs8"))?,
+            ),
+            TokenAlg::RS256 => {
+                Self::Rs256(RsaKeyPair::from_pkcs8(der).map_err(|_| crypto_failure("rsa pkcs8"))?)
+            }
+            TokenAlg::HS256 => return Err(crypto_failure("HS256 key in the store")),
+        })
+    }
+
+    /// The JWS signature of `message` (the `header.claims` signing input), in
+    /// the form RFC 7518 puts in a token: raw for EdDSA and HMAC, `r || s` for
+    /// ES256, PKCS#1 v1.5 for RS256.
+    pub fn sign(&self, message: &[u8]) -> CoreResult<Vec<u8>> {
+        Ok(match self {
+            Self::Ed25519(pair) => pair.sign(message).as_ref().to_vec(),
+            Self::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map_err(|_| crypto_failure("p256 sign"))?
+                .as_ref()
+                .to_vec(),
+            Self::Rs256(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map_err(|_| crypto_failure("rsa sign"))?;
+                signature
+            }
+            Self::Hs256(key) => hmac::sign(key, message).as_ref().to_vec(),
+        })
+    }
 }
 
 fn decoding_key(key: &StoredKey) -> CoreResult<DecodingKey> {
@@ -258,7 +300,21 @@ fn ed25519_key(key: &StoredKey) -> CoreResult<Option<ed25519_dalek::VerifyingKey
 /// The key that signs new tokens.
 pub struct SigningKey {
     pub kid: String,
-    pub encoding: EncodingKey,
+    pub signer: Signer,
+    /// The base64url JOSE header of every token it signs (`alg`, `typ`,
+    /// `kid`), built once.
+    pub header: String,
+}
+
+impl SigningKey {
+    fn new(kid: String, alg: TokenAlg, signer: Signer) -> Self {
+        let header = json!({"typ": ACCESS_TOKEN_TYP, "alg": alg.as_str(), "kid": kid});
+        Self {
+            header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            kid,
+            signer,
+        }
+    }
 }
 
 /// A key tokens may be verified with, until `retire_at`.
@@ -305,10 +361,11 @@ impl KeyRing {
         );
         Self {
             alg: TokenAlg::HS256,
-            signing: Some(SigningKey {
+            signing: Some(SigningKey::new(
                 kid,
-                encoding: EncodingKey::from_secret(secret),
-            }),
+                TokenAlg::HS256,
+                Signer::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
+            )),
             verifying,
         }
     }
@@ -342,10 +399,11 @@ impl KeyRing {
                 }),
             );
             if status == KeyStatus::Active {
-                ring.signing = Some(SigningKey {
-                    kid: key.kid.clone(),
-                    encoding: encoding_key(key)?,
-                });
+                ring.signing = Some(SigningKey::new(
+                    key.kid.clone(),
+                    key.alg,
+                    Signer::from_stored(key)?,
+                ));
             }
         }
         Ok(ring)
