@@ -59,7 +59,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Statement journals (a multi-row write's undo, see sqlite_batch)
+            // stay in memory instead of spilling to a temporary file.
+            .pragma("temp_store", "memory");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))

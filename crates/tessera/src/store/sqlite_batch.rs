@@ -13,6 +13,7 @@
 //! and the second sees the first's write (reuse). If the transaction fails,
 //! every caller in it gets the error (fail closed).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use sqlx::{Row, Sqlite, SqlitePool, Transaction, query};
@@ -20,10 +21,10 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::{SESSION_COLUMNS, backend, session_from_row};
-use super::sqlite_tokens::{TOKEN_AND_FAMILY, family_from_row};
+use super::sqlite_tokens::{TOKEN_AND_FAMILY_FROM, family_from_row};
 use super::{StoreError, StoreResult};
 use crate::core::audit::AuditEvent;
-use crate::core::refresh::Rotation;
+use crate::core::refresh::{RefreshFamily, Rotation};
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::to_millis;
@@ -187,61 +188,243 @@ async fn apply_batches(write: SqlitePool, mut queue: mpsc::Receiver<Job>) {
 }
 
 /// Applies `batch` in one transaction; either all of it commits or none.
+///
+/// The outcome of every job is what applying the jobs one after the other
+/// gives, but the common writes are made in a handful of statements for the
+/// whole batch (each statement is a round trip to SQLite's thread): one read
+/// of every presented refresh token, then [`Pending`] rows written together.
+/// What one job changes that a later job in the batch reads (a token spent,
+/// a family revoked) is tracked here; the rare write that other rows depend
+/// on (a reuse revoking its family) flushes what is pending first.
 async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
     // BEGIN IMMEDIATE takes SQLite's write lock up front: the reads, checks
     // and writes below happen with no other writer in between, in this
     // process or any other.
     let mut tx = write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
+    let presented = presented_tokens(&mut tx, batch).await?;
+    let mut spent: HashSet<SecretHash> = HashSet::new();
+    let mut revoked: HashSet<&str> = HashSet::new();
+    let mut pending = Pending::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
         outcomes.push(match job {
             Job::Rotate {
-                presented,
+                presented: hash,
                 next_hash,
                 next_expires_at,
                 now,
                 audit,
                 ..
             } => {
-                let rotation =
-                    rotate_one(&mut tx, presented, next_hash, *next_expires_at, *now).await?;
-                if let Rotation::Rotated(family) = &rotation {
-                    let mut event = (**audit).clone();
-                    event.user_id = Some(family.user_id.clone());
-                    if let Some(detail) = event.detail.as_object_mut() {
-                        detail.insert("family".into(), family.id.clone().into());
+                let now_ms = to_millis(*now);
+                let rotation = match presented.get(hash) {
+                    None => Rotation::Invalid,
+                    Some(token)
+                        if token.family.revoked_at.is_some()
+                            || revoked.contains(token.family.id.as_str()) =>
+                    {
+                        Rotation::Invalid
                     }
-                    record_one(&mut tx, &event).await?;
-                }
+                    Some(token) if token.used || spent.contains(hash) => {
+                        pending.flush(&mut tx).await?;
+                        revoke_reused_family(&mut tx, &token.family.id, now_ms).await?;
+                        revoked.insert(&token.family.id);
+                        Rotation::Reused(token.family.clone())
+                    }
+                    Some(token) if token.expires_at <= now_ms => Rotation::Invalid,
+                    Some(token) => {
+                        spent.insert(*hash);
+                        pending.rotate(hash, next_hash, &token.family, now_ms, *next_expires_at);
+                        pending.audit(audit, Some(&token.family));
+                        Rotation::Rotated(token.family.clone())
+                    }
+                };
                 Outcome::Rotation(rotation)
             }
             Job::Touch { hash, at, .. } => Outcome::Touch(touch_one(&mut tx, hash, *at).await?),
             Job::Audit { event, .. } => {
-                record_one(&mut tx, event).await?;
+                pending.audit(event, None);
                 Outcome::Recorded
             }
         });
     }
+    pending.flush(&mut tx).await?;
     tx.commit().await.map_err(backend)?;
     Ok(outcomes)
 }
 
-async fn record_one(tx: &mut Transaction<'_, Sqlite>, e: &AuditEvent) -> StoreResult<()> {
-    query(
-        "INSERT INTO audit_events (id, at, type, user_id, ip, user_agent, detail)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&e.id)
-    .bind(to_millis(e.at))
-    .bind(&e.event_type)
-    .bind(e.user_id.as_deref())
-    .bind(e.ip.as_deref())
-    .bind(e.user_agent.as_deref())
-    .bind(e.detail.to_string())
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
-    Ok(())
+/// A presented refresh token as it was when the batch began.
+struct Presented {
+    used: bool,
+    expires_at: i64,
+    family: RefreshFamily,
+}
+
+/// Reads every refresh token the batch presents, with its family.
+async fn presented_tokens(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &[Job],
+) -> StoreResult<HashMap<SecretHash, Presented>> {
+    let mut hashes: Vec<&SecretHash> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Job::Rotate { presented, .. } => Some(presented),
+            _ => None,
+        })
+        .collect();
+    hashes.sort_unstable_by_key(|h| h.as_bytes());
+    hashes.dedup();
+    let mut found = HashMap::with_capacity(hashes.len());
+    if hashes.is_empty() {
+        return Ok(found);
+    }
+    let sql = format!(
+        "{TOKEN_AND_FAMILY_FROM} WHERE t.token_hash IN ({})",
+        placeholders(1, hashes.len())
+    );
+    let mut select = query(sqlx::AssertSqlSafe(sql)).persistent(false);
+    for hash in hashes {
+        select = select.bind(hash.as_bytes());
+    }
+    for row in select.fetch_all(&mut **tx).await.map_err(backend)? {
+        let raw: Vec<u8> = row.try_get("token_hash").map_err(backend)?;
+        let hash = SecretHash::from_slice(&raw)
+            .ok_or_else(|| StoreError::Backend("bad token_hash column".into()))?;
+        let used: Option<i64> = row.try_get("used_at").map_err(backend)?;
+        found.insert(
+            hash,
+            Presented {
+                used: used.is_some(),
+                expires_at: row.try_get("expires_at").map_err(backend)?,
+                family: family_from_row(&row)?,
+            },
+        );
+    }
+    Ok(found)
+}
+
+/// `count` groups of `width` placeholders: `(?, ?), (?, ?)`.
+fn placeholders(width: usize, count: usize) -> String {
+    let group = format!("({})", vec!["?"; width].join(", "));
+    let groups = vec![group; count].join(", ");
+    if width == 1 {
+        // A plain list, for `IN (...)`.
+        groups.replace(['(', ')'], "")
+    } else {
+        groups
+    }
+}
+
+/// A rotation's writes, made with the rest of the batch's.
+struct NextToken<'a> {
+    presented: &'a SecretHash,
+    next: &'a SecretHash,
+    family_id: &'a str,
+    at: i64,
+    expires_at: i64,
+}
+
+/// An audit row to insert; a rotation's event gains its user and family.
+struct AuditRow<'a> {
+    event: &'a AuditEvent,
+    user_id: Option<&'a str>,
+    detail: String,
+}
+
+/// Rows waiting to be written in one statement per table.
+#[derive(Default)]
+struct Pending<'a> {
+    rotations: Vec<NextToken<'a>>,
+    audits: Vec<AuditRow<'a>>,
+}
+
+impl<'a> Pending<'a> {
+    fn rotate(
+        &mut self,
+        presented: &'a SecretHash,
+        next: &'a SecretHash,
+        family: &'a RefreshFamily,
+        at: i64,
+        expires_at: OffsetDateTime,
+    ) {
+        self.rotations.push(NextToken {
+            presented,
+            next,
+            family_id: &family.id,
+            at,
+            expires_at: to_millis(expires_at),
+        });
+    }
+
+    fn audit(&mut self, event: &'a AuditEvent, rotated: Option<&'a RefreshFamily>) {
+        let (user_id, detail) = match rotated {
+            Some(family) => {
+                let mut detail = event.detail.clone();
+                if let Some(fields) = detail.as_object_mut() {
+                    fields.insert("family".into(), family.id.clone().into());
+                }
+                (Some(family.user_id.as_str()), detail.to_string())
+            }
+            None => (event.user_id.as_deref(), event.detail.to_string()),
+        };
+        self.audits.push(AuditRow {
+            event,
+            user_id,
+            detail,
+        });
+    }
+
+    /// Writes everything pending, in the order the jobs came.
+    async fn flush(&mut self, tx: &mut Transaction<'_, Sqlite>) -> StoreResult<()> {
+        if !self.rotations.is_empty() {
+            let sql = format!(
+                "UPDATE refresh_tokens SET used_at = spent.at
+                 FROM (SELECT column1 AS hash, column2 AS at FROM (VALUES {})) AS spent
+                 WHERE refresh_tokens.token_hash = spent.hash AND refresh_tokens.used_at IS NULL",
+                placeholders(2, self.rotations.len())
+            );
+            let mut spend = query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for r in &self.rotations {
+                spend = spend.bind(r.presented.as_bytes()).bind(r.at);
+            }
+            spend.execute(&mut **tx).await.map_err(backend)?;
+
+            let sql = format!(
+                "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
+                 VALUES {}",
+                placeholders(4, self.rotations.len())
+            );
+            let mut insert = query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for r in self.rotations.drain(..) {
+                insert = insert
+                    .bind(r.next.as_bytes())
+                    .bind(r.family_id)
+                    .bind(r.at)
+                    .bind(r.expires_at);
+            }
+            insert.execute(&mut **tx).await.map_err(backend)?;
+        }
+        if !self.audits.is_empty() {
+            let sql = format!(
+                "INSERT INTO audit_events (id, at, type, user_id, ip, user_agent, detail)
+                 VALUES {}",
+                placeholders(7, self.audits.len())
+            );
+            let mut insert = query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for a in self.audits.drain(..) {
+                insert = insert
+                    .bind(&a.event.id)
+                    .bind(to_millis(a.event.at))
+                    .bind(&a.event.event_type)
+                    .bind(a.user_id)
+                    .bind(a.event.ip.as_deref())
+                    .bind(a.event.user_agent.as_deref())
+                    .bind(a.detail);
+            }
+            insert.execute(&mut **tx).await.map_err(backend)?;
+        }
+        Ok(())
+    }
 }
 
 async fn touch_one(
@@ -258,61 +441,229 @@ async fn touch_one(
     row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
 }
 
-async fn rotate_one(
+/// A used refresh token came back: its family is revoked and the token it
+/// could still use is deleted.
+async fn revoke_reused_family(
     tx: &mut Transaction<'_, Sqlite>,
-    presented: &SecretHash,
-    next_hash: &SecretHash,
-    next_expires_at: OffsetDateTime,
-    now: OffsetDateTime,
-) -> StoreResult<Rotation> {
-    let now = to_millis(now);
-    let Some(row) = query(TOKEN_AND_FAMILY)
-        .bind(presented.as_bytes())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(backend)?
-    else {
-        return Ok(Rotation::Invalid);
-    };
-    let family = family_from_row(&row)?;
-    let used: Option<i64> = row.try_get("used_at").map_err(backend)?;
-    let expires_at: i64 = row.try_get("expires_at").map_err(backend)?;
-    if family.revoked_at.is_some() {
-        return Ok(Rotation::Invalid);
-    }
-    if used.is_some() {
-        query("UPDATE refresh_families SET revoked_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(&family.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(backend)?;
-        query("DELETE FROM refresh_tokens WHERE family_id = ? AND used_at IS NULL")
-            .bind(&family.id)
-            .execute(&mut **tx)
-            .await
-            .map_err(backend)?;
-        return Ok(Rotation::Reused(family));
-    }
-    if expires_at <= now {
-        return Ok(Rotation::Invalid);
-    }
-    query("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL")
+    family_id: &str,
+    now: i64,
+) -> StoreResult<()> {
+    query("UPDATE refresh_families SET revoked_at = ? WHERE id = ?")
         .bind(now)
-        .bind(presented.as_bytes())
+        .bind(family_id)
         .execute(&mut **tx)
         .await
         .map_err(backend)?;
-    query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
-         VALUES (?, ?, ?, ?)",
-    )
-    .bind(next_hash.as_bytes())
-    .bind(&family.id)
-    .bind(now)
-    .bind(to_millis(next_expires_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(backend)?;
-    Ok(Rotation::Rotated(family))
+    query("DELETE FROM refresh_tokens WHERE family_id = ? AND used_at IS NULL")
+        .bind(family_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::Duration;
+
+    use super::*;
+    use crate::core::accounts::{User, UserStatus};
+    use crate::core::refresh::NewRefreshToken;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{RefreshStore, SessionStore, UserStore};
+
+    fn t0() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn hash(n: u8) -> SecretHash {
+        SecretHash([n; 32])
+    }
+
+    fn event(n: usize, user_id: Option<&str>) -> AuditEvent {
+        AuditEvent {
+            id: format!("evt_{n:04}"),
+            at: t0() + Duration::milliseconds(n as i64),
+            event_type: "refresh_rotated".into(),
+            user_id: user_id.map(str::to_owned),
+            ip: Some("192.0.2.7".into()),
+            user_agent: None,
+            detail: json!({"n": n}),
+        }
+    }
+
+    /// Families `fam_1`..`fam_6` of one user; token `n` belongs to family
+    /// `n`, plus a spent token 30 in family 3, an expired token 4 and a
+    /// revoked family 5. One session (hash 90).
+    async fn seeded(dir: &std::path::Path) -> SqliteStore {
+        let store = SqliteStore::open(&format!("sqlite://{}/t.db", dir.display()))
+            .await
+            .unwrap();
+        let user = User {
+            id: "usr_1".into(),
+            email: "a@example.com".into(),
+            roles: vec![],
+            status: UserStatus::Active,
+            created_at: t0(),
+        };
+        store
+            .insert_user(&user, "a@example.com", "x")
+            .await
+            .unwrap();
+        for n in 1..=6u8 {
+            let family = RefreshFamily {
+                id: format!("fam_{n}"),
+                user_id: "usr_1".into(),
+                client_id: "tessera".into(),
+                scope: None,
+                created_at: t0(),
+                revoked_at: None,
+            };
+            let expires_at = if n == 4 {
+                t0()
+            } else {
+                t0() + Duration::days(1)
+            };
+            let first = NewRefreshToken {
+                hash: hash(if n == 3 { 30 } else { n }),
+                family_id: family.id.clone(),
+                created_at: t0(),
+                expires_at,
+            };
+            store.create_family(&family, &first).await.unwrap();
+        }
+        let spent = store
+            .batcher
+            .rotate(
+                &hash(30),
+                &hash(3),
+                t0() + Duration::days(1),
+                t0(),
+                event(0, None),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(spent, Rotation::Rotated(_)));
+        store.revoke_family("fam_5", t0()).await.unwrap();
+        let session = SessionRecord {
+            token_hash: hash(90),
+            id: "ses_1".into(),
+            user_id: "usr_1".into(),
+            created_at: t0(),
+            last_seen_at: t0(),
+            expires_at: t0() + Duration::days(1),
+            ip: None,
+            user_agent: None,
+            user_memo: Default::default(),
+        };
+        store.insert_session(&session).await.unwrap();
+        store
+    }
+
+    /// Every case a batch meets, with jobs that depend on earlier ones.
+    fn jobs() -> Vec<Job> {
+        let at = |ms: i64| t0() + Duration::milliseconds(ms);
+        let rotate = |presented: u8, next: u8, ms: i64| Job::Rotate {
+            presented: hash(presented),
+            next_hash: hash(next),
+            next_expires_at: at(ms) + Duration::days(30),
+            now: at(ms),
+            audit: Box::new(event(ms as usize, None)),
+            reply: oneshot::channel().0,
+        };
+        vec![
+            rotate(1, 101, 10), // rotates
+            rotate(2, 102, 11), // rotates
+            rotate(1, 111, 12), // the same token again: reuse, family 1 revoked
+            Job::Audit {
+                event: Box::new(event(13, Some("usr_1"))),
+                reply: oneshot::channel().0,
+            },
+            rotate(30, 130, 14), // spent before the batch: reuse, family 3 revoked
+            rotate(3, 103, 15),  // the live token of family 3: its family is revoked
+            rotate(77, 177, 16), // unknown
+            rotate(4, 104, 17),  // expired
+            rotate(5, 105, 18),  // family revoked before the batch
+            Job::Touch {
+                hash: hash(90),
+                at: at(19),
+                reply: oneshot::channel().0,
+            },
+            rotate(6, 106, 20), // rotates after the flushes above
+        ]
+    }
+
+    async fn table(store: &SqliteStore, sql: &'static str) -> Vec<String> {
+        query(sql)
+            .fetch_all(&store.write)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let v: Option<String> = row
+                            .try_get::<Option<i64>, _>(i)
+                            .map(|v| v.map(|v| v.to_string()))
+                            .or_else(|_| row.try_get::<Option<String>, _>(i))
+                            .or_else(|_| {
+                                row.try_get::<Option<Vec<u8>>, _>(i)
+                                    .map(|v| v.map(|b| format!("{b:?}")))
+                            })
+                            .unwrap();
+                        v.unwrap_or_else(|| "NULL".into())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect()
+    }
+
+    async fn contents(store: &SqliteStore) -> Vec<Vec<String>> {
+        vec![
+            table(store, "SELECT token_hash, family_id, created_at, expires_at, used_at FROM refresh_tokens ORDER BY token_hash").await,
+            table(store, "SELECT id, revoked_at FROM refresh_families ORDER BY id").await,
+            table(store, "SELECT id, at, type, user_id, ip, user_agent, json(detail) FROM audit_events ORDER BY id").await,
+            table(store, "SELECT id, last_seen_at FROM sessions ORDER BY id").await,
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_batch_has_the_outcomes_and_writes_of_its_jobs_one_by_one() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let together = seeded(dirs[0].path()).await;
+        let one_by_one = seeded(dirs[1].path()).await;
+
+        let batched = apply(&together.write, &jobs()).await.unwrap();
+        let mut single = Vec::new();
+        for job in jobs() {
+            single.extend(
+                apply(&one_by_one.write, std::slice::from_ref(&job))
+                    .await
+                    .unwrap(),
+            );
+        }
+
+        let describe = |o: &Outcome| match o {
+            Outcome::Rotation(r) => format!("{r:?}"),
+            Outcome::Touch(t) => format!("{:?}", t.as_ref().map(|s| s.last_seen_at)),
+            Outcome::Recorded => "recorded".into(),
+        };
+        let batched: Vec<String> = batched.iter().map(describe).collect();
+        let single: Vec<String> = single.iter().map(describe).collect();
+        assert_eq!(batched, single);
+        let kinds: Vec<&str> = batched
+            .iter()
+            .map(|o| o.split('(').next().unwrap_or(o))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "Rotated", "Rotated", "Reused", "recorded", "Reused", "Invalid", "Invalid",
+                "Invalid", "Invalid", "Some", "Rotated"
+            ]
+        );
+        assert_eq!(contents(&together).await, contents(&one_by_one).await);
+    }
 }

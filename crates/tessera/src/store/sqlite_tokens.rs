@@ -1,6 +1,8 @@
 //! The SQLite store's token half: signing keys, refresh families, the
 //! revocation log, service clients and the audit log.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, query};
@@ -143,11 +145,14 @@ pub(super) fn family_from_row(row: &SqliteRow) -> StoreResult<RefreshFamily> {
     })
 }
 
-pub(super) const TOKEN_AND_FAMILY: &str =
-    "SELECT t.used_at, t.expires_at, f.id AS family_id, f.user_id,
+/// A refresh token's state and its family, without the `WHERE`.
+pub(super) const TOKEN_AND_FAMILY_FROM: &str =
+    "SELECT t.token_hash, t.used_at, t.expires_at, f.id AS family_id, f.user_id,
         f.client_id, f.scope, f.created_at AS family_created_at, f.revoked_at
-     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
-     WHERE t.token_hash = ?";
+     FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id";
+
+static TOKEN_AND_FAMILY: LazyLock<String> =
+    LazyLock::new(|| format!("{TOKEN_AND_FAMILY_FROM} WHERE t.token_hash = ?"));
 
 #[async_trait]
 impl RefreshStore for SqliteStore {
@@ -205,7 +210,7 @@ impl RefreshStore for SqliteStore {
         &self,
         presented: &SecretHash,
     ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime, bool)>> {
-        let row = query(TOKEN_AND_FAMILY)
+        let row = query(sqlx::AssertSqlSafe(TOKEN_AND_FAMILY.as_str()))
             .bind(presented.as_bytes())
             .fetch_optional(&self.read)
             .await
