@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod sqlite;
 mod sqlite_batch;
+mod sqlite_checkpoint;
 mod sqlite_tokens;
 
 use std::sync::Arc;

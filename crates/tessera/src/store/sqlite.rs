@@ -3,8 +3,9 @@
 //! WAL mode so readers never wait for the writer; `synchronous = FULL` so a
 //! committed write survives a power cut; all writes go through a single
 //! connection so concurrent writers queue in the pool instead of failing with
-//! `SQLITE_BUSY`, while reads use a separate pool. The schema is embedded in
-//! the binary and migrated at start.
+//! `SQLITE_BUSY`, while reads use a separate pool, and the log is copied back
+//! into the database by a task of its own (`sqlite_checkpoint`). The schema
+//! is embedded in the binary and migrated at start.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, query};
 use time::OffsetDateTime;
 
+use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer, LOG_SIZE_LIMIT_BYTES};
 use super::{
     EventStore, Health, SessionStore, StoreError, StoreResult, Stores, UserQuery, UserStore,
 };
@@ -39,6 +41,8 @@ pub struct SqliteStore {
     pub(super) write: SqlitePool,
     /// Refresh rotations and session touches, group-committed on `write`.
     pub(super) batcher: super::sqlite_batch::WriteBatcher,
+    /// Copies the write-ahead log back into the database file.
+    checkpointer: Arc<Checkpointer>,
 }
 
 pub(super) fn backend(e: sqlx::Error) -> StoreError {
@@ -66,7 +70,12 @@ impl SqliteStore {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .pragma("wal_autocheckpoint", BACKSTOP_PAGES.to_string())
+                    .pragma("journal_size_limit", LOG_SIZE_LIMIT_BYTES.to_string()),
+            )
             .await
             .map_err(backend)?;
         MIGRATOR
@@ -76,7 +85,13 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(base.read_only(true))
+            .connect_with(base.clone().read_only(true))
+            .await
+            .map_err(backend)?;
+        let checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(base.clone())
             .await
             .map_err(backend)?;
         let batcher = super::sqlite_batch::WriteBatcher::start(write.clone());
@@ -84,6 +99,7 @@ impl SqliteStore {
             read,
             write,
             batcher,
+            checkpointer: Arc::new(Checkpointer::start(checkpoints)),
         })
     }
 
@@ -106,6 +122,7 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+        self.checkpointer.close().await;
     }
 }
 
