@@ -303,16 +303,14 @@ async fn presented_tokens(
     Ok(found)
 }
 
-/// `count` groups of `width` placeholders: `(?, ?), (?, ?)`.
+/// `count` groups of `width` placeholders: `(?, ?), (?, ?)` for rows, and
+/// `?, ?` (width 1) for an `IN` list.
 fn placeholders(width: usize, count: usize) -> String {
-    let group = format!("({})", vec!["?"; width].join(", "));
-    let groups = vec![group; count].join(", ");
-    if width == 1 {
-        // A plain list, for `IN (...)`.
-        groups.replace(['(', ')'], "")
-    } else {
-        groups
-    }
+    let group = match width {
+        1 => "?".to_owned(),
+        _ => format!("({})", vec!["?"; width].join(", ")),
+    };
+    vec![group; count].join(", ")
 }
 
 /// A rotation's writes, made with the rest of the batch's.
