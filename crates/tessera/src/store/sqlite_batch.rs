@@ -195,7 +195,10 @@ async fn apply_batches(write: SqlitePool, mut queue: mpsc::Receiver<Job>) {
 /// of every presented refresh token, then [`Pending`] rows written together.
 /// What one job changes that a later job in the batch reads (a token spent,
 /// a family revoked) is tracked here; the rare write that other rows depend
-/// on (a reuse revoking its family) flushes what is pending first.
+/// on (a reuse revoking its family) flushes what is pending first. Reading
+/// the presented tokens once, up front, misses nothing: a token issued by
+/// this batch cannot be presented in it, as its holder learns it only after
+/// the commit.
 async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
     // BEGIN IMMEDIATE takes SQLite's write lock up front: the reads, checks
     // and writes below happen with no other writer in between, in this
@@ -592,38 +595,44 @@ mod tests {
         ]
     }
 
-    async fn table(store: &SqliteStore, sql: &'static str) -> Vec<String> {
+    /// One line of text per row (each query selects a single `||`-joined
+    /// column, `quote()` standing in for values that may be NULL or BLOB).
+    async fn lines(store: &SqliteStore, sql: &'static str) -> Vec<String> {
         query(sql)
             .fetch_all(&store.write)
             .await
             .unwrap()
             .iter()
-            .map(|row| {
-                (0..row.len())
-                    .map(|i| {
-                        let v: Option<String> = row
-                            .try_get::<Option<i64>, _>(i)
-                            .map(|v| v.map(|v| v.to_string()))
-                            .or_else(|_| row.try_get::<Option<String>, _>(i))
-                            .or_else(|_| {
-                                row.try_get::<Option<Vec<u8>>, _>(i)
-                                    .map(|v| v.map(|b| format!("{b:?}")))
-                            })
-                            .unwrap();
-                        v.unwrap_or_else(|| "NULL".into())
-                    })
-                    .collect::<Vec<_>>()
-                    .join("|")
-            })
+            .map(|row| row.get(0))
             .collect()
     }
 
     async fn contents(store: &SqliteStore) -> Vec<Vec<String>> {
         vec![
-            table(store, "SELECT token_hash, family_id, created_at, expires_at, used_at FROM refresh_tokens ORDER BY token_hash").await,
-            table(store, "SELECT id, revoked_at FROM refresh_families ORDER BY id").await,
-            table(store, "SELECT id, at, type, user_id, ip, user_agent, json(detail) FROM audit_events ORDER BY id").await,
-            table(store, "SELECT id, last_seen_at FROM sessions ORDER BY id").await,
+            lines(
+                store,
+                "SELECT quote(token_hash) || '|' || family_id || '|' || created_at || '|'
+                        || expires_at || '|' || quote(used_at)
+                 FROM refresh_tokens ORDER BY token_hash",
+            )
+            .await,
+            lines(
+                store,
+                "SELECT id || '|' || quote(revoked_at) FROM refresh_families ORDER BY id",
+            )
+            .await,
+            lines(
+                store,
+                "SELECT id || '|' || at || '|' || type || '|' || quote(user_id) || '|'
+                        || quote(ip) || '|' || quote(user_agent) || '|' || json(detail)
+                 FROM audit_events ORDER BY id",
+            )
+            .await,
+            lines(
+                store,
+                "SELECT id || '|' || last_seen_at FROM sessions ORDER BY id",
+            )
+            .await,
         ]
     }
 
@@ -662,6 +671,8 @@ mod tests {
                 "Invalid", "Invalid", "Some", "Rotated"
             ]
         );
-        assert_eq!(contents(&together).await, contents(&one_by_one).await);
+        let rows = contents(&together).await;
+        assert!(rows.iter().all(|table| !table.is_empty()), "{rows:?}");
+        assert_eq!(rows, contents(&one_by_one).await);
     }
 }

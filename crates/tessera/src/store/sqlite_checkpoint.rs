@@ -60,11 +60,9 @@ async fn run(pool: SqlitePool, mut stopped: oneshot::Receiver<()>) {
             _ = &mut stopped => break,
             _ = tick.tick() => {}
         }
-        if pool.is_closed() {
-            break;
-        }
         match query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
             Ok(_) => failing = false,
+            Err(_) if pool.is_closed() => break,
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %e, "WAL checkpoint failed; the writer's backstop takes over");
