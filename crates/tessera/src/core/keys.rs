@@ -236,6 +236,16 @@ impl Signer {
         })
     }
 
+    /// The `alg` its signatures are for.
+    fn alg(&self) -> TokenAlg {
+        match self {
+            Self::Ed25519(_) => TokenAlg::EdDSA,
+            Self::Es256(_) => TokenAlg::ES256,
+            Self::Rs256(_) => TokenAlg::RS256,
+            Self::Hs256(_) => TokenAlg::HS256,
+        }
+    }
+
     /// The JWS signature of `message` (the `header.claims` signing input), in
     /// the form RFC 7518 puts in a token: raw for EdDSA and HMAC, `r || s` for
     /// ES256, PKCS#1 v1.5 for RS256.
@@ -307,8 +317,9 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    fn new(kid: String, alg: TokenAlg, signer: Signer) -> Self {
-        let header = json!({"typ": ACCESS_TOKEN_TYP, "alg": alg.as_str(), "kid": kid});
+    fn new(kid: String, signer: Signer) -> Self {
+        let alg = signer.alg().as_str();
+        let header = json!({"typ": ACCESS_TOKEN_TYP, "alg": alg, "kid": kid});
         Self {
             header: URL_SAFE_NO_PAD.encode(header.to_string()),
             kid,
@@ -363,7 +374,6 @@ impl KeyRing {
             alg: TokenAlg::HS256,
             signing: Some(SigningKey::new(
                 kid,
-                TokenAlg::HS256,
                 Signer::Hs256(Box::new(hmac::Key::new(hmac::HMAC_SHA256, secret))),
             )),
             verifying,
@@ -399,11 +409,7 @@ impl KeyRing {
                 }),
             );
             if status == KeyStatus::Active {
-                ring.signing = Some(SigningKey::new(
-                    key.kid.clone(),
-                    key.alg,
-                    Signer::from_stored(key)?,
-                ));
+                ring.signing = Some(SigningKey::new(key.kid.clone(), Signer::from_stored(key)?));
             }
         }
         Ok(ring)
