@@ -49,17 +49,7 @@ async fn tessera(
 
 /// Serves `service` on `listener` in the background, as `tessera serve`
 /// does.
-fn serve<S>(listener: TcpListener, service: S)
-where
-    S: tower::Service<
-            axum::http::Request<hyper::body::Incoming>,
-            Response = axum::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+fn serve(listener: TcpListener, service: impl tessera::listener::ConnectionService) {
     tokio::spawn(tessera::listener::serve(
         listener,
         service,

@@ -1,5 +1,6 @@
-//! The accept loop: real TCP, a header-read timeout against slow clients,
-//! and the peer address reaching handlers.
+//! The accept loop: real TCP, a header-read timeout against slow clients
+//! (kept per connection: it must neither cut a response in progress nor let
+//! an idle connection live on), and the peer address reaching handlers.
 
 mod common;
 
@@ -72,6 +73,116 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         .unwrap();
     let answer = read_to_close(&mut login).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    stop.cancel();
+}
+
+/// Sends one keep-alive request and reads its whole (bodiless or short)
+/// answer.
+async fn ask(stream: &mut TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before answering");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if body.len() >= length {
+                    return text.into_owned();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("answered in time")
+}
+
+#[tokio::test]
+async fn a_connection_idle_after_its_answer_is_closed_but_a_busy_one_is_kept() {
+    let t = TestApp::new().await;
+    let (addr, stop) = start(&t, Duration::from_millis(500)).await;
+
+    // A request every 150 ms for 1.5 s: three timeouts' worth, one connection.
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..10 {
+        let answer = ask(&mut busy, "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // Then silence: the connection is closed about one timeout later.
+    let started = Instant::now();
+    let rest = read_to_close(&mut busy).await;
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{rest}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+
+    // The direct verify path counts as a request like any other.
+    let mut verifying = TcpStream::connect(addr).await.unwrap();
+    let answer = ask(&mut verifying, "/v1/verify").await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let started = Instant::now();
+    read_to_close(&mut verifying).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_response_still_streaming_is_not_cut_by_the_header_timeout() {
+    let t = TestApp::new().await;
+    let (addr, stop) = start(&t, Duration::from_millis(300)).await;
+    let client = t.app.core.create_client("edge-verifier").await.unwrap();
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", client.client.id, client.secret.expose())
+        )
+    );
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/revocations"))
+        .header("authorization", &auth)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+
+    // Several timeouts later the stream still delivers what happens.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let pair = t.tokens_for("streamer@example.com").await;
+    let access = pair["access_token"].as_str().unwrap();
+    t.send(common::Req::post("/v1/token/revoke").form(&[("token", access)]))
+        .await;
+    let jti = common::jwt::decode_part(access, 1)["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(&jti) {
+        let chunk = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut body))
+            .await
+            .expect("the revocation arrived in time")
+            .expect("the stream is still open")
+            .expect("the stream is still open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    t.app.core.shutdown.cancel();
     stop.cancel();
 }
 

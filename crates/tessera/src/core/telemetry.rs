@@ -149,29 +149,30 @@ impl Telemetry {
             400..=499 => 3,
             _ => 4,
         };
-        let found = read(&self.latency).get(route).and_then(|handles| {
+        // Recorded under the read lock: cloning the handle out would cost
+        // two more atomic operations per request.
+        if let Some((_, _, histogram)) = read(&self.latency).get(route).and_then(|handles| {
             handles
                 .iter()
                 .find(|(m, c, _)| &**m == method && *c == class)
-                .map(|(_, _, h)| h.clone())
-        });
-        let histogram = found.unwrap_or_else(|| {
-            let labels = vec![
-                Label::new("route", route.to_owned()),
-                Label::new("method", method.to_owned()),
-                Label::new("status", STATUS_CLASSES[class]),
-            ];
-            let h = metrics::with_local_recorder(&self.recorder, || {
-                metrics::histogram!("tessera_http_request_duration_seconds", labels)
-            });
-            write(&self.latency).entry(route.into()).or_default().push((
-                method.into(),
-                class,
-                h.clone(),
-            ));
-            h
+        }) {
+            histogram.record(seconds);
+            return;
+        }
+        let labels = vec![
+            Label::new("route", route.to_owned()),
+            Label::new("method", method.to_owned()),
+            Label::new("status", STATUS_CLASSES[class]),
+        ];
+        let histogram = metrics::with_local_recorder(&self.recorder, || {
+            metrics::histogram!("tessera_http_request_duration_seconds", labels)
         });
         histogram.record(seconds);
+        write(&self.latency).entry(route.into()).or_default().push((
+            method.into(),
+            class,
+            histogram,
+        ));
     }
 
     /// Folds the histogram samples recorded since the last call into their

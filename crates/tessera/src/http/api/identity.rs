@@ -4,7 +4,7 @@ use std::panic::AssertUnwindSafe;
 
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -120,18 +120,22 @@ fn verify_answer(caller: &Caller, query: &VerifyQuery) -> ApiResult<Response> {
             "the role {role:?} is required"
         )));
     }
-    // Room for the contract's two response headers added on the way out.
-    let mut headers = HeaderMap::with_capacity(5);
     let id = HeaderValue::from_str(caller.user_id()).map_err(|_| ApiError::internal())?;
     let roles =
         HeaderValue::from_str(&caller.roles().join(",")).map_err(|_| ApiError::internal())?;
+    // Straight into the response's own map (a `(StatusCode, HeaderMap)`
+    // answer builds a second map and copies it over), with room for the
+    // contract's two response headers added on the way out.
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    headers.reserve(5);
     headers.insert(X_AUTH_USER.clone(), id);
     headers.insert(X_AUTH_ROLES.clone(), roles);
     headers.insert(
         X_AUTH_METHOD.clone(),
         HeaderValue::from_static(caller.method()),
     );
-    Ok((StatusCode::OK, headers).into_response())
+    Ok(response)
 }
 
 /// `GET /v1/verify` as the router would answer it (the same extractors,
@@ -139,26 +143,26 @@ fn verify_answer(caller: &Caller, query: &VerifyQuery) -> ApiResult<Response> {
 /// before the router: a proxy asks this on every request it forwards, and
 /// routing plus the middleware stack cost a quarter to a third of its CPU
 /// time (bench/README.md).
-pub async fn verify_direct<B: http_body::Body>(state: AppState, req: Request<B>) -> Response {
+pub async fn verify_direct<B: http_body::Body>(state: &AppState, req: Request<B>) -> Response {
     // The credential kind for the metrics comes from the check itself when
     // it passed, so a session check reads its cookie once.
     let mut seen = Arrival::unlabelled(&req);
     let response = match refuse_oversized(&req) {
         Some(refused) => {
-            seen.verified_with(credential_kind(req.headers(), &state));
+            seen.verified_with(credential_kind(req.headers(), state));
             refused
         }
         None => {
             let (mut parts, _body) = req.into_parts();
-            let answer = AssertUnwindSafe(verify_parts(&mut parts, &state)).catch_unwind();
+            let answer = AssertUnwindSafe(verify_parts(&mut parts, state)).catch_unwind();
             let (response, kind) = answer
                 .await
                 .unwrap_or_else(|panic| (panic_response(panic), None));
-            seen.verified_with(kind.unwrap_or_else(|| credential_kind(&parts.headers, &state)));
+            seen.verified_with(kind.unwrap_or_else(|| credential_kind(&parts.headers, state)));
             response
         }
     };
-    seen.depart(&state, VERIFY_ROUTE, response)
+    seen.depart(state, VERIFY_ROUTE, response)
 }
 
 /// The answer, and the kind of credential when the caller was authenticated.
@@ -167,8 +171,14 @@ async fn verify_parts(parts: &mut Parts, state: &AppState) -> (Response, Option<
         Ok(caller) => caller,
         Err(refused) => return (refused.into_response(), None),
     };
-    let response = match Query::<VerifyQuery>::try_from_uri(&parts.uri) {
-        Ok(Query(query)) => verify_answer(&caller, &query).into_response(),
+    // Without a query string there is nothing to parse (a proxy's usual
+    // call); with one, the router's own extractor decides.
+    let query = match parts.uri.query() {
+        None => Ok(VerifyQuery { role: None }),
+        Some(_) => Query::<VerifyQuery>::try_from_uri(&parts.uri).map(|Query(query)| query),
+    };
+    let response = match query {
+        Ok(query) => verify_answer(&caller, &query).into_response(),
         Err(rejection) => rejection.into_response(),
     };
     (response, Some(caller.method()))
