@@ -19,6 +19,19 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 pub const SECRET_BYTES: usize = 32;
 /// Length of a bearer secret once encoded (43 base64url characters).
 pub const SECRET_ENCODED_LEN: usize = 43;
+
+/// The bytes of the base64url alphabet (no padding): a table, because every
+/// presented secret is checked byte by byte before any lookup.
+const BASE64URL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
 /// Bytes of entropy in a public identifier (128 bits, 22 characters).
 const ID_BYTES: usize = 16;
 
@@ -49,9 +62,7 @@ impl BearerSecret {
     /// so junk never reaches a store lookup.
     pub fn parse(presented: &str) -> Option<Self> {
         let well_formed = presented.len() == SECRET_ENCODED_LEN
-            && presented
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && presented.bytes().all(|b| BASE64URL[usize::from(b)]);
         well_formed.then(|| Self(presented.to_owned()))
     }
 

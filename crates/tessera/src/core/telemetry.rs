@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use metrics::{Counter, Histogram, Label, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -32,7 +32,22 @@ pub struct Telemetry {
     /// hash needs no defence against chosen keys.
     counters: RwLock<HashMap<CounterKey, Counter, FastHash>>,
     latency: RwLock<HashMap<Box<str>, Vec<RouteHistogram>, FastHash>>,
+    /// `tessera_verifications_total` by credential kind and outcome, one
+    /// slot per pair (see [`Telemetry::count_verification`]), registered on
+    /// first use like any other series.
+    verifications: [OnceLock<Counter>; VERIFICATION_KINDS.len() * VERIFICATION_OUTCOMES.len()],
 }
+
+/// The `method` label of `tessera_verifications_total`.
+pub const VERIFICATION_KINDS: [&str; 3] = ["session", "jwt", "none"];
+/// The `outcome` label of `tessera_verifications_total`.
+pub const VERIFICATION_OUTCOMES: [&str; 5] = [
+    "ok",
+    "unauthenticated",
+    "forbidden",
+    "rate_limited",
+    "error",
+];
 
 type FastHash = foldhash::fast::RandomState;
 
@@ -92,6 +107,7 @@ impl Telemetry {
             handle,
             counters: RwLock::default(),
             latency: RwLock::default(),
+            verifications: Default::default(),
         };
         t.describe();
         t
@@ -139,6 +155,31 @@ impl Telemetry {
             metrics::with_local_recorder(&self.recorder, || metrics::counter!(name, labels));
         counter.increment(1);
         write(&self.counters).insert(key, counter);
+    }
+
+    /// Counts one credential check. Every forward-auth request lands here,
+    /// so the pair picks a slot by position instead of hashing the metric's
+    /// name and labels into the general map ([`Telemetry::count`]).
+    pub fn count_verification(&self, kind: &'static str, outcome: &'static str) {
+        let kind_at = VERIFICATION_KINDS.iter().position(|k| *k == kind);
+        let outcome_at = VERIFICATION_OUTCOMES.iter().position(|o| *o == outcome);
+        let slot = kind_at
+            .zip(outcome_at)
+            .and_then(|(k, o)| self.verifications.get(k * VERIFICATION_OUTCOMES.len() + o));
+        let Some(slot) = slot else {
+            self.count(
+                "tessera_verifications_total",
+                &[("method", kind), ("outcome", outcome)],
+            );
+            return;
+        };
+        slot.get_or_init(|| {
+            let labels = vec![Label::new("method", kind), Label::new("outcome", outcome)];
+            metrics::with_local_recorder(&self.recorder, || {
+                metrics::counter!("tessera_verifications_total", labels)
+            })
+        })
+        .increment(1);
     }
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {

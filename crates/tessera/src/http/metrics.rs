@@ -80,9 +80,6 @@ pub(super) fn observe(
             429 => "rate_limited",
             _ => "error",
         };
-        telemetry.count(
-            "tessera_verifications_total",
-            &[("method", kind), ("outcome", outcome)],
-        );
+        telemetry.count_verification(kind, outcome);
     }
 }
