@@ -6,19 +6,9 @@ mod common;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::{Req, TestApp};
+use common::{Req, TestApp, basic_auth as basic};
 use futures_util::StreamExt;
 use serde_json::Value;
-
-fn basic(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{id}:{secret}")
-        )
-    )
-}
 
 fn claims(token: &str) -> Value {
     common::jwt::decode_part(token, 1)
@@ -117,8 +107,6 @@ async fn the_feed_pages_every_kind_of_revocation_by_cursor() {
 #[tokio::test]
 async fn the_event_stream_pushes_new_revocations() {
     let t = TestApp::new().await;
-    let client = t.app.core.create_client("edge-verifier").await.unwrap();
-    let auth = basic(&client.client.id, client.secret.expose());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -130,14 +118,7 @@ async fn the_event_stream_pushes_new_revocations() {
         async move { stopped.cancelled().await },
     ));
 
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/revocations"))
-        .header("authorization", &auth)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let response = common::revocation_stream(&t, addr).await;
     assert!(
         response.headers()["content-type"]
             .to_str()

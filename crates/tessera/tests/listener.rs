@@ -144,23 +144,7 @@ async fn a_connection_idle_after_its_answer_is_closed_but_a_busy_one_is_kept() {
 async fn a_response_still_streaming_is_not_cut_by_the_header_timeout() {
     let t = TestApp::new().await;
     let (addr, stop) = start(&t, Duration::from_millis(300)).await;
-    let client = t.app.core.create_client("edge-verifier").await.unwrap();
-    let auth = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{}:{}", client.client.id, client.secret.expose())
-        )
-    );
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/revocations"))
-        .header("authorization", &auth)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
+    let mut body = common::revocation_stream(&t, addr).await.bytes_stream();
 
     // Several timeouts later the stream still delivers what happens.
     tokio::time::sleep(Duration::from_millis(1200)).await;

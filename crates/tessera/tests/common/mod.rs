@@ -346,6 +346,35 @@ pub fn parse_set_cookie(s: &str) -> SetCookie {
 }
 
 /// Tokens and the test's own forging tools.
+/// `Authorization: Basic` for a client's id and secret.
+pub fn basic_auth(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{id}:{secret}")
+        )
+    )
+}
+
+/// Opens `GET /v1/revocations` as an event stream, as a newly registered
+/// client, on a server listening at `addr`; returns the open response.
+pub async fn revocation_stream(t: &TestApp, addr: std::net::SocketAddr) -> reqwest::Response {
+    let client = t.app.core.create_client("edge-verifier").await.unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/revocations"))
+        .header(
+            "authorization",
+            basic_auth(&client.client.id, client.secret.expose()),
+        )
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
+
 pub mod jwt {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
