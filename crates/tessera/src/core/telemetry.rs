@@ -39,15 +39,28 @@ pub struct Telemetry {
 }
 
 /// The `method` label of `tessera_verifications_total`.
-pub const VERIFICATION_KINDS: [&str; 3] = ["session", "jwt", "none"];
-/// The `outcome` label of `tessera_verifications_total`.
-pub const VERIFICATION_OUTCOMES: [&str; 5] = [
+const VERIFICATION_KINDS: [&str; 3] = ["session", "jwt", "none"];
+/// The `outcome` label of `tessera_verifications_total`, in the order
+/// [`verification_outcome`] numbers them.
+const VERIFICATION_OUTCOMES: [&str; 5] = [
     "ok",
     "unauthenticated",
     "forbidden",
     "rate_limited",
     "error",
 ];
+
+/// A verification's outcome, from its response status, as an index into
+/// [`VERIFICATION_OUTCOMES`].
+fn verification_outcome(status: u16) -> usize {
+    match status {
+        200 => 0,
+        401 => 1,
+        403 => 2,
+        429 => 3,
+        _ => 4,
+    }
+}
 
 type FastHash = foldhash::fast::RandomState;
 
@@ -157,16 +170,22 @@ impl Telemetry {
         write(&self.counters).insert(key, counter);
     }
 
-    /// Counts one credential check. Every forward-auth request lands here,
-    /// so the pair picks a slot by position instead of hashing the metric's
-    /// name and labels into the general map ([`Telemetry::count`]).
-    pub fn count_verification(&self, kind: &'static str, outcome: &'static str) {
-        let kind_at = VERIFICATION_KINDS.iter().position(|k| *k == kind);
-        let outcome_at = VERIFICATION_OUTCOMES.iter().position(|o| *o == outcome);
-        let slot = kind_at
-            .zip(outcome_at)
-            .and_then(|(k, o)| self.verifications.get(k * VERIFICATION_OUTCOMES.len() + o));
+    /// Counts one credential check by the kind of credential presented and
+    /// the answer's status. Every forward-auth request lands here, so the
+    /// pair picks a slot by position instead of hashing the metric's name and
+    /// labels into the general map ([`Telemetry::count`]).
+    pub fn count_verification(&self, kind: &'static str, status: u16) {
+        let outcome_at = verification_outcome(status);
+        let outcome = VERIFICATION_OUTCOMES[outcome_at];
+        let slot = VERIFICATION_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|k| {
+                self.verifications
+                    .get(k * VERIFICATION_OUTCOMES.len() + outcome_at)
+            });
         let Some(slot) = slot else {
+            // A kind this list does not know yet still gets counted.
             self.count(
                 "tessera_verifications_total",
                 &[("method", kind), ("outcome", outcome)],

@@ -73,13 +73,6 @@ pub(super) fn observe(
         elapsed.as_secs_f64(),
     );
     if let Some(kind) = verification {
-        let outcome = match status.as_u16() {
-            200 => "ok",
-            401 => "unauthenticated",
-            403 => "forbidden",
-            429 => "rate_limited",
-            _ => "error",
-        };
-        telemetry.count_verification(kind, outcome);
+        telemetry.count_verification(kind, status.as_u16());
     }
 }
