@@ -104,9 +104,6 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
 const EVENT_RETENTION: time::Duration = time::Duration::hours(24);
 /// How often expired sessions and old events are swept.
 const SWEEP_EVERY: u32 = 240;
-/// How often (in polls: 5 s) recorded latency samples are folded into the
-/// metrics histograms.
-const UPKEEP_EVERY: u32 = 20;
 
 impl Tessera {
     /// Records a change for every process's caches (this one's included).
@@ -145,9 +142,6 @@ impl Tessera {
                 }
             }
             ticks = ticks.wrapping_add(1);
-            if ticks.is_multiple_of(UPKEEP_EVERY) {
-                self.telemetry.upkeep();
-            }
             if ticks.is_multiple_of(SWEEP_EVERY) {
                 self.sweep().await;
             }

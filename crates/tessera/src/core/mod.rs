@@ -13,6 +13,7 @@ pub mod events;
 pub mod feed;
 pub mod introspect;
 pub mod keys;
+pub mod latency;
 pub mod limits;
 pub mod passwords;
 pub mod refresh;

@@ -1,27 +1,29 @@
 //! Metrics in Prometheus text format, on a recorder owned by this service
 //! (not the process-global one, so every in-process test app has its own).
 //!
-//! Counters and histograms are recorded where things happen; gauges that are
-//! cheaper to read than to maintain (active sessions, hashing queue depth,
+//! Counters and histograms are recorded where things happen (counters by the
+//! `metrics` recorder, latency histograms by [`super::latency`]); gauges that
+//! are cheaper to read than to maintain (active sessions, hashing queue depth,
 //! revocation entries) are computed when `/metrics` is scraped.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
-use metrics::{Counter, Histogram, Label, Unit};
+use metrics::{Counter, Label};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::Tessera;
+use super::latency::{LatencyHistogram, escape_label_value};
 
 /// Store failures, counted where a store error becomes a 503 (a conversion
 /// with no access to the service, hence process-wide).
 pub static STORE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+const LATENCY_METRIC: &str = "tessera_http_request_duration_seconds";
+const LATENCY_HELP: &str = "HTTP request latency by route, method and status class";
 
 pub struct Telemetry {
     recorder: PrometheusRecorder,
@@ -66,7 +68,7 @@ type FastHash = foldhash::fast::RandomState;
 
 /// A route's latency histogram for one method and status class (an index
 /// into [`STATUS_CLASSES`]).
-type RouteHistogram = (Box<str>, usize, Histogram);
+type RouteHistogram = (Box<str>, usize, LatencyHistogram);
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -109,11 +111,7 @@ impl Default for Telemetry {
 
 impl Telemetry {
     pub fn new() -> Self {
-        let builder = PrometheusBuilder::new();
-        let recorder = match builder.set_buckets(LATENCY_BUCKETS) {
-            Ok(b) => b.build_recorder(),
-            Err(_) => PrometheusBuilder::new().build_recorder(),
-        };
+        let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let t = Self {
             recorder,
@@ -128,11 +126,6 @@ impl Telemetry {
 
     fn describe(&self) {
         metrics::with_local_recorder(&self.recorder, || {
-            metrics::describe_histogram!(
-                "tessera_http_request_duration_seconds",
-                Unit::Seconds,
-                "HTTP request latency by route, method and status class"
-            );
             metrics::describe_counter!("tessera_logins_total", "Password logins by outcome");
             metrics::describe_counter!(
                 "tessera_verifications_total",
@@ -201,7 +194,7 @@ impl Telemetry {
         .increment(1);
     }
 
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -209,41 +202,58 @@ impl Telemetry {
             400..=499 => 3,
             _ => 4,
         };
-        // Recorded under the read lock: cloning the handle out would cost
-        // two more atomic operations per request.
-        if let Some((_, _, histogram)) = read(&self.latency).get(route).and_then(|handles| {
-            handles
-                .iter()
-                .find(|(m, c, _)| &**m == method && *c == class)
-        }) {
-            histogram.record(seconds);
+        let same = |(m, c, _): &&RouteHistogram| &**m == method && *c == class;
+        if let Some((_, _, histogram)) = read(&self.latency)
+            .get(route)
+            .and_then(|series| series.iter().find(same))
+        {
+            histogram.record(elapsed);
             return;
         }
-        let labels = vec![
-            Label::new("route", route.to_owned()),
-            Label::new("method", method.to_owned()),
-            Label::new("status", STATUS_CLASSES[class]),
-        ];
-        let histogram = metrics::with_local_recorder(&self.recorder, || {
-            metrics::histogram!("tessera_http_request_duration_seconds", labels)
-        });
-        histogram.record(seconds);
-        write(&self.latency).entry(route.into()).or_default().push((
-            method.into(),
-            class,
-            histogram,
-        ));
+        let mut latency = write(&self.latency);
+        let series = latency.entry(route.into()).or_default();
+        // Another request may have added the series since the read above.
+        if !series.iter().any(|s| same(&s)) {
+            series.push((method.into(), class, LatencyHistogram::default()));
+        }
+        if let Some((_, _, histogram)) = series.iter().find(same) {
+            histogram.record(elapsed);
+        }
     }
 
-    /// Folds the histogram samples recorded since the last call into their
-    /// buckets. The recorder keeps raw samples until then, so without this
-    /// (or a scrape) memory grows with every request.
-    pub fn upkeep(&self) {
-        self.handle.run_upkeep();
-    }
-
+    /// The recorder's counters, then the latency histograms (series sorted
+    /// by route, method and status class, so the output is stable).
     fn render_recorded(&self) -> String {
-        self.handle.render()
+        let mut out = self.handle.render();
+        let latency = read(&self.latency);
+        let mut series: Vec<(&str, &str, usize, &LatencyHistogram)> = latency
+            .iter()
+            .flat_map(|(route, by_method)| {
+                by_method
+                    .iter()
+                    .map(move |(method, class, h)| (&**route, &**method, *class, h))
+            })
+            .collect();
+        if series.is_empty() {
+            return out;
+        }
+        series.sort_by_key(|(route, method, class, _)| (*route, *method, *class));
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "# HELP {LATENCY_METRIC} {LATENCY_HELP}");
+        let _ = writeln!(out, "# TYPE {LATENCY_METRIC} histogram");
+        for (route, method, class, histogram) in series {
+            let labels = format!(
+                "route=\"{}\",method=\"{}\",status=\"{}\"",
+                escape_label_value(route),
+                escape_label_value(method),
+                STATUS_CLASSES.get(class).copied().unwrap_or("5xx"),
+            );
+            histogram.write(&mut out, LATENCY_METRIC, &labels);
+        }
+        out.push('\n');
+        out
     }
 }
 

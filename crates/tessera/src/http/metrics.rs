@@ -66,12 +66,7 @@ pub(super) fn observe(
     verification: Option<&'static str>,
 ) {
     let telemetry = &state.core.telemetry;
-    telemetry.observe_request(
-        route,
-        method_label(method),
-        status.as_u16(),
-        elapsed.as_secs_f64(),
-    );
+    telemetry.observe_request(route, method_label(method), status.as_u16(), elapsed);
     if let Some(kind) = verification {
         telemetry.count_verification(kind, status.as_u16());
     }
