@@ -380,6 +380,33 @@ async fn last_seen_is_written_at_most_once_a_minute() {
     assert!(written > created);
 }
 
+/// Activity is written behind the request; when that write finds the
+/// session gone from the store (deleted behind the cache, as an expiry sweep
+/// or another process can), the cached copy is dropped as well.
+#[tokio::test]
+async fn a_touch_that_finds_the_session_gone_drops_the_cached_copy() {
+    let t = TestApp::new().await;
+    let login = t.signed_in("ria@example.com").await;
+    let pool = sqlx::sqlite::SqlitePool::connect(&t.db_url).await.unwrap();
+    sqlx::query("DELETE FROM sessions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    t.advance(Duration::from_secs(61));
+    let mut status = t.send(Req::get("/v1/verify").session(&login)).await.status;
+    for _ in 0..200 {
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        status = t.send(Req::get("/v1/verify").session(&login)).await.status;
+    }
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn unknown_email_and_wrong_password_look_the_same() {
     let t = TestApp::new().await;

@@ -9,7 +9,8 @@
 //! - **Two expiries.** A session dies after `idle` without use or after
 //!   `absolute` since login, whichever comes first; both are decided from the
 //!   injected clock. `last_seen_at` is written at most once per `touch_every`,
-//!   so a plain check is a read (usually a cache hit), not a write.
+//!   so a plain check is a read (usually a cache hit), not a write, and that
+//!   write is queued, never waited for (losing it can only shorten a session).
 //! - **Fresh authority.** The user's roles and status are read (through the
 //!   user cache, which change events keep coherent) on every request, so a role
 //!   change or suspension shows at the next request.
@@ -108,6 +109,17 @@ impl Eq for UserMemo {}
 impl std::fmt::Debug for UserMemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("UserMemo")
+    }
+}
+
+impl SessionRecord {
+    /// This session as it reads after use at `at` (`last_seen_at` never
+    /// moves back).
+    pub fn touched(&self, at: OffsetDateTime) -> Self {
+        Self {
+            last_seen_at: self.last_seen_at.max(at),
+            ..self.clone()
+        }
     }
 }
 
@@ -377,9 +389,9 @@ impl Tessera {
                 return Err(CoreError::Unauthenticated);
             }
             Liveness::Live { touch: true } => {
-                match self.stores.sessions.touch_session(&hash, now).await {
-                    Ok(Some(fresh)) => session = fresh,
-                    Ok(None) => return Err(CoreError::Unauthenticated),
+                // Written behind: this request does not wait for the commit.
+                match self.stores.sessions.queue_touch(&hash, now).await {
+                    Ok(_queued) => session = Arc::new(session.touched(now)),
                     Err(e) => tracing::warn!(error = %e, "could not record session activity"),
                 }
             }

@@ -8,7 +8,9 @@
 //! log, which covers writes made by other processes and closes the small race
 //! where a read that started before a delete re-inserts a stale entry.
 //! Freshness (expiry) is never decided here: the core checks every session it
-//! gets against its own clock.
+//! gets against its own clock. Session activity is written behind: a touch
+//! updates the cached copy at once and the store's row when its write
+//! commits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
-use super::{SessionStore, StoreResult, UserQuery, UserStore};
+use super::{QueuedTouch, SessionStore, StoreResult, UserQuery, UserStore};
 use crate::core::accounts::{User, UserStatus};
 use crate::core::events::{Change, ChangeListener};
 use crate::core::secret::SecretHash;
@@ -26,14 +28,15 @@ use crate::core::sessions::SessionRecord;
 /// Caches sessions by the hash of their cookie value.
 pub struct CachingSessionStore {
     inner: Arc<dyn SessionStore>,
-    cache: Cache<SecretHash, Arc<SessionRecord>>,
+    /// Shared with the tasks that watch written-behind touches.
+    cache: Arc<Cache<SecretHash, Arc<SessionRecord>>>,
 }
 
 impl CachingSessionStore {
     pub fn new(inner: Arc<dyn SessionStore>, capacity: usize) -> Self {
         Self {
             inner,
-            cache: Cache::new(capacity.max(1)),
+            cache: Arc::new(Cache::new(capacity.max(1))),
         }
     }
 
@@ -62,19 +65,29 @@ impl SessionStore for CachingSessionStore {
         Ok(found)
     }
 
-    async fn touch_session(
-        &self,
-        hash: &SecretHash,
-        at: OffsetDateTime,
-    ) -> StoreResult<Option<Arc<SessionRecord>>> {
-        let fresh = self.inner.touch_session(hash, at).await?;
-        match &fresh {
-            Some(s) => self.cache.insert(*hash, Arc::clone(s)),
-            None => {
-                self.cache.remove(hash);
-            }
+    /// The cached copy shows the activity at once (replaced only if still
+    /// cached, so a touch never brings back a session evicted meanwhile).
+    /// Should the write find no session (deleted behind this cache, as a
+    /// sweep or another process can), or fail, the copy is dropped: the
+    /// next request reads the store.
+    async fn queue_touch(&self, hash: &SecretHash, at: OffsetDateTime) -> StoreResult<QueuedTouch> {
+        let written = self.inner.queue_touch(hash, at).await?;
+        if let Some(cached) = self.cache.peek(hash) {
+            let _ = self
+                .cache
+                .replace(*hash, Arc::new(cached.touched(at)), true);
         }
-        Ok(fresh)
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let cache = Arc::clone(&self.cache);
+        let hash = *hash;
+        tokio::spawn(async move {
+            let outcome = written.still_there().await;
+            if !matches!(outcome, Ok(true)) {
+                cache.remove(&hash);
+            }
+            let _ = tell.send(outcome);
+        });
+        Ok(QueuedTouch::new(told))
     }
 
     async fn delete_session_by_hash(

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 use crate::core::accounts::{User, UserStatus};
 use crate::core::audit::AuditEvent;
@@ -98,12 +99,11 @@ pub trait UserStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>>;
-    /// Records activity; returns the updated session, or `None` if it is gone.
-    async fn touch_session(
-        &self,
-        hash: &SecretHash,
-        at: OffsetDateTime,
-    ) -> StoreResult<Option<Arc<SessionRecord>>>;
+    /// Queues a write of the session's activity (`last_seen_at`, never
+    /// moved back) and returns once it is queued, before it is committed:
+    /// no request waits for it. A write lost in a crash only makes the
+    /// session idle out sooner, never later.
+    async fn queue_touch(&self, hash: &SecretHash, at: OffsetDateTime) -> StoreResult<QueuedTouch>;
     /// Deletes one session; returns what was deleted.
     async fn delete_session_by_hash(&self, hash: &SecretHash)
     -> StoreResult<Option<SessionRecord>>;
@@ -130,6 +130,22 @@ pub trait SessionStore: Send + Sync {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
     ) -> StoreResult<u64>;
+}
+
+/// An activity write that was queued (see [`SessionStore::queue_touch`]).
+pub struct QueuedTouch(oneshot::Receiver<StoreResult<bool>>);
+
+impl QueuedTouch {
+    pub fn new(outcome: oneshot::Receiver<StoreResult<bool>>) -> Self {
+        Self(outcome)
+    }
+
+    /// Waits for the commit: whether the session still existed then.
+    pub async fn still_there(self) -> StoreResult<bool> {
+        self.0
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Backend("the activity write was dropped".into())))
+    }
 }
 
 /// The change log that keeps caches in every process coherent.

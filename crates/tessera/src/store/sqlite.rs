@@ -120,6 +120,8 @@ impl SqliteStore {
     }
 
     pub async fn close(&self) {
+        // Activity written behind lands before the writer closes.
+        self.batcher.flush().await;
         self.read.close().await;
         self.write.close().await;
         self.checkpointer.close().await;
@@ -327,12 +329,12 @@ impl SessionStore for SqliteStore {
         row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
     }
 
-    async fn touch_session(
+    async fn queue_touch(
         &self,
         hash: &SecretHash,
         at: OffsetDateTime,
-    ) -> StoreResult<Option<Arc<SessionRecord>>> {
-        self.batcher.touch(hash, at).await
+    ) -> StoreResult<super::QueuedTouch> {
+        self.batcher.queue_touch(hash, at).await
     }
 
     async fn delete_session_by_hash(
@@ -375,6 +377,8 @@ impl SessionStore for SqliteStore {
     }
 
     async fn sessions_of_user(&self, user_id: &str) -> StoreResult<Vec<SessionRecord>> {
+        // The list shows activity written behind, up to this moment.
+        self.batcher.flush().await;
         let rows = query(sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at DESC"
         )))
@@ -406,6 +410,9 @@ impl SessionStore for SqliteStore {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
     ) -> StoreResult<u64> {
+        // Activity queued before the sweep lands first, so a session used
+        // just before its idle expiry is not swept on the old time.
+        self.batcher.flush().await;
         let done = query("DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?")
             .bind(to_millis(now))
             .bind(to_millis(idle_cutoff))

@@ -1,7 +1,10 @@
 //! Group commit for the frequent small writes: refresh-token rotations,
 //! session activity (`last_seen_at`) updates and audit events.
 //!
-//! Every such write must be durable before its caller is answered, and with
+//! Every such write but one must be durable before its caller is answered
+//! (the exception is session activity: nothing waits for it, see
+//! [`super::SessionStore::queue_touch`], and [`WriteBatcher::flush`] waits
+//! for it where it matters), and with
 //! `synchronous = FULL` each commit waits for an fsync of the WAL: one
 //! transaction per write caps a disk at a few hundred writes a second. They
 //! are therefore queued to one task that takes everything waiting (up to
@@ -14,19 +17,17 @@
 //! every caller in it gets the error (fail closed).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
 
 use sqlx::{Row, Sqlite, SqlitePool, Transaction, query};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::{SESSION_COLUMNS, backend, session_from_row};
+use super::sqlite::backend;
 use super::sqlite_tokens::{TOKEN_AND_FAMILY_FROM, family_from_row};
-use super::{StoreError, StoreResult};
+use super::{QueuedTouch, StoreError, StoreResult};
 use crate::core::audit::AuditEvent;
 use crate::core::refresh::{RefreshFamily, Rotation};
 use crate::core::secret::SecretHash;
-use crate::core::sessions::SessionRecord;
 use crate::core::time::to_millis;
 
 /// Most writes applied in one transaction.
@@ -34,12 +35,8 @@ const MAX_BATCH: usize = 128;
 /// Writes waiting for the writer before callers are held back.
 const QUEUE: usize = 4096;
 
-static TOUCH_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE token_hash = ?
-         RETURNING {SESSION_COLUMNS}"
-    )
-});
+const TOUCH_SQL: &str =
+    "UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE token_hash = ?";
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -56,18 +53,21 @@ enum Job {
     Touch {
         hash: SecretHash,
         at: OffsetDateTime,
-        reply: Reply<Option<Arc<SessionRecord>>>,
+        /// Whether the session still existed.
+        reply: Reply<bool>,
     },
     Audit {
         event: Box<AuditEvent>,
         reply: Reply<()>,
     },
+    /// Writes nothing: answered once everything queued before it committed.
+    Flush { reply: Reply<()> },
 }
 
 /// What a job produced inside the transaction, sent once it committed.
 enum Outcome {
     Rotation(Rotation),
-    Touch(Option<Arc<SessionRecord>>),
+    Touch(bool),
     Recorded,
 }
 
@@ -88,7 +88,7 @@ impl Job {
                     _ => Err(mismatch()),
                 }));
             }
-            Job::Audit { reply, .. } => {
+            Job::Audit { reply, .. } | Job::Flush { reply } => {
                 let _ = reply.send(outcome.and_then(|o| match o {
                     Outcome::Recorded => Ok(()),
                     _ => Err(mismatch()),
@@ -142,11 +142,12 @@ impl WriteBatcher {
         outcome.await.map_err(|_| stopped())?
     }
 
-    pub(super) async fn touch(
+    /// Queues an activity write; returns once it is queued.
+    pub(super) async fn queue_touch(
         &self,
         hash: &SecretHash,
         at: OffsetDateTime,
-    ) -> StoreResult<Option<Arc<SessionRecord>>> {
+    ) -> StoreResult<QueuedTouch> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Touch {
             hash: *hash,
@@ -154,7 +155,16 @@ impl WriteBatcher {
             reply,
         };
         self.jobs.send(job).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        Ok(QueuedTouch::new(outcome))
+    }
+
+    /// Waits until every write queued before this call was committed (or
+    /// failed: each of those callers learns it from its own answer).
+    pub(super) async fn flush(&self) {
+        let (reply, outcome) = oneshot::channel();
+        if self.jobs.send(Job::Flush { reply }).await.is_ok() {
+            let _ = outcome.await;
+        }
     }
 
     pub(super) async fn record(&self, event: &AuditEvent) -> StoreResult<()> {
@@ -249,6 +259,7 @@ async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
                 pending.audit(event, None);
                 Outcome::Recorded
             }
+            Job::Flush { .. } => Outcome::Recorded,
         });
     }
     pending.flush(&mut tx).await?;
@@ -432,14 +443,14 @@ async fn touch_one(
     tx: &mut Transaction<'_, Sqlite>,
     hash: &SecretHash,
     at: OffsetDateTime,
-) -> StoreResult<Option<Arc<SessionRecord>>> {
-    let row = query(sqlx::AssertSqlSafe(TOUCH_SQL.as_str()))
+) -> StoreResult<bool> {
+    let done = query(TOUCH_SQL)
         .bind(to_millis(at))
         .bind(hash.as_bytes())
-        .fetch_optional(&mut **tx)
+        .execute(&mut **tx)
         .await
         .map_err(backend)?;
-    row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
+    Ok(done.rows_affected() > 0)
 }
 
 /// A used refresh token came back: its family is revoked and the token it
@@ -547,7 +558,7 @@ mod tests {
             .unwrap();
         assert!(matches!(spent, Rotation::Rotated(_)));
         store.revoke_family("fam_5", t0()).await.unwrap();
-        let session = SessionRecord {
+        let session = crate::core::sessions::SessionRecord {
             token_hash: hash(90),
             id: "ses_1".into(),
             user_id: "usr_1".into(),
@@ -654,7 +665,7 @@ mod tests {
 
         let describe = |o: &Outcome| match o {
             Outcome::Rotation(r) => format!("{r:?}"),
-            Outcome::Touch(t) => format!("{:?}", t.as_ref().map(|s| s.last_seen_at)),
+            Outcome::Touch(still_there) => format!("touched {still_there}"),
             Outcome::Recorded => "recorded".into(),
         };
         let batched: Vec<String> = batched.iter().map(describe).collect();
@@ -667,8 +678,17 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "Rotated", "Rotated", "Reused", "recorded", "Reused", "Invalid", "Invalid",
-                "Invalid", "Invalid", "Some", "Rotated"
+                "Rotated",
+                "Rotated",
+                "Reused",
+                "recorded",
+                "Reused",
+                "Invalid",
+                "Invalid",
+                "Invalid",
+                "Invalid",
+                "touched true",
+                "Rotated"
             ]
         );
         let rows = contents(&together).await;
