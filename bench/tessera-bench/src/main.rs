@@ -84,6 +84,11 @@ enum Cmd {
         /// Seconds since the sessions were last seen (0: just now).
         #[arg(long, default_value_t = 0)]
         last_seen_ago: i64,
+        /// Spread the last-seen times evenly over this many more seconds,
+        /// as sessions in steady use are (their activity writes then come
+        /// at a steady rate instead of all at once).
+        #[arg(long, default_value_t = 0)]
+        last_seen_spread: i64,
     },
     /// Mint tokens with Tessera's core on a seeded database.
     Mint {
@@ -123,7 +128,14 @@ async fn main() -> anyhow::Result<()> {
             sessions,
             cookies,
             last_seen_ago,
-        } => seed(&database_url, users, sessions, &cookies, last_seen_ago).await,
+            last_seen_spread,
+        } => {
+            let last_seen = LastSeen {
+                ago_ms: last_seen_ago * 1000,
+                spread_ms: last_seen_spread * 1000,
+            };
+            seed(&database_url, users, sessions, &cookies, last_seen).await
+        }
         Cmd::Mint {
             database_url,
             public_url,
@@ -269,12 +281,26 @@ fn email(i: usize) -> String {
     format!("user{i}@bench.example")
 }
 
+/// When seeded sessions were last seen, before the seeding.
+struct LastSeen {
+    ago_ms: i64,
+    spread_ms: i64,
+}
+
+impl LastSeen {
+    /// The `i`th of `n` sessions: evenly over `[ago, ago + spread)`.
+    fn ms_before_now(&self, i: usize, n: usize) -> i64 {
+        let share = self.spread_ms as i128 * i as i128 / n.max(1) as i128;
+        self.ago_ms + share as i64
+    }
+}
+
 async fn seed(
     url: &str,
     users: usize,
     sessions: usize,
     cookies: &Path,
-    last_seen_ago: i64,
+    last_seen: LastSeen,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(users > 0, "--users must be at least 1");
     let start = Instant::now();
@@ -318,11 +344,15 @@ async fn seed(
     // Cookies in random order for wrk; rows in key order for SQLite, with
     // the secondary indexes built once at the end: 1M sessions in seconds.
     let mut out = BufWriter::new(File::create(cookies)?);
-    let mut rows: Vec<([u8; 32], usize)> = Vec::with_capacity(sessions);
+    let mut rows: Vec<([u8; 32], usize, i64)> = Vec::with_capacity(sessions);
     for i in 0..sessions {
         let secret = BearerSecret::generate();
         writeln!(out, "{}", secret.expose())?;
-        rows.push((secret.hash().0, i % users));
+        rows.push((
+            secret.hash().0,
+            i % users,
+            last_seen.ms_before_now(i, sessions),
+        ));
     }
     out.flush()?;
     rows.sort_unstable();
@@ -340,12 +370,12 @@ async fn seed(
         QueryBuilder::<Sqlite>::new(
             "INSERT INTO sessions (token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent) ",
         )
-        .push_values(chunk, |mut row, (hash, user)| {
+        .push_values(chunk, |mut row, (hash, user, seen_ago_ms)| {
             row.push_bind(hash.to_vec())
                 .push_bind(new_id("ses"))
                 .push_bind(user_ids[*user].clone())
                 .push_bind(now)
-                .push_bind(now - last_seen_ago * 1000)
+                .push_bind(now - seen_ago_ms)
                 .push_bind(now + 30 * DAY_MS)
                 .push_bind("127.0.0.1")
                 .push_bind(USER_AGENT);
