@@ -35,6 +35,9 @@ const MAX_BATCH: usize = 128;
 /// Writes waiting for the writer before callers are held back.
 const QUEUE: usize = 4096;
 
+const TOUCH_SQL: &str =
+    "UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE token_hash = ?";
+
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 /// One queued write and where its outcome goes.
@@ -212,7 +215,6 @@ async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
     // process or any other.
     let mut tx = write.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
     let presented = presented_tokens(&mut tx, batch).await?;
-    let touched = touch_sessions(&mut tx, batch).await?;
     let mut spent: HashSet<SecretHash> = HashSet::new();
     let mut revoked: HashSet<&str> = HashSet::new();
     let mut pending = Pending::default();
@@ -252,7 +254,7 @@ async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
                 };
                 Outcome::Rotation(rotation)
             }
-            Job::Touch { hash, .. } => Outcome::Touch(touched.contains(hash)),
+            Job::Touch { hash, at, .. } => Outcome::Touch(touch_one(&mut tx, hash, *at).await?),
             Job::Audit { event, .. } => {
                 pending.audit(event, None);
                 Outcome::Recorded
@@ -437,46 +439,21 @@ impl<'a> Pending<'a> {
     }
 }
 
-/// Writes the activity of every session the batch touches, in one
-/// statement (a touch depends on no other job, and none on it); returns the
-/// sessions that still existed. A session touched twice keeps the later
-/// time.
-async fn touch_sessions(
+/// One statement per touch, not one for the whole batch: on a server with
+/// one core, SQLite's thread then never holds it for long (a single
+/// statement for 128 touches made the verify tail longer, bench/README.md).
+async fn touch_one(
     tx: &mut Transaction<'_, Sqlite>,
-    batch: &[Job],
-) -> StoreResult<HashSet<SecretHash>> {
-    let mut latest: HashMap<SecretHash, i64> = HashMap::new();
-    for job in batch {
-        if let Job::Touch { hash, at, .. } = job {
-            let at = to_millis(*at);
-            latest
-                .entry(*hash)
-                .and_modify(|seen| *seen = (*seen).max(at))
-                .or_insert(at);
-        }
-    }
-    let mut found = HashSet::with_capacity(latest.len());
-    if latest.is_empty() {
-        return Ok(found);
-    }
-    let sql = format!(
-        "UPDATE sessions SET last_seen_at = max(sessions.last_seen_at, seen.at)
-         FROM (SELECT column1 AS hash, column2 AS at FROM (VALUES {})) AS seen
-         WHERE sessions.token_hash = seen.hash
-         RETURNING sessions.token_hash",
-        placeholders(2, latest.len())
-    );
-    let mut update = query(sqlx::AssertSqlSafe(sql)).persistent(false);
-    for (hash, at) in &latest {
-        update = update.bind(hash.as_bytes()).bind(*at);
-    }
-    for row in update.fetch_all(&mut **tx).await.map_err(backend)? {
-        let raw: Vec<u8> = row.try_get("token_hash").map_err(backend)?;
-        let hash = SecretHash::from_slice(&raw)
-            .ok_or_else(|| StoreError::Backend("bad token_hash column".into()))?;
-        found.insert(hash);
-    }
-    Ok(found)
+    hash: &SecretHash,
+    at: OffsetDateTime,
+) -> StoreResult<bool> {
+    let done = query(TOUCH_SQL)
+        .bind(to_millis(at))
+        .bind(hash.as_bytes())
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// A used refresh token came back: its family is revoked and the token it
