@@ -440,7 +440,7 @@ impl<'a> Pending<'a> {
 }
 
 /// One statement per touch, not one for the whole batch: on a server with
-/// one core, SQLite's thread then never holds it for long (a single
+/// one core, SQLite's thread then holds it in short stretches (a single
 /// statement for 128 touches made the verify tail longer, bench/README.md).
 async fn touch_one(
     tx: &mut Transaction<'_, Sqlite>,
