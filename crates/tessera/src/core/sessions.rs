@@ -390,8 +390,9 @@ impl Tessera {
             }
             Liveness::Live { touch: true } => {
                 // Written behind: this request does not wait for the commit.
-                match self.stores.sessions.queue_touch(&hash, now).await {
-                    Ok(_queued) => session = Arc::new(session.touched(now)),
+                let touched = Arc::new(session.touched(now));
+                match self.stores.sessions.queue_touch(&touched).await {
+                    Ok(_queued) => session = touched,
                     Err(e) => tracing::warn!(error = %e, "could not record session activity"),
                 }
             }

@@ -213,11 +213,13 @@ impl Telemetry {
         let mut latency = write(&self.latency);
         let series = latency.entry(route.into()).or_default();
         // Another request may have added the series since the read above.
-        if !series.iter().any(|s| same(&s)) {
-            series.push((method.into(), class, LatencyHistogram::default()));
-        }
-        if let Some((_, _, histogram)) = series.iter().find(same) {
-            histogram.record(elapsed);
+        match series.iter().find(same) {
+            Some((_, _, histogram)) => histogram.record(elapsed),
+            None => {
+                let histogram = LatencyHistogram::default();
+                histogram.record(elapsed);
+                series.push((method.into(), class, histogram));
+            }
         }
     }
 

@@ -65,21 +65,17 @@ impl SessionStore for CachingSessionStore {
         Ok(found)
     }
 
-    /// The cached copy shows the activity at once (replaced only if still
+    /// The touched record replaces the cached copy at once (only if still
     /// cached, so a touch never brings back a session evicted meanwhile).
     /// Should the write find no session (deleted behind this cache, as a
     /// sweep or another process can), or fail, the copy is dropped: the
     /// next request reads the store.
-    async fn queue_touch(&self, hash: &SecretHash, at: OffsetDateTime) -> StoreResult<QueuedTouch> {
-        let written = self.inner.queue_touch(hash, at).await?;
-        if let Some(cached) = self.cache.peek(hash) {
-            let _ = self
-                .cache
-                .replace(*hash, Arc::new(cached.touched(at)), true);
-        }
+    async fn queue_touch(&self, touched: &Arc<SessionRecord>) -> StoreResult<QueuedTouch> {
+        let written = self.inner.queue_touch(touched).await?;
+        let hash = touched.token_hash;
+        let _ = self.cache.replace(hash, Arc::clone(touched), true);
         let (tell, told) = tokio::sync::oneshot::channel();
         let cache = Arc::clone(&self.cache);
-        let hash = *hash;
         tokio::spawn(async move {
             let outcome = written.still_there().await;
             if !matches!(outcome, Ok(true)) {

@@ -99,11 +99,11 @@ pub trait UserStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>>;
-    /// Queues a write of the session's activity (`last_seen_at`, never
-    /// moved back) and returns once it is queued, before it is committed:
-    /// no request waits for it. A write lost in a crash only makes the
-    /// session idle out sooner, never later.
-    async fn queue_touch(&self, hash: &SecretHash, at: OffsetDateTime) -> StoreResult<QueuedTouch>;
+    /// Queues a write of the session's activity (`touched.last_seen_at`,
+    /// never moved back; see [`SessionRecord::touched`]) and returns once it
+    /// is queued, before it is committed: no request waits for it. A write
+    /// lost in a crash only makes the session idle out sooner, never later.
+    async fn queue_touch(&self, touched: &Arc<SessionRecord>) -> StoreResult<QueuedTouch>;
     /// Deletes one session; returns what was deleted.
     async fn delete_session_by_hash(&self, hash: &SecretHash)
     -> StoreResult<Option<SessionRecord>>;

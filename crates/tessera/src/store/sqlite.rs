@@ -329,12 +329,10 @@ impl SessionStore for SqliteStore {
         row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
     }
 
-    async fn queue_touch(
-        &self,
-        hash: &SecretHash,
-        at: OffsetDateTime,
-    ) -> StoreResult<super::QueuedTouch> {
-        self.batcher.queue_touch(hash, at).await
+    async fn queue_touch(&self, touched: &Arc<SessionRecord>) -> StoreResult<super::QueuedTouch> {
+        self.batcher
+            .queue_touch(&touched.token_hash, touched.last_seen_at)
+            .await
     }
 
     async fn delete_session_by_hash(
