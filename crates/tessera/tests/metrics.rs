@@ -189,6 +189,33 @@ async fn metrics_cover_requests_logins_verifications_tokens_and_limits() {
         1.0
     );
     assert_eq!(f["tessera_hash_queue_depth"]["type"], "gauge");
+    // Sign-up, sign-in, the wrong password, the password grant and the
+    // attempts below the address limit all hashed on the pool.
+    let hashes = sample(
+        &f,
+        "tessera_password_hash_seconds",
+        "tessera_password_hash_seconds_count",
+        &[],
+    );
+    assert!(hashes >= 4.0, "{hashes} password hashes counted");
+    assert!(
+        sample(
+            &f,
+            "tessera_password_hash_seconds",
+            "tessera_password_hash_seconds_sum",
+            &[]
+        ) > 0.0
+    );
+    assert_eq!(
+        sample(
+            &f,
+            "tessera_password_hash_wait_seconds",
+            "tessera_password_hash_wait_seconds_count",
+            &[]
+        ),
+        hashes,
+        "every hash waited, if only for an instant"
+    );
     assert_eq!(f["tessera_store_errors"]["type"], "counter");
     assert!(
         f["tessera_revocation_entries"]["samples"][0]["value"]

@@ -47,26 +47,41 @@ impl LatencyHistogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// Samples recorded so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
     /// Appends the series in the text exposition format: cumulative
     /// `_bucket` lines, then `_sum` and `_count`. `labels` is the rendered
-    /// label list without braces (`route="/v1/verify",method="GET"`).
+    /// label list without braces (`route="/v1/verify",method="GET"`), or
+    /// empty for a series without labels.
     pub fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let le_after = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
         for (at, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
             let _ = match BOUNDS_NANOS.get(at) {
                 Some(bound) => writeln!(
                     out,
-                    "{name}_bucket{{{labels},le=\"{}\"}} {cumulative}",
+                    "{name}_bucket{{{labels}{le_after}le=\"{}\"}} {cumulative}",
                     seconds(*bound)
                 ),
-                None => writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}"),
+                None => writeln!(
+                    out,
+                    "{name}_bucket{{{labels}{le_after}le=\"+Inf\"}} {cumulative}"
+                ),
             };
         }
         let sum = seconds(self.sum_nanos.load(Ordering::Relaxed));
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
         // From the buckets, so the count always equals the `+Inf` bucket.
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+        let _ = writeln!(out, "{name}_count{braced} {cumulative}");
     }
 }
 
@@ -120,6 +135,20 @@ mod tests {
         let lines = rendered(&LatencyHistogram::default());
         assert!(lines[..15].iter().all(|l| l.ends_with("} 0")));
         assert_eq!(lines[15], "t_sum{route=\"/r\"} 0");
+    }
+
+    #[test]
+    fn a_series_without_labels_has_only_le_or_no_braces() {
+        let h = LatencyHistogram::default();
+        h.record(Duration::from_millis(15));
+        let mut out = String::new();
+        h.write(&mut out, "t", "");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "t_bucket{le=\"0.0001\"} 0");
+        assert_eq!(lines[7], "t_bucket{le=\"0.025\"} 1");
+        assert_eq!(lines[14], "t_bucket{le=\"+Inf\"} 1");
+        assert_eq!(lines[15], "t_sum 0.015");
+        assert_eq!(lines[16], "t_count 1");
     }
 
     #[test]

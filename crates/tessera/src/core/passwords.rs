@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 use super::accounts::Password;
 use super::argon2_kept::{KeptMemoryArgon2, wipe_kept_memory};
 use super::error::{CoreError, CoreResult};
+use super::latency::LatencyHistogram;
 
 /// argon2id cost parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +97,20 @@ fn next_job(receiver: &Mutex<mpsc::Receiver<Job>>) -> Option<Job> {
     }
 }
 
+/// How long the pool's jobs waited for a thread and then ran on one: an
+/// operator sizes the pool from the first and tunes the argon2 cost from the
+/// second (the time one login's hash takes on this machine, under its load).
+#[derive(Default)]
+pub struct PoolTimings {
+    pub waited: LatencyHistogram,
+    pub worked: LatencyHistogram,
+}
+
 /// A fixed set of threads with a bounded queue.
 pub struct HashPool {
     sender: mpsc::SyncSender<Job>,
     queued: Arc<AtomicUsize>,
+    timings: Arc<PoolTimings>,
 }
 
 impl HashPool {
@@ -119,12 +131,17 @@ impl HashPool {
         Ok(Self {
             sender,
             queued: Arc::new(AtomicUsize::new(0)),
+            timings: Arc::default(),
         })
     }
 
     /// Jobs accepted but not yet finished.
     pub fn depth(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn timings(&self) -> &PoolTimings {
+        &self.timings
     }
 
     /// Runs `work` on the pool, or refuses at once with `Busy` when full.
@@ -135,11 +152,24 @@ impl HashPool {
     {
         let (tx, rx) = oneshot::channel();
         let queued = Arc::clone(&self.queued);
+        let timings = Arc::clone(&self.timings);
         queued.fetch_add(1, Ordering::Relaxed);
+        let accepted = Instant::now();
         let job: Job = Box::new(move || {
-            let out = work();
+            let started = Instant::now();
+            timings.waited.record(started - accepted);
+            // A panicking job must not take its thread with it: the pool
+            // would shrink with every one until no login could hash. The
+            // caller sees its reply dropped (503); the thread goes on.
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            timings.worked.record(started.elapsed());
             queued.fetch_sub(1, Ordering::Relaxed);
-            let _ = tx.send(out);
+            match out {
+                Ok(out) => {
+                    let _ = tx.send(out);
+                }
+                Err(_) => tracing::error!("a password hashing job panicked"),
+            }
         });
         if self.sender.try_send(job).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -290,6 +320,22 @@ mod tests {
         }
         assert_eq!(pool.depth(), 0);
         pool.run(|| ()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_refused_and_its_thread_goes_on() {
+        let pool = HashPool::new(PoolSize {
+            threads: 1,
+            queue: 4,
+        })
+        .unwrap();
+        let panicked = pool.run(|| -> u8 { panic!("a job that panics") }).await;
+        assert!(matches!(panicked, Err(CoreError::Unavailable)));
+        assert_eq!(pool.depth(), 0);
+        // The pool's only thread survived to run the next job.
+        let next = tokio::time::timeout(Duration::from_secs(10), pool.run(|| 7)).await;
+        assert_eq!(next.expect("no thread took the job").unwrap(), 7);
+        assert_eq!(pool.timings().worked.count(), 2);
     }
 
     #[tokio::test]

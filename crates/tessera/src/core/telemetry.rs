@@ -265,6 +265,12 @@ fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+fn histogram(out: &mut String, name: &str, help: &str, series: &LatencyHistogram) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    series.write(out, name, "");
+}
+
 impl Tessera {
     /// The whole `/metrics` document.
     pub async fn render_metrics(&self) -> String {
@@ -292,6 +298,19 @@ impl Tessera {
             "tessera_hash_queue_depth",
             "Password hashing jobs accepted and not finished",
             self.hash_queue_depth() as f64,
+        );
+        let timings = self.passwords.pool().timings();
+        histogram(
+            &mut out,
+            "tessera_password_hash_wait_seconds",
+            "Time a password hash or check waited for a hashing thread",
+            &timings.waited,
+        );
+        histogram(
+            &mut out,
+            "tessera_password_hash_seconds",
+            "Time a hashing thread spent on one password hash or check (argon2id)",
+            &timings.worked,
         );
         gauge(
             &mut out,
