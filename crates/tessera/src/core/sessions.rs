@@ -224,15 +224,17 @@ impl Tessera {
             user_agent: client.user_agent.clone(),
             user_memo: UserMemo::default(),
         };
-        self.stores.sessions.insert_session(&record).await?;
-        tracing::info!(user_id = %user.id, session = %record.id, "session started");
-        self.audit(
+        let audit = self.audit_event(
             "login_succeeded",
             Some(&user.id),
             Some(&client),
             json!({"via": "session", "session": record.id}),
-        )
-        .await;
+        );
+        self.stores
+            .sessions
+            .insert_session(&record, Some(audit))
+            .await?;
+        tracing::info!(user_id = %user.id, session = %record.id, "session started");
         Ok(NewSession {
             secret,
             auth: Authenticated {
@@ -297,7 +299,7 @@ impl Tessera {
             user_agent: client.user_agent.clone().or_else(|| old.user_agent.clone()),
             user_memo: UserMemo::default(),
         };
-        self.stores.sessions.insert_session(&record).await?;
+        self.stores.sessions.insert_session(&record, None).await?;
         Ok(Some(NewSession {
             secret,
             auth: Authenticated {

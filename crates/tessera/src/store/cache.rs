@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use super::{QueuedTouch, SessionStore, StoreResult, UserQuery, UserStore};
 use crate::core::accounts::{User, UserStatus};
+use crate::core::audit::AuditEvent;
 use crate::core::events::{Change, ChangeListener};
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
@@ -47,8 +48,12 @@ impl CachingSessionStore {
 
 #[async_trait]
 impl SessionStore for CachingSessionStore {
-    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()> {
-        self.inner.insert_session(session).await?;
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<()> {
+        self.inner.insert_session(session, audit).await?;
         self.cache
             .insert(session.token_hash, Arc::new(session.clone()));
         Ok(())

@@ -97,7 +97,14 @@ pub trait UserStore: Send + Sync {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    /// Stores a new session, and `audit` (the event that describes it) in
+    /// the same commit: a login is never recorded without its session, nor
+    /// the other way round.
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<()>;
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>>;
     /// Queues a write of the session's activity (`touched.last_seen_at`,
     /// never moved back; see [`SessionRecord::touched`]) and returns once it

@@ -24,6 +24,7 @@ use super::{
     EventStore, Health, SessionStore, StoreError, StoreResult, Stores, UserQuery, UserStore,
 };
 use crate::core::accounts::{User, UserStatus};
+use crate::core::audit::AuditEvent;
 use crate::core::events::Change;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
@@ -300,22 +301,12 @@ impl UserStore for SqliteStore {
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
-        query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(s.token_hash.as_bytes())
-        .bind(&s.id)
-        .bind(&s.user_id)
-        .bind(to_millis(s.created_at))
-        .bind(to_millis(s.last_seen_at))
-        .bind(to_millis(s.expires_at))
-        .bind(s.ip.as_deref())
-        .bind(s.user_agent.as_deref())
-        .execute(&self.write)
-        .await
-        .map_err(backend)?;
-        Ok(())
+    async fn insert_session(
+        &self,
+        s: &SessionRecord,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<()> {
+        self.batcher.start_session(s, audit).await
     }
 
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>> {

@@ -1,5 +1,5 @@
-//! Group commit for the frequent small writes: refresh-token rotations,
-//! session activity (`last_seen_at`) updates and audit events.
+//! Group commit for the frequent small writes: refresh-token rotations, new
+//! sessions, session activity (`last_seen_at`) updates and audit events.
 //!
 //! Every such write but one must be durable before its caller is answered
 //! (the exception is session activity: nothing waits for it, see
@@ -22,12 +22,13 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction, query};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::backend;
+use super::sqlite::{SESSION_COLUMNS, backend};
 use super::sqlite_tokens::{TOKEN_AND_FAMILY_FROM, family_from_row};
 use super::{QueuedTouch, StoreError, StoreResult};
 use crate::core::audit::AuditEvent;
 use crate::core::refresh::{RefreshFamily, Rotation};
 use crate::core::secret::SecretHash;
+use crate::core::sessions::SessionRecord;
 use crate::core::time::to_millis;
 
 /// Most writes applied in one transaction.
@@ -49,6 +50,13 @@ enum Job {
         now: OffsetDateTime,
         audit: Box<AuditEvent>,
         reply: Reply<Rotation>,
+    },
+    /// A new session, with the audit event that describes it (if any) in
+    /// the same commit.
+    Start {
+        session: Box<SessionRecord>,
+        audit: Option<Box<AuditEvent>>,
+        reply: Reply<()>,
     },
     Touch {
         hash: SecretHash,
@@ -88,7 +96,7 @@ impl Job {
                     _ => Err(mismatch()),
                 }));
             }
-            Job::Audit { reply, .. } | Job::Flush { reply } => {
+            Job::Start { reply, .. } | Job::Audit { reply, .. } | Job::Flush { reply } => {
                 let _ = reply.send(outcome.and_then(|o| match o {
                     Outcome::Recorded => Ok(()),
                     _ => Err(mismatch()),
@@ -136,6 +144,22 @@ impl WriteBatcher {
             next_expires_at,
             now,
             audit: Box::new(audit),
+            reply,
+        };
+        self.jobs.send(job).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    /// Inserts a session and records `audit` with it, in one commit.
+    pub(super) async fn start_session(
+        &self,
+        session: &SessionRecord,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<()> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job::Start {
+            session: Box::new(session.clone()),
+            audit: audit.map(Box::new),
             reply,
         };
         self.jobs.send(job).await.map_err(|_| stopped())?;
@@ -253,6 +277,16 @@ async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
                     }
                 };
                 Outcome::Rotation(rotation)
+            }
+            Job::Start { session, audit, .. } => {
+                // Written at once: a touch later in this batch could not be
+                // of it (its cookie is sent only after the commit), but
+                // nothing is gained by holding it either.
+                insert_session(&mut tx, session).await?;
+                if let Some(audit) = audit {
+                    pending.audit(audit, None);
+                }
+                Outcome::Recorded
             }
             Job::Touch { hash, at, .. } => Outcome::Touch(touch_one(&mut tx, hash, *at).await?),
             Job::Audit { event, .. } => {
@@ -442,6 +476,24 @@ impl<'a> Pending<'a> {
 /// One statement per touch, not one for the whole batch: on a server with
 /// one core, SQLite's thread then holds it in short stretches (a single
 /// statement for 128 touches made the verify tail longer, bench/README.md).
+async fn insert_session(tx: &mut Transaction<'_, Sqlite>, s: &SessionRecord) -> StoreResult<()> {
+    query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(s.token_hash.as_bytes())
+    .bind(&s.id)
+    .bind(&s.user_id)
+    .bind(to_millis(s.created_at))
+    .bind(to_millis(s.last_seen_at))
+    .bind(to_millis(s.expires_at))
+    .bind(s.ip.as_deref())
+    .bind(s.user_agent.as_deref())
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 async fn touch_one(
     tx: &mut Transaction<'_, Sqlite>,
     hash: &SecretHash,
@@ -561,19 +613,25 @@ mod tests {
             .unwrap();
         assert!(matches!(spent, Rotation::Rotated(_)));
         store.revoke_family("fam_5", t0()).await.unwrap();
-        let session = crate::core::sessions::SessionRecord {
-            token_hash: hash(90),
-            id: "ses_1".into(),
+        store
+            .insert_session(&session(90, "ses_1", t0()), None)
+            .await
+            .unwrap();
+        store
+    }
+
+    fn session(n: u8, id: &str, at: OffsetDateTime) -> SessionRecord {
+        SessionRecord {
+            token_hash: hash(n),
+            id: id.into(),
             user_id: "usr_1".into(),
-            created_at: t0(),
-            last_seen_at: t0(),
-            expires_at: t0() + Duration::days(1),
+            created_at: at,
+            last_seen_at: at,
+            expires_at: at + Duration::days(1),
             ip: None,
             user_agent: None,
             user_memo: Default::default(),
-        };
-        store.insert_session(&session).await.unwrap();
-        store
+        }
     }
 
     /// Every case a batch meets, with jobs that depend on earlier ones.
@@ -614,6 +672,16 @@ mod tests {
             Job::Touch {
                 hash: hash(91), // no such session
                 at: at(21),
+                reply: oneshot::channel().0,
+            },
+            Job::Start {
+                session: Box::new(session(92, "ses_2", at(22))),
+                audit: Some(Box::new(event(22, Some("usr_1")))),
+                reply: oneshot::channel().0,
+            },
+            Job::Start {
+                session: Box::new(session(93, "ses_3", at(23))),
+                audit: None,
                 reply: oneshot::channel().0,
             },
             Job::Flush {
@@ -707,11 +775,15 @@ mod tests {
                 "Rotated",
                 "touched true",
                 "touched false",
+                "recorded",
+                "recorded",
                 "recorded"
             ]
         );
         let seen = together.session_by_hash(&hash(90)).await.unwrap().unwrap();
         assert_eq!(seen.last_seen_at, t0() + Duration::milliseconds(19));
+        let started = together.session_by_hash(&hash(92)).await.unwrap().unwrap();
+        assert_eq!(started.id, "ses_2");
         let rows = contents(&together).await;
         assert!(rows.iter().all(|table| !table.is_empty()), "{rows:?}");
         assert_eq!(rows, contents(&one_by_one).await);
