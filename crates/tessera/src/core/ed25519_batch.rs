@@ -193,29 +193,42 @@ fn check_all(batch: &[Check], distrust: &AtomicBool) -> Vec<bool> {
 /// the module docs); false if any one does not, or if randomness for the
 /// coefficients cannot be had.
 fn all_hold(batch: &[Check]) -> bool {
-    let mut coefficients = vec![0u8; 16 * batch.len()];
+    all_signed(
+        batch
+            .iter()
+            .map(|c| (c.message.as_slice(), &c.signature, &c.key)),
+    )
+}
+
+/// Whether each `(message, signature, key)` holds, checked together as a
+/// batch is (public for the benchmark's signature floor).
+pub fn all_signed<'a, I>(signed: I) -> bool
+where
+    I: ExactSizeIterator<Item = (&'a [u8], &'a Signature, &'a VerifyingKey)>,
+{
+    let count = signed.len();
+    let mut coefficients = vec![0u8; 16 * count];
     if aws_lc_rs::rand::fill(&mut coefficients).is_err() {
         return false;
     }
-    let mut scalars = Vec::with_capacity(batch.len() + 4);
-    let mut points = Vec::with_capacity(batch.len() + 4);
+    let mut scalars = Vec::with_capacity(count + 4);
+    let mut points = Vec::with_capacity(count + 4);
     let mut b_coefficient = Scalar::ZERO;
     // (key, its coefficient): rarely more than one, two during a rotation.
     let mut keys: Vec<(&VerifyingKey, Scalar)> = Vec::with_capacity(2);
-    for (check, z) in batch.iter().zip(coefficients.chunks_exact(16)) {
-        let Some(s) =
-            Option::<Scalar>::from(Scalar::from_canonical_bytes(*check.signature.s_bytes()))
+    for ((message, signature, key), z) in signed.zip(coefficients.chunks_exact(16)) {
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes()))
         else {
             return false;
         };
-        let r_bytes = check.signature.r_bytes();
+        let r_bytes = signature.r_bytes();
         let Some(r) = CompressedEdwardsY(*r_bytes).decompress() else {
             return false;
         };
         let mut hram = digest::Context::new(&digest::SHA512);
         hram.update(r_bytes);
-        hram.update(check.key.as_bytes());
-        hram.update(&check.message);
+        hram.update(key.as_bytes());
+        hram.update(message);
         let Ok(wide) = <[u8; 64]>::try_from(hram.finish().as_ref()) else {
             return false;
         };
@@ -224,9 +237,9 @@ fn all_hold(batch: &[Check]) -> bool {
         z_bytes[..16].copy_from_slice(z);
         let z = Scalar::from_bytes_mod_order(z_bytes);
         b_coefficient -= z * s;
-        match keys.iter_mut().find(|(key, _)| *key == &check.key) {
+        match keys.iter_mut().find(|(seen, _)| *seen == key) {
             Some((_, coefficient)) => *coefficient += z * k,
-            None => keys.push((&check.key, z * k)),
+            None => keys.push((key, z * k)),
         }
         scalars.push(z);
         points.push(r);
