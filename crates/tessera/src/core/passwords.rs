@@ -110,6 +110,8 @@ pub struct PoolTimings {
 pub struct HashPool {
     sender: mpsc::SyncSender<Job>,
     queued: Arc<AtomicUsize>,
+    /// Jobs the pool holds at most: one per thread and the queue.
+    capacity: usize,
     timings: Arc<PoolTimings>,
 }
 
@@ -131,6 +133,7 @@ impl HashPool {
         Ok(Self {
             sender,
             queued: Arc::new(AtomicUsize::new(0)),
+            capacity: size.threads.max(1) + size.queue,
             timings: Arc::default(),
         })
     }
@@ -138,6 +141,13 @@ impl HashPool {
     /// Jobs accepted but not yet finished.
     pub fn depth(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether a job submitted now would be refused: every thread busy and
+    /// the queue full. A hint (the pool may drain or fill meanwhile); `run`
+    /// decides.
+    pub fn is_full(&self) -> bool {
+        self.depth() >= self.capacity
     }
 
     pub fn timings(&self) -> &PoolTimings {
@@ -311,6 +321,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(pool.depth(), 2);
+        assert!(pool.is_full());
         let refused = pool.run(|| ()).await;
         assert!(matches!(refused, Err(CoreError::Busy)));
         release_tx.send(()).unwrap();
@@ -319,6 +330,7 @@ mod tests {
             job.await.unwrap().unwrap();
         }
         assert_eq!(pool.depth(), 0);
+        assert!(!pool.is_full());
         pool.run(|| ()).await.unwrap();
     }
 

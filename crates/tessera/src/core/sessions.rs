@@ -334,6 +334,12 @@ impl Tessera {
                 .count("tessera_logins_total", &[("outcome", "rate_limited")]);
             return Err(CoreError::RateLimited(secs));
         }
+        // Refused before the account is read: a flood beyond the hashing
+        // queue then costs a counter read per attempt, not a database read,
+        // and the core stays with the hashes it accepted.
+        if self.passwords.pool().is_full() {
+            return Err(CoreError::Busy);
+        }
         let found = match parsed {
             Ok(email) => self.stores.users.credentials_by_email(&email.key).await?,
             Err(_) => None,
