@@ -230,10 +230,15 @@ impl Tessera {
             Some(&client),
             json!({"via": "session", "session": record.id}),
         );
-        self.stores
+        if !self
+            .stores
             .sessions
             .insert_session(&record, Some(audit))
-            .await?;
+            .await?
+        {
+            // The account was deleted while its password was checked.
+            return Err(CoreError::InvalidCredentials);
+        }
         tracing::info!(user_id = %user.id, session = %record.id, "session started");
         Ok(NewSession {
             secret,
@@ -299,7 +304,9 @@ impl Tessera {
             user_agent: client.user_agent.clone().or_else(|| old.user_agent.clone()),
             user_memo: UserMemo::default(),
         };
-        self.stores.sessions.insert_session(&record, None).await?;
+        if !self.stores.sessions.insert_session(&record, None).await? {
+            return Err(CoreError::Unauthenticated);
+        }
         Ok(Some(NewSession {
             secret,
             auth: Authenticated {

@@ -52,11 +52,13 @@ impl SessionStore for CachingSessionStore {
         &self,
         session: &SessionRecord,
         audit: Option<AuditEvent>,
-    ) -> StoreResult<()> {
-        self.inner.insert_session(session, audit).await?;
-        self.cache
-            .insert(session.token_hash, Arc::new(session.clone()));
-        Ok(())
+    ) -> StoreResult<bool> {
+        let stored = self.inner.insert_session(session, audit).await?;
+        if stored {
+            self.cache
+                .insert(session.token_hash, Arc::new(session.clone()));
+        }
+        Ok(stored)
     }
 
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>> {

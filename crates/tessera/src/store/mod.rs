@@ -99,12 +99,13 @@ pub trait UserStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     /// Stores a new session, and `audit` (the event that describes it) in
     /// the same commit: a login is never recorded without its session, nor
-    /// the other way round.
+    /// the other way round. Returns false, having written neither, when the
+    /// session's user no longer exists.
     async fn insert_session(
         &self,
         session: &SessionRecord,
         audit: Option<AuditEvent>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>>;
     /// Queues a write of the session's activity (`touched.last_seen_at`,
     /// never moved back; see [`SessionRecord::touched`]) and returns once it

@@ -305,7 +305,7 @@ impl SessionStore for SqliteStore {
         &self,
         s: &SessionRecord,
         audit: Option<AuditEvent>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.batcher.start_session(s, audit).await
     }
 

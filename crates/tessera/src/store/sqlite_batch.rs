@@ -56,7 +56,8 @@ enum Job {
     Start {
         session: Box<SessionRecord>,
         audit: Option<Box<AuditEvent>>,
-        reply: Reply<()>,
+        /// Whether it was stored (false: its user is gone).
+        reply: Reply<bool>,
     },
     Touch {
         hash: SecretHash,
@@ -75,7 +76,8 @@ enum Job {
 /// What a job produced inside the transaction, sent once it committed.
 enum Outcome {
     Rotation(Rotation),
-    Touch(bool),
+    /// Whether the session touched, or started, has its row.
+    Found(bool),
     Recorded,
 }
 
@@ -90,13 +92,13 @@ impl Job {
                     _ => Err(mismatch()),
                 }));
             }
-            Job::Touch { reply, .. } => {
+            Job::Touch { reply, .. } | Job::Start { reply, .. } => {
                 let _ = reply.send(outcome.and_then(|o| match o {
-                    Outcome::Touch(t) => Ok(t),
+                    Outcome::Found(found) => Ok(found),
                     _ => Err(mismatch()),
                 }));
             }
-            Job::Start { reply, .. } | Job::Audit { reply, .. } | Job::Flush { reply } => {
+            Job::Audit { reply, .. } | Job::Flush { reply } => {
                 let _ = reply.send(outcome.and_then(|o| match o {
                     Outcome::Recorded => Ok(()),
                     _ => Err(mismatch()),
@@ -150,12 +152,13 @@ impl WriteBatcher {
         outcome.await.map_err(|_| stopped())?
     }
 
-    /// Inserts a session and records `audit` with it, in one commit.
+    /// Inserts a session and records `audit` with it, in one commit; false
+    /// (and nothing written) when the session's user no longer exists.
     pub(super) async fn start_session(
         &self,
         session: &SessionRecord,
         audit: Option<AuditEvent>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let (reply, outcome) = oneshot::channel();
         let job = Job::Start {
             session: Box::new(session.clone()),
@@ -282,13 +285,13 @@ async fn apply(write: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Outcome>> {
                 // Written at once: a touch later in this batch could not be
                 // of it (its cookie is sent only after the commit), but
                 // nothing is gained by holding it either.
-                insert_session(&mut tx, session).await?;
-                if let Some(audit) = audit {
+                let stored = insert_session(&mut tx, session).await?;
+                if let Some(audit) = audit.as_ref().filter(|_| stored) {
                     pending.audit(audit, None);
                 }
-                Outcome::Recorded
+                Outcome::Found(stored)
             }
-            Job::Touch { hash, at, .. } => Outcome::Touch(touch_one(&mut tx, hash, *at).await?),
+            Job::Touch { hash, at, .. } => Outcome::Found(touch_one(&mut tx, hash, *at).await?),
             Job::Audit { event, .. } => {
                 pending.audit(event, None);
                 Outcome::Recorded
@@ -476,9 +479,14 @@ impl<'a> Pending<'a> {
 /// One statement per touch, not one for the whole batch: on a server with
 /// one core, SQLite's thread then holds it in short stretches (a single
 /// statement for 128 touches made the verify tail longer, bench/README.md).
-async fn insert_session(tx: &mut Transaction<'_, Sqlite>, s: &SessionRecord) -> StoreResult<()> {
-    query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+/// Inserts a session unless its user is gone (deleted since the login
+/// read it): the foreign key would fail the whole batch, every other
+/// caller's write with it, so that case is a `false` for this job alone.
+async fn insert_session(tx: &mut Transaction<'_, Sqlite>, s: &SessionRecord) -> StoreResult<bool> {
+    let done = query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO sessions ({SESSION_COLUMNS})
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+         WHERE EXISTS (SELECT 1 FROM users WHERE id = ?3)"
     )))
     .bind(s.token_hash.as_bytes())
     .bind(&s.id)
@@ -491,7 +499,7 @@ async fn insert_session(tx: &mut Transaction<'_, Sqlite>, s: &SessionRecord) -> 
     .execute(&mut **tx)
     .await
     .map_err(backend)?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 async fn touch_one(
@@ -684,6 +692,16 @@ mod tests {
                 audit: None,
                 reply: oneshot::channel().0,
             },
+            // A user deleted since its login was checked: neither the
+            // session nor its audit event is written, and the batch goes on.
+            Job::Start {
+                session: Box::new(SessionRecord {
+                    user_id: "usr_gone".into(),
+                    ..session(94, "ses_4", at(24))
+                }),
+                audit: Some(Box::new(event(24, Some("usr_gone")))),
+                reply: oneshot::channel().0,
+            },
             Job::Flush {
                 reply: oneshot::channel().0,
             },
@@ -749,7 +767,7 @@ mod tests {
 
         let describe = |o: &Outcome| match o {
             Outcome::Rotation(r) => format!("{r:?}"),
-            Outcome::Touch(still_there) => format!("touched {still_there}"),
+            Outcome::Found(found) => format!("found {found}"),
             Outcome::Recorded => "recorded".into(),
         };
         let batched: Vec<String> = batched.iter().map(describe).collect();
@@ -771,12 +789,13 @@ mod tests {
                 "Invalid",
                 "Invalid",
                 "Invalid",
-                "touched true",
+                "found true",
                 "Rotated",
-                "touched true",
-                "touched false",
-                "recorded",
-                "recorded",
+                "found true",
+                "found false",
+                "found true",
+                "found true",
+                "found false",
                 "recorded"
             ]
         );
@@ -784,6 +803,7 @@ mod tests {
         assert_eq!(seen.last_seen_at, t0() + Duration::milliseconds(19));
         let started = together.session_by_hash(&hash(92)).await.unwrap().unwrap();
         assert_eq!(started.id, "ses_2");
+        assert!(together.session_by_hash(&hash(94)).await.unwrap().is_none());
         let rows = contents(&together).await;
         assert!(rows.iter().all(|table| !table.is_empty()), "{rows:?}");
         assert_eq!(rows, contents(&one_by_one).await);
