@@ -275,7 +275,10 @@ fn batch_verify_rate(rounds: usize, round: Duration, dalek: bool) -> f64 {
                 ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_ok()
             } else {
                 tessera::core::ed25519_batch::all_signed(
-                    (0..BATCH).map(|i| (refs[i], &signatures[i], &keys[i])),
+                    refs.iter()
+                        .zip(&signatures)
+                        .zip(&keys)
+                        .map(|((message, signature), key)| (*message, signature, key)),
                 )
             }
         })

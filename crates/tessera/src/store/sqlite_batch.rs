@@ -476,9 +476,6 @@ impl<'a> Pending<'a> {
     }
 }
 
-/// One statement per touch, not one for the whole batch: on a server with
-/// one core, SQLite's thread then holds it in short stretches (a single
-/// statement for 128 touches made the verify tail longer, bench/README.md).
 /// Inserts a session unless its user is gone (deleted since the login
 /// read it): the foreign key would fail the whole batch, every other
 /// caller's write with it, so that case is a `false` for this job alone.
@@ -502,6 +499,9 @@ async fn insert_session(tx: &mut Transaction<'_, Sqlite>, s: &SessionRecord) -> 
     Ok(done.rows_affected() == 1)
 }
 
+/// One statement per touch, not one for the whole batch: on a server with
+/// one core, SQLite's thread then holds it in short stretches (a single
+/// statement for 128 touches made the verify tail longer, bench/README.md).
 async fn touch_one(
     tx: &mut Transaction<'_, Sqlite>,
     hash: &SecretHash,
