@@ -32,7 +32,6 @@ use tessera::core::accounts::Password;
 use tessera::core::clock::SystemClock;
 use tessera::core::secret::{BearerSecret, new_id};
 use tessera::core::sessions::ClientInfo;
-use tessera::store::sqlite::SqliteStore;
 
 /// The password of every seeded user (`user<i>@bench.example`).
 const PASSWORD: &str = "bench-password-1234";
@@ -318,9 +317,10 @@ async fn seed(
     anyhow::ensure!(users > 0, "--users must be at least 1");
     let start = Instant::now();
     // Tessera's own open creates the file and runs the migrations.
-    SqliteStore::open(url)
+    tessera::store::open(url, &tessera::store::StoreOptions::default())
         .await
         .map_err(|e| anyhow!("{e}"))?
+        .backend
         .close()
         .await;
     let options = SqliteConnectOptions::from_str(url)?

@@ -7,22 +7,24 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::core::accounts::UserQuery;
 use crate::core::clock::{Clock, SystemClock};
+use crate::core::events::ChangeListener;
 use crate::core::limits::LimitPolicy;
 use crate::core::passwords::{HashParams, PoolSize};
 use crate::core::sessions::SessionPolicy;
 use crate::core::tokens::TokenPolicy;
 use crate::core::{CoreOptions, Tessera};
 use crate::http::{self, AppState};
-use crate::store::UserQuery;
-use crate::store::sqlite::SqliteStore;
+use crate::store::cache::{CachingSessionStore, CachingUserStore};
+use crate::store::{StoreOptions, Stores};
 use zeroize::Zeroizing;
 
 /// A built application: the core, its stores and its router.
 pub struct App {
     pub core: Arc<Tessera>,
     pub settings: Arc<Settings>,
-    store: SqliteStore,
+    stores: Stores,
 }
 
 fn duration(d: std::time::Duration) -> time::Duration {
@@ -48,9 +50,14 @@ impl App {
         clock: Arc<dyn Clock>,
         switch_alg: bool,
     ) -> anyhow::Result<Self> {
-        let store = SqliteStore::open(&settings.database_url)
+        let stores = crate::store::open(&settings.database_url, &StoreOptions::default())
             .await
-            .with_context(|| format!("cannot open the database {}", settings.database_url))?;
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    crate::config::redact_url(&settings.database_url)
+                )
+            })?;
         let options = CoreOptions {
             sessions: SessionPolicy {
                 idle: duration(settings.session_idle_timeout),
@@ -80,8 +87,6 @@ impl App {
                 .hs256_secret
                 .as_ref()
                 .map(|s| Zeroizing::new(s.0.as_bytes().to_vec())),
-            session_cache_entries: settings.session_cache_entries,
-            user_cache_entries: settings.user_cache_entries,
             token_cache_entries: settings.token_cache_entries,
             limits: LimitPolicy {
                 ip_per_minute: settings.ip_rate_limit,
@@ -90,14 +95,15 @@ impl App {
             },
             audit_retention: duration(settings.audit_retention),
         };
-        let core = Tessera::new(store.clone().stores(), clock, options)?;
+        let (cached, listeners) = with_caches(stores.clone(), &settings);
+        let core = Tessera::new(cached, listeners, clock, options)?;
         core.load_state(switch_alg)
             .await
             .context("cannot load signing keys and revocations")?;
         Ok(Self {
             core: Arc::new(core),
             settings: Arc::new(settings),
-            store,
+            stores,
         })
     }
 
@@ -116,8 +122,29 @@ impl App {
 
     /// Closes the store's connections; later store calls fail (closed).
     pub async fn close(&self) {
-        self.store.close().await;
+        self.stores.backend.close().await;
     }
+}
+
+/// Puts the bounded caches in front of the hot reads (sessions by hash,
+/// users by id); the caches are returned as the change listeners that keep
+/// them coherent.
+fn with_caches(stores: Stores, settings: &Settings) -> (Stores, Vec<Arc<dyn ChangeListener>>) {
+    let sessions = Arc::new(CachingSessionStore::new(
+        stores.sessions,
+        settings.session_cache_entries,
+    ));
+    let users = Arc::new(CachingUserStore::new(
+        stores.users,
+        settings.user_cache_entries,
+    ));
+    let listeners: Vec<Arc<dyn ChangeListener>> = vec![sessions.clone(), users.clone()];
+    let stores = Stores {
+        sessions,
+        users,
+        ..stores
+    };
+    (stores, listeners)
 }
 
 /// `tessera serve`: runs until SIGTERM or Ctrl-C, then drains in-flight
@@ -126,7 +153,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
-    crate::database::migrate_reporting(&settings.database_url).await?;
+    crate::store::migrate_reporting(&settings.database_url).await?;
     let app = App::open(settings, Arc::new(SystemClock)).await?;
     let addr = app.settings.addr;
     let listener = TcpListener::bind(addr)

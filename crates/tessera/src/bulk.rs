@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::app::App;
-use crate::store::UserQuery;
+use crate::core::accounts::UserQuery;
 
 const PAGE: u32 = 500;
 

@@ -11,9 +11,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, App};
 use crate::config::{Flags, Settings};
+use crate::core::accounts::UserQuery;
 use crate::core::accounts::{NewAccount, Password, User, UserStatus};
 use crate::core::clock::SystemClock;
-use crate::store::UserQuery;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -216,7 +216,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 
 /// Opens the app for a command, reporting schema migrations on stderr.
 async fn open_app(settings: Settings) -> anyhow::Result<App> {
-    crate::database::migrate_reporting(&settings.database_url).await?;
+    crate::store::migrate_reporting(&settings.database_url).await?;
     App::open_for_cli(settings, Arc::new(SystemClock)).await
 }
 
@@ -345,7 +345,7 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut local = Vec::new();
-    let key_age = if crate::database::sqlite_file_missing(&settings.database_url) {
+    let key_age = if crate::store::database_missing(&settings.database_url) {
         eprintln!(
             "(no database at {} yet: key age and database clock not checked)",
             crate::config::redact_url(&settings.database_url)
@@ -366,13 +366,10 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
                     })
                     .and_then(|k| std::time::Duration::try_from(now - k.created_at).ok());
                 app.close().await;
-                match crate::database::clock_skew(&settings.database_url).await {
-                    Ok(Some(skew)) => local.push(crate::doctor::clock_skew(
-                        "the database's clock (SQLite, read through SQLite's own time functions)",
-                        skew,
-                        settings.clock_leeway,
-                    )),
-                    Ok(None) => {}
+                match crate::store::clock_skew(&settings.database_url).await {
+                    Ok((skew, what)) => {
+                        local.push(crate::doctor::clock_skew(what, skew, settings.clock_leeway))
+                    }
                     Err(e) => eprintln!("(could not read the database's clock: {e:#})"),
                 }
                 age

@@ -10,7 +10,6 @@ pub mod bulk;
 pub mod cli;
 pub mod config;
 pub mod core;
-pub mod database;
 pub mod doctor;
 pub mod http;
 pub mod inspect;

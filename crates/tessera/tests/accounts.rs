@@ -104,7 +104,7 @@ async fn sql_looking_but_valid_emails_are_stored_verbatim() {
     let users = t
         .app
         .core
-        .list_users(&tessera::store::UserQuery {
+        .list_users(&tessera::core::accounts::UserQuery {
             email_contains: Some("%_off".into()),
             limit: 10,
             after_id: None,
@@ -115,7 +115,7 @@ async fn sql_looking_but_valid_emails_are_stored_verbatim() {
     let none = t
         .app
         .core
-        .list_users(&tessera::store::UserQuery {
+        .list_users(&tessera::core::accounts::UserQuery {
             email_contains: Some("_".into()),
             limit: 10,
             after_id: None,

@@ -634,7 +634,7 @@ async fn sign_out_everywhere_ends_every_session() {
     let user = s
         .app
         .core
-        .list_users(&tessera::store::UserQuery {
+        .list_users(&tessera::core::accounts::UserQuery {
             email_contains: Some("erin@".into()),
             limit: 1,
             after_id: None,

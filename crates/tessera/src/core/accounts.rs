@@ -17,7 +17,6 @@ use super::error::{CoreError, CoreResult};
 use super::events::Change;
 use super::secret::{is_id, new_id};
 use super::{Tessera, time::serde_rfc3339};
-use crate::store::UserQuery;
 
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 1024;
@@ -47,6 +46,16 @@ impl UserStatus {
             _ => None,
         }
     }
+}
+
+/// A page request for listing users.
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    /// Case-insensitive substring of the email.
+    pub email_contains: Option<String>,
+    pub limit: u32,
+    /// Return users whose id sorts after this one.
+    pub after_id: Option<String>,
 }
 
 /// The contract's user object.

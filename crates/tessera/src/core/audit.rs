@@ -10,7 +10,6 @@ use super::Tessera;
 use super::secret::new_id;
 use super::sessions::ClientInfo;
 use super::time::serde_rfc3339;
-use crate::store::AuditQuery;
 
 /// Every audit event type Tessera records (the contract's list, plus
 /// `user_reactivated`).
@@ -30,6 +29,16 @@ pub const AUDIT_TYPES: &[&str] = &[
     "key_rotated",
     "rate_limited",
 ];
+
+/// A page request for the audit log, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub event_type: Option<String>,
+    pub user_id: Option<String>,
+    pub limit: u32,
+    /// The id of the last event of the previous page.
+    pub before: Option<String>,
+}
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {

@@ -2,20 +2,25 @@
 //!
 //! Writes that end sessions or change what a user may do are appended to the
 //! store's event log. The caching stores evict on their own writes at once; a
-//! follower task polls the log and applies every event (its own too, which
-//! closes the race of a read re-caching what a concurrent write deleted), so a
-//! `tessera user suspend` run beside the server, or a write on another node, is
-//! honoured within one poll interval. If the log cannot be read, the caches are
-//! emptied so requests go to the store and fail closed with it.
+//! follower task reads the log by cursor and applies every event (its own
+//! too, which closes the race of a read re-caching what a concurrent write
+//! deleted), so a `tessera user suspend` run beside the server, or a write on
+//! another node, is honoured within one poll interval, or as soon as the
+//! backend pushes the append where it can ([`crate::store::EventStore::subscribe`]).
+//! If the log cannot be read, or the push connection drops (changes may have
+//! gone unannounced), the caches are emptied so requests go to the store
+//! until the follower has caught up, and fail closed with it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Tessera;
 use super::error::CoreResult;
 use super::secret::SecretHash;
+use crate::store::Push;
 
 /// Something that happened which caches must honour.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +103,12 @@ pub trait ChangeListener: Send + Sync {
     fn forget_all(&self);
 }
 
-/// How often the follower polls the store for events from other processes.
+/// How often the follower polls the store for events from other processes
+/// when nothing pushes them.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+/// How often it still polls while the backend pushes (a safety net: a push
+/// is a hint, the log is the truth).
+const FOLLOW_INTERVAL_PUSHED: Duration = Duration::from_secs(1);
 /// How long change events are kept for followers.
 const EVENT_RETENTION: time::Duration = time::Duration::hours(24);
 /// How often expired sessions and old events are swept.
@@ -120,6 +129,7 @@ impl Tessera {
         let mut cursor: Option<i64> = None;
         let mut ticks: u32 = 0;
         let mut healthy = true;
+        let mut push = self.stores.events.subscribe();
         loop {
             let read = match self.follow_once(&mut cursor).await {
                 Ok(()) => self.follow_revocations().await,
@@ -145,13 +155,46 @@ impl Tessera {
             if ticks.is_multiple_of(SWEEP_EVERY) {
                 self.sweep().await;
             }
+            let listening = push
+                .as_ref()
+                .is_some_and(|p| matches!(*p.borrow(), Push::Listening(_)));
+            let interval = if listening {
+                FOLLOW_INTERVAL_PUSHED
+            } else {
+                FOLLOW_INTERVAL
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+                () = tokio::time::sleep(interval) => {}
+                pushed = next_push(&mut push) => {
+                    if pushed == Some(Push::Disconnected) {
+                        // Appends may have gone unannounced: nothing cached is
+                        // trusted until the log has been read again (next turn).
+                        for listener in &self.listeners {
+                            listener.forget_all();
+                        }
+                    }
+                }
             }
         }
     }
+}
 
+/// The next state the backend pushes; never resolves without a push side
+/// (and drops it once the backend closes it).
+async fn next_push(push: &mut Option<watch::Receiver<Push>>) -> Option<Push> {
+    let Some(rx) = push.as_mut() else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        *push = None;
+        return None;
+    }
+    let state = *rx.borrow_and_update();
+    Some(state)
+}
+
+impl Tessera {
     async fn follow_once(&self, cursor: &mut Option<i64>) -> crate::store::StoreResult<()> {
         let Some(after) = *cursor else {
             *cursor = Some(self.stores.events.latest_cursor().await?);

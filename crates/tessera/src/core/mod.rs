@@ -40,7 +40,6 @@ use self::revocation::RevocationSet;
 use self::sessions::SessionPolicy;
 use self::tokens::{TokenPolicy, VerifiedCache};
 use crate::store::Stores;
-use crate::store::cache::{CachingSessionStore, CachingUserStore};
 
 /// Everything the core needs to know from the configuration.
 #[derive(Debug, Clone)]
@@ -51,8 +50,6 @@ pub struct CoreOptions {
     pub hs256_secret: Option<Zeroizing<Vec<u8>>>,
     pub hash_params: HashParams,
     pub hash_pool: PoolSize,
-    pub session_cache_entries: usize,
-    pub user_cache_entries: usize,
     pub token_cache_entries: usize,
     pub limits: limits::LimitPolicy,
     /// How long audit events are kept.
@@ -91,22 +88,15 @@ pub struct Tessera {
 }
 
 impl Tessera {
-    /// Builds the service on `stores`, putting the bounded caches in front of
-    /// the hot reads. Call [`Tessera::load_state`] before serving.
+    /// Builds the service on `stores`. `listeners` are whatever holds state
+    /// the change log must keep coherent (the caches the app put in front of
+    /// the stores). Call [`Tessera::load_state`] before serving.
     pub fn new(
         stores: Stores,
+        listeners: Vec<Arc<dyn ChangeListener>>,
         clock: Arc<dyn Clock>,
         options: CoreOptions,
     ) -> anyhow::Result<Self> {
-        let sessions = Arc::new(CachingSessionStore::new(
-            stores.sessions,
-            options.session_cache_entries,
-        ));
-        let users = Arc::new(CachingUserStore::new(
-            stores.users,
-            options.user_cache_entries,
-        ));
-        let listeners: Vec<Arc<dyn ChangeListener>> = vec![sessions.clone(), users.clone()];
         let key_policy = KeyPolicy {
             alg: options.token_alg,
             grace: options.tokens.access_ttl + options.tokens.leeway,
@@ -117,11 +107,7 @@ impl Tessera {
             (alg, _) => KeyRing::empty(alg),
         };
         Ok(Self {
-            stores: Stores {
-                users,
-                sessions,
-                ..stores
-            },
+            stores,
             listeners,
             clock,
             passwords: PasswordHasher::new(options.hash_params, options.hash_pool)?,
@@ -203,7 +189,7 @@ impl Tessera {
 
     /// Whether every backing store answers.
     pub async fn ready(&self) -> CoreResult<()> {
-        self.stores.health.ping().await?;
+        self.stores.backend.ping().await?;
         Ok(())
     }
 

@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
-use super::{QueuedTouch, SessionStore, StoreResult, UserQuery, UserStore};
-use crate::core::accounts::{User, UserStatus};
+use super::{QueuedTouch, SessionStore, StoreResult, UserStore};
+use crate::core::accounts::{User, UserQuery, UserStatus};
 use crate::core::audit::AuditEvent;
 use crate::core::events::{Change, ChangeListener};
 use crate::core::secret::SecretHash;

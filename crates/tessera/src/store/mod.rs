@@ -1,24 +1,30 @@
 //! Store traits: exactly what a backend must guarantee, nothing more.
 //!
-//! The core talks only to these traits. `sqlite` implements them on the
-//! embedded database; `cache` wraps the hot reads (sessions by hash, users by
-//! id) in bounded in-process caches kept coherent by change events. Later
-//! backends (PostgreSQL, Redis) implement the same traits.
+//! The core talks only to these traits; every guarantee a backend keeps is
+//! written on the trait method it belongs to, and `tests/store_conformance.rs`
+//! checks each of them against every backend. [`open`] picks the backend from
+//! the URL's scheme; each backend lives in a folder of its own (`sqlite/`),
+//! and adding one means a folder, an arm in [`open`], and a line in the
+//! conformance suite. The bounded in-process caches in `cache` wrap the hot
+//! reads of any backend; they are composed where the app is wired
+//! (`app.rs`), not here and not in the core.
+//!
+//! Times are kept at millisecond precision: a record reads back exactly as
+//! written when its times are whole milliseconds (see `core::time`).
 
 pub mod cache;
+pub mod migrate;
 pub mod sqlite;
-mod sqlite_batch;
-mod sqlite_checkpoint;
-mod sqlite_tokens;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use crate::core::accounts::{User, UserStatus};
-use crate::core::audit::AuditEvent;
+use crate::core::accounts::{User, UserQuery, UserStatus};
+use crate::core::audit::{AuditEvent, AuditQuery};
 use crate::core::clients::ServiceClient;
 use crate::core::events::Change;
 use crate::core::keys::StoredKey;
@@ -39,28 +45,15 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A page request for listing users.
-#[derive(Debug, Clone, Default)]
-pub struct UserQuery {
-    /// Case-insensitive substring of the email.
-    pub email_contains: Option<String>,
-    pub limit: u32,
-    /// Return users whose id sorts after this one.
-    pub after_id: Option<String>,
-}
-
-/// A page request for the audit log.
-#[derive(Debug, Clone, Default)]
-pub struct AuditQuery {
-    pub event_type: Option<String>,
-    pub user_id: Option<String>,
-    pub limit: u32,
-    pub before: Option<String>,
-}
-
+/// Users and their credentials.
+///
+/// Every write is durable when it returns, and visible to every later read,
+/// on this node and any other sharing the backend.
 #[async_trait]
 pub trait UserStore: Send + Sync {
-    /// Inserts a user; `Conflict` if the email key is taken.
+    /// Inserts a user; `Conflict` (and nothing written) if the email key or
+    /// the id is taken. Two racing inserts of one email key: exactly one
+    /// succeeds.
     async fn insert_user(
         &self,
         user: &User,
@@ -71,14 +64,18 @@ pub trait UserStore: Send + Sync {
     /// For a caching store: a number that moves whenever a cached user
     /// changes (before and after the entry is dropped), so a user read at
     /// one generation may be reused while the generation stays the same.
-    /// `None`: no such guarantee, read the user every time.
+    /// `None` (every backend): no such guarantee, read the user every time.
     fn generation(&self) -> Option<u64> {
         None
     }
     /// The user and their password hash, by case-folded email.
     async fn credentials_by_email(&self, email_key: &str) -> StoreResult<Option<(User, String)>>;
+    /// Users ordered by id, after `after_id`, whose email key contains
+    /// `email_contains` literally (`%` and `_` are not wildcards), at most
+    /// `limit`.
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
     async fn password_hash(&self, id: &str) -> StoreResult<Option<String>>;
+    /// Returns false when there is no such user.
     async fn set_password_hash(
         &self,
         id: &str,
@@ -87,6 +84,7 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// Returns false when there is no such user.
     async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool>;
+    /// Returns false when there is no such user.
     async fn set_status(
         &self,
         id: &str,
@@ -95,44 +93,65 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// Browser sessions, stored by the SHA-256 of their cookie value.
+///
+/// A store keeps records as given; it never decides freshness. The core
+/// checks idle and absolute expiry against its own clock on every read, and
+/// [`SessionStore::count_live`] / [`SessionStore::delete_expired`] apply the
+/// same two rules with the times they are given. Deletes are durable when
+/// they return: a deleted session is never returned again by any read on
+/// any node (a cache in front is kept coherent by the change log, not by
+/// the store).
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new session, and `audit` (the event that describes it) in
     /// the same commit: a login is never recorded without its session, nor
     /// the other way round. Returns false, having written neither, when the
-    /// session's user no longer exists.
+    /// session's user no longer exists. Durable when it returns.
     async fn insert_session(
         &self,
         session: &SessionRecord,
         audit: Option<AuditEvent>,
     ) -> StoreResult<bool>;
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>>;
-    /// Queues a write of the session's activity (`touched.last_seen_at`,
-    /// never moved back; see [`SessionRecord::touched`]) and returns once it
-    /// is queued, before it is committed: no request waits for it. A write
-    /// lost in a crash only makes the session idle out sooner, never later.
+    /// Queues a write of the session's activity (`touched.last_seen_at`) and
+    /// returns once it is queued, before it is committed: no request waits
+    /// for it. "Queued" means: [`SessionStore::sessions_of_user`] and
+    /// [`SessionStore::delete_expired`] called after this returns see it (a
+    /// backend that writes behind lands its queue first), a later read by
+    /// hash sees it once the returned [`QueuedTouch`] resolves, and
+    /// `last_seen_at` never moves back (an older touch arriving late leaves
+    /// the newer time). A write lost in a crash only makes the session idle
+    /// out sooner, never later. The handle answers whether the session still
+    /// existed when the write landed.
     async fn queue_touch(&self, touched: &Arc<SessionRecord>) -> StoreResult<QueuedTouch>;
-    /// Deletes one session; returns what was deleted.
+    /// Deletes one session; returns what was deleted (None if nothing was).
     async fn delete_session_by_hash(&self, hash: &SecretHash)
     -> StoreResult<Option<SessionRecord>>;
     /// Deletes the session with this public id if it belongs to `user_id`;
-    /// returns what was deleted.
+    /// returns what was deleted. Another user's session id deletes nothing.
     async fn delete_user_session(
         &self,
         user_id: &str,
         session_id: &str,
     ) -> StoreResult<Option<SessionRecord>>;
-    /// Deletes every session of a user; returns how many.
+    /// Deletes every session of a user in one step; returns how many. A
+    /// session inserted before this call started is gone when it returns.
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64>;
+    /// The user's sessions, newest first, showing every activity write
+    /// queued before the call.
     async fn sessions_of_user(&self, user_id: &str) -> StoreResult<Vec<SessionRecord>>;
-    /// How many sessions are neither past absolute expiry nor idle since
-    /// before `idle_cutoff`.
+    /// How many sessions are neither past absolute expiry (`expires_at <=
+    /// now`) nor idle since before `idle_cutoff` (`last_seen_at <=
+    /// idle_cutoff`).
     async fn count_live(
         &self,
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
     ) -> StoreResult<u64>;
-    /// Deletes sessions past absolute expiry or idle since before `idle_cutoff`.
+    /// Deletes the sessions [`SessionStore::count_live`] does not count,
+    /// after landing queued activity (a session used just before its idle
+    /// cut-off is not swept on its old time); returns how many.
     async fn delete_expired(
         &self,
         now: OffsetDateTime,
@@ -156,29 +175,65 @@ impl QueuedTouch {
     }
 }
 
-/// The change log that keeps caches in every process coherent.
-#[async_trait]
-pub trait EventStore: Send + Sync {
-    async fn append(&self, change: &Change, at: OffsetDateTime) -> StoreResult<()>;
-    /// Changes with a sequence number above `cursor`, oldest first.
-    async fn after(&self, cursor: i64, limit: u32) -> StoreResult<Vec<(i64, Change)>>;
-    async fn latest_cursor(&self) -> StoreResult<i64>;
-    async fn prune(&self, before: OffsetDateTime) -> StoreResult<u64>;
+/// What a backend's push side says (see [`EventStore::subscribe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Not connected (yet, or any more): appends made now are not pushed,
+    /// so the follower must read the log from its cursor and may not trust
+    /// its caches until it has.
+    Disconnected,
+    /// Listening; the number moves with every push received (an append by
+    /// any node, this one included). Pushes may be coalesced.
+    Listening(u64),
 }
 
+/// The change log that keeps caches in every process coherent.
+///
+/// The log is the truth, a push is a hint: followers read it by cursor, and
+/// [`EventStore::subscribe`] only wakes them sooner.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends a change; durable when it returns. Sequence numbers are
+    /// assigned in commit order: once a follower has read an entry, no entry
+    /// with a lower number can appear later (so reading "after my cursor"
+    /// never skips one), whichever node appends.
+    async fn append(&self, change: &Change, at: OffsetDateTime) -> StoreResult<()>;
+    /// Changes with a sequence number above `cursor`, oldest first, at most
+    /// `limit`; numbers strictly increase.
+    async fn after(&self, cursor: i64, limit: u32) -> StoreResult<Vec<(i64, Change)>>;
+    /// The highest sequence number appended so far (0 when none): a
+    /// follower starting here sees every later append.
+    async fn latest_cursor(&self) -> StoreResult<i64>;
+    /// Deletes entries appended before `before`; the numbering goes on.
+    async fn prune(&self, before: OffsetDateTime) -> StoreResult<u64>;
+    /// Where the backend can push (PostgreSQL's LISTEN/NOTIFY), a watch
+    /// that moves when any node appends, and says when the push connection
+    /// is down; `None` where it cannot (the follower polls). A missed push
+    /// only delays a follower, never loses a change.
+    fn subscribe(&self) -> Option<watch::Receiver<Push>> {
+        None
+    }
+}
+
+/// Signing keys (private halves included) and server-wide secrets.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
+    /// Every key, oldest first.
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
-    /// Makes `key` the active key, rotating out the current one at `at`.
-    /// `expected_active` is the caller's view of the current active key; if
-    /// another process rotated first, nothing changes and `false` is returned.
+    /// Makes `key` the active key, rotating out the current one at `at`, as
+    /// a compare-and-set: `expected_active` is the caller's view of the
+    /// current active key; if it is not the active key any more (another
+    /// process or node rotated first), nothing changes and `false` is
+    /// returned. There is never more than one active key; of two racing
+    /// rotations from the same view, exactly one succeeds.
     async fn rotate_in(
         &self,
         key: &StoredKey,
         expected_active: Option<&str>,
         at: OffsetDateTime,
     ) -> StoreResult<bool>;
-    /// Drops the private half of keys rotated out before `before`.
+    /// Drops the private half of keys rotated out at or before `before`;
+    /// returns how many. The active key is never wiped.
     async fn wipe_retired(&self, before: OffsetDateTime) -> StoreResult<u64>;
     /// The server-wide secret `name`, stored as `fresh` if it does not exist
     /// yet (the first process to get there wins; all see the same value).
@@ -188,6 +243,8 @@ pub trait KeyStore: Send + Sync {
 /// Refresh tokens: single use, in families, rotation atomic.
 #[async_trait]
 pub trait RefreshStore: Send + Sync {
+    /// Stores a family and its first token together; durable when it
+    /// returns.
     async fn create_family(
         &self,
         family: &RefreshFamily,
@@ -195,10 +252,14 @@ pub trait RefreshStore: Send + Sync {
     ) -> StoreResult<()>;
     /// In one atomic step: marks `presented` used and stores its successor
     /// (`next_hash`, valid until `next_expires_at`) in the same family; or,
-    /// when `presented` was already used, revokes its family (reuse). Two
-    /// racing calls with the same token: exactly one rotates. A rotation
-    /// also records `audit` in the same transaction (one durable write per
-    /// refresh), completed with the family's user and `{"family": id}`.
+    /// when `presented` was already used, revokes its family (reuse) and
+    /// deletes the family's unused token. Unknown, expired (`expires_at <=
+    /// now`) or revoked-family tokens are `Invalid` and change nothing.
+    /// Racing calls with the same token, on one node or several: exactly
+    /// one rotates, every other one is `Reused` (and the family revoked).
+    /// A rotation also records `audit` in the same commit (never one
+    /// without the other), completed with the family's user and
+    /// `{"family": id}`. Durable when it returns.
     async fn rotate_refresh(
         &self,
         presented: &SecretHash,
@@ -213,21 +274,26 @@ pub trait RefreshStore: Send + Sync {
         &self,
         presented: &SecretHash,
     ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime, bool)>>;
-    /// Revokes a family; returns false if it was already revoked or unknown.
+    /// Revokes a family (its tokens can no longer rotate); returns false if
+    /// it was already revoked or unknown.
     async fn revoke_family(&self, family_id: &str, at: OffsetDateTime) -> StoreResult<bool>;
-    /// Revokes every live family of a user; returns their ids.
+    /// Revokes every live family of a user in one step; returns their ids.
     async fn revoke_user_families(
         &self,
         user_id: &str,
         at: OffsetDateTime,
     ) -> StoreResult<Vec<String>>;
+    /// Deletes tokens past expiry, and families left without a token.
     async fn delete_expired_refresh(&self, now: OffsetDateTime) -> StoreResult<u64>;
 }
 
-/// Revocations of access tokens: a durable, ordered log every node follows.
+/// Revocations of access tokens: a durable, ordered log every node follows
+/// (and the revocation feed serves).
 #[async_trait]
 pub trait RevocationStore: Send + Sync {
-    /// Appends a revocation; returns its sequence number.
+    /// Appends a revocation; returns its sequence number. Durable when it
+    /// returns; numbers are assigned in commit order, as for
+    /// [`EventStore::append`].
     async fn insert_revocation(
         &self,
         r: &Revocation,
@@ -240,29 +306,39 @@ pub trait RevocationStore: Send + Sync {
         cursor: i64,
         limit: u32,
     ) -> StoreResult<Vec<(i64, Revocation, i64)>>;
+    /// Deletes revocations whose `forget_at` is before `now_unix`.
     async fn prune_revocations(&self, now_unix: i64) -> StoreResult<u64>;
 }
 
+/// Service clients (their secrets stored hashed).
 #[async_trait]
 pub trait ClientStore: Send + Sync {
+    /// `Conflict` if the id is taken.
     async fn insert_client(&self, client: &ServiceClient) -> StoreResult<()>;
     async fn client_by_id(&self, id: &str) -> StoreResult<Option<ServiceClient>>;
 }
 
+/// The audit log.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    /// Durable when it returns.
     async fn record(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Newest first, filtered; `before` is the id of the last event of the
-    /// previous page.
+    /// Newest first (by time, then id), filtered; `before` is the id of the
+    /// last event of the previous page.
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
     /// Deletes events older than `before` (retention).
     async fn prune_audit(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }
 
-/// Liveness of the backing stores, for `/readyz`.
+/// A backend as a whole: its liveness for `/readyz`, and an orderly close.
 #[async_trait]
-pub trait Health: Send + Sync {
+pub trait Backend: Send + Sync {
+    /// What `/readyz` calls it when it does not answer.
+    fn name(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;
+    /// Lands what was written behind, then closes the connections; later
+    /// calls fail.
+    async fn close(&self);
 }
 
 /// The stores the core works with.
@@ -276,5 +352,79 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     pub clients: Arc<dyn ClientStore>,
     pub audit: Arc<dyn AuditStore>,
-    pub health: Arc<dyn Health>,
+    pub backend: Arc<dyn Backend>,
+}
+
+/// How a networked backend sizes and bounds its connections (the embedded
+/// one ignores these).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most connections this process opens.
+    pub pool_size: u32,
+    /// Longest a statement may run before the backend cancels it.
+    pub statement_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which backend a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+}
+
+impl Kind {
+    /// The backend for `url`'s scheme, or why there is none.
+    pub fn of(url: &str) -> Result<Self, String> {
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        match scheme {
+            "sqlite" => Ok(Kind::Sqlite),
+            _ => Err(format!(
+                "unsupported database URL scheme `{scheme}` (expected sqlite:)"
+            )),
+        }
+    }
+}
+
+/// Opens (creating and migrating if needed) the backend `url` names.
+pub async fn open(url: &str, _options: &StoreOptions) -> StoreResult<Stores> {
+    match Kind::of(url).map_err(StoreError::Backend)? {
+        Kind::Sqlite => Ok(sqlite::SqliteStore::open(url).await?.stores()),
+    }
+}
+
+/// Applies pending schema migrations of the database at `url`, one line per
+/// migration on standard error (`serve` and the CLI run this first).
+pub async fn migrate_reporting(url: &str) -> anyhow::Result<usize> {
+    let mut report = migrate::stderr_reporter(url);
+    match Kind::of(url).map_err(anyhow::Error::msg)? {
+        Kind::Sqlite => sqlite::migrate::apply_migrations(url, &mut report).await,
+    }
+}
+
+/// Whether `url` names a database that does not exist yet and would be
+/// created by opening it (only an embedded file can be).
+pub fn database_missing(url: &str) -> bool {
+    match Kind::of(url) {
+        Ok(Kind::Sqlite) => sqlite::migrate::file_missing(url),
+        Err(_) => false,
+    }
+}
+
+/// How far the database's clock is from this process's, in seconds
+/// (positive when the database is ahead), and a word on how it was read.
+pub async fn clock_skew(url: &str) -> anyhow::Result<(f64, &'static str)> {
+    match Kind::of(url).map_err(anyhow::Error::msg)? {
+        Kind::Sqlite => Ok((
+            sqlite::migrate::clock_skew(url).await?,
+            "the database's clock (SQLite, read through SQLite's own time functions)",
+        )),
+    }
 }

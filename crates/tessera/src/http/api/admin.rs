@@ -9,13 +9,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::core::accounts::UserQuery;
 use crate::core::accounts::UserStatus;
+use crate::core::audit::AuditQuery;
 use crate::http::AppState;
 use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Json;
 use crate::http::openapi as doc;
-use crate::store::{AuditQuery, UserQuery};
 
 /// A caller holding the `admin` role.
 pub struct Admin(pub Caller);

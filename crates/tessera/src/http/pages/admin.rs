@@ -12,13 +12,13 @@ use super::support::{
     Flash, Nav, PageError, SignedIn, SignedInForm, ago, core_message, day, form_status,
     parse_query, render, see_other, see_other_with_cookie, when, with_query,
 };
+use crate::core::accounts::UserQuery;
 use crate::core::accounts::UserStatus;
 use crate::core::audit::AUDIT_TYPES;
 use crate::core::error::CoreError;
 use crate::core::secret::is_id;
 use crate::http::AppState;
 use crate::http::cookies::clear_session_cookie;
-use crate::store::UserQuery;
 
 /// Users per page.
 const PAGE_SIZE: u32 = 25;

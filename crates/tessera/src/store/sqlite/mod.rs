@@ -4,8 +4,13 @@
 //! committed write survives a power cut; all writes go through a single
 //! connection so concurrent writers queue in the pool instead of failing with
 //! `SQLITE_BUSY`, while reads use a separate pool, and the log is copied back
-//! into the database by a task of its own (`sqlite_checkpoint`). The schema
+//! into the database by a task of its own (`checkpoint`). The schema
 //! is embedded in the binary and migrated at start.
+
+mod batch;
+mod checkpoint;
+pub mod migrate;
+mod tokens;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,16 +24,16 @@ use sqlx::sqlite::{
 use sqlx::{Row, query};
 use time::OffsetDateTime;
 
-use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer, LOG_SIZE_LIMIT_BYTES};
-use super::{
-    EventStore, Health, SessionStore, StoreError, StoreResult, Stores, UserQuery, UserStore,
-};
-use crate::core::accounts::{User, UserStatus};
+use self::checkpoint::{BACKSTOP_PAGES, Checkpointer, LOG_SIZE_LIMIT_BYTES};
+use crate::core::accounts::{User, UserQuery, UserStatus};
 use crate::core::audit::AuditEvent;
 use crate::core::events::Change;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::{from_millis, to_millis};
+use crate::store::{
+    Backend, EventStore, QueuedTouch, SessionStore, StoreError, StoreResult, Stores, UserStore,
+};
 
 const READ_CONNECTIONS: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,15 +43,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// SQLite-backed implementation of every store trait.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pub(super) read: SqlitePool,
-    pub(super) write: SqlitePool,
+    read: SqlitePool,
+    write: SqlitePool,
     /// Refresh rotations and session touches, group-committed on `write`.
-    pub(super) batcher: super::sqlite_batch::WriteBatcher,
+    batcher: batch::WriteBatcher,
     /// Copies the write-ahead log back into the database file.
     checkpointer: Arc<Checkpointer>,
 }
 
-pub(super) fn backend(e: sqlx::Error) -> StoreError {
+fn backend(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e
         && db.is_unique_violation()
     {
@@ -55,19 +60,23 @@ pub(super) fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The connection settings every pool of the store shares.
+fn connect_options(url: &str) -> StoreResult<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Backend(format!("bad SQLite URL: {e}")))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true))
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database at `url`
     /// (`sqlite://path` or `sqlite:path`).
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let base = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Backend(format!("bad SQLite URL: {e}")))?
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // Statement journals (a multi-row write's undo, see sqlite_batch)
-            // stay in memory instead of spilling to a temporary file.
-            .pragma("temp_store", "memory");
+        // Statement journals (a multi-row write's undo, see `batch`) stay
+        // in memory instead of spilling to a temporary file.
+        let base = connect_options(url)?.pragma("temp_store", "memory");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -95,7 +104,7 @@ impl SqliteStore {
             .connect_with(base.clone())
             .await
             .map_err(backend)?;
-        let batcher = super::sqlite_batch::WriteBatcher::start(write.clone());
+        let batcher = batch::WriteBatcher::start(write.clone());
         Ok(Self {
             read,
             write,
@@ -104,7 +113,7 @@ impl SqliteStore {
         })
     }
 
-    /// The four store roles, all served by this database.
+    /// Every store role, all served by this database.
     pub fn stores(self) -> Stores {
         let this = Arc::new(self);
         Stores {
@@ -116,16 +125,8 @@ impl SqliteStore {
             revocations: this.clone(),
             clients: this.clone(),
             audit: this.clone(),
-            health: this,
+            backend: this,
         }
-    }
-
-    pub async fn close(&self) {
-        // Activity written behind lands before the writer closes.
-        self.batcher.flush().await;
-        self.read.close().await;
-        self.write.close().await;
-        self.checkpointer.close().await;
     }
 }
 
@@ -143,7 +144,7 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
     })
 }
 
-pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
+fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
     let hash: Vec<u8> = row.try_get("token_hash").map_err(backend)?;
     Ok(SessionRecord {
         token_hash: SecretHash::from_slice(&hash)
@@ -160,7 +161,7 @@ pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
 }
 
 const USER_COLUMNS: &str = "id, email, roles, status, created_at";
-pub(super) const SESSION_COLUMNS: &str =
+const SESSION_COLUMNS: &str =
     "token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent";
 
 #[async_trait]
@@ -320,7 +321,7 @@ impl SessionStore for SqliteStore {
         row.map(|r| session_from_row(&r).map(Arc::new)).transpose()
     }
 
-    async fn queue_touch(&self, touched: &Arc<SessionRecord>) -> StoreResult<super::QueuedTouch> {
+    async fn queue_touch(&self, touched: &Arc<SessionRecord>) -> StoreResult<QueuedTouch> {
         self.batcher
             .queue_touch(&touched.token_hash, touched.last_seen_at)
             .await
@@ -475,12 +476,24 @@ impl EventStore for SqliteStore {
 }
 
 #[async_trait]
-impl Health for SqliteStore {
+impl Backend for SqliteStore {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         query("SELECT 1")
             .execute(&self.read)
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn close(&self) {
+        // Activity written behind lands before the writer closes.
+        self.batcher.flush().await;
+        self.read.close().await;
+        self.write.close().await;
+        self.checkpointer.close().await;
     }
 }

@@ -9,18 +9,17 @@ use sqlx::{Row, query};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use super::AuditQuery;
-use super::sqlite::{SqliteStore, backend};
-use super::{
-    AuditStore, ClientStore, KeyStore, RefreshStore, RevocationStore, StoreError, StoreResult,
-};
-use crate::core::audit::AuditEvent;
+use super::{SqliteStore, backend};
+use crate::core::audit::{AuditEvent, AuditQuery};
 use crate::core::clients::ServiceClient;
 use crate::core::keys::{StoredKey, TokenAlg};
 use crate::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
 use crate::core::revocation::Revocation;
 use crate::core::secret::SecretHash;
 use crate::core::time::{from_millis, to_millis};
+use crate::store::{
+    AuditStore, ClientStore, KeyStore, RefreshStore, RevocationStore, StoreError, StoreResult,
+};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("bad {what} column"))

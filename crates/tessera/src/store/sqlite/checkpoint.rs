@@ -78,6 +78,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::store::Backend;
     use crate::store::sqlite::SqliteStore;
 
     #[tokio::test]

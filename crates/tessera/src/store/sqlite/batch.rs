@@ -3,7 +3,7 @@
 //!
 //! Every such write but one must be durable before its caller is answered
 //! (the exception is session activity: nothing waits for it, see
-//! [`super::SessionStore::queue_touch`], and [`WriteBatcher::flush`] waits
+//! [`crate::store::SessionStore::queue_touch`], and [`WriteBatcher::flush`] waits
 //! for it where it matters), and with
 //! `synchronous = FULL` each commit waits for an fsync of the WAL: one
 //! transaction per write caps a disk at a few hundred writes a second. They
@@ -22,14 +22,14 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction, query};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::{SESSION_COLUMNS, backend};
-use super::sqlite_tokens::{TOKEN_AND_FAMILY_FROM, family_from_row};
-use super::{QueuedTouch, StoreError, StoreResult};
+use super::tokens::{TOKEN_AND_FAMILY_FROM, family_from_row};
+use super::{SESSION_COLUMNS, backend};
 use crate::core::audit::AuditEvent;
 use crate::core::refresh::{RefreshFamily, Rotation};
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::to_millis;
+use crate::store::{QueuedTouch, StoreError, StoreResult};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 128;
