@@ -348,12 +348,11 @@ async fn every_event_type_is_audited_without_any_secret() {
     assert_eq!(page2["events"][0]["id"], events[3]["id"]);
 
     // No secret anywhere in the stored audit log (read from the file itself).
-    let pool = sqlx::sqlite::SqlitePool::connect(&t.db_url).await.unwrap();
-    let rows: Vec<(String, Option<String>, String)> =
-        sqlx::query_as("SELECT type, user_agent, detail FROM audit_events")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let rows = common::db::text_rows(
+        &t.db_url,
+        "SELECT type, user_agent, CAST(detail AS TEXT) FROM audit_events",
+    )
+    .await;
     let stored = format!("{rows:?}");
     for secret in &secrets {
         assert!(

@@ -245,8 +245,8 @@ async fn clients_keys_and_token_inspection_from_the_command_line() {
         )
         .await;
     assert_eq!(r.json()["active"], true);
-    // The secret is stored hashed: the database file never contains it.
-    let db = std::fs::read(t.dir.path().join("tessera.db")).unwrap();
+    // The secret is stored hashed: the database never contains it.
+    let db = common::db::at_rest(&t.db_url);
     assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
 
     // Keys rotated by the CLI: the server signs with the new key at once.

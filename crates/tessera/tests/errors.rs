@@ -220,9 +220,13 @@ async fn a_store_that_goes_down_fails_closed() {
     );
 
     t.app.close().await;
-    t.send(Req::get("/readyz"))
-        .await
-        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let r = t.send(Req::get("/readyz")).await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(
+        r.json()["error_description"],
+        "the database does not answer",
+        "/readyz names the store that is down"
+    );
     t.send(
         Req::post("/v1/sessions").json(json!({"email": "zed@example.com", "password": PASSWORD})),
     )

@@ -1183,12 +1183,11 @@ async fn keys_rotate_on_the_configured_interval() {
     t.app.core.sweep().await;
     let keys = t.app.core.key_list().await.unwrap();
     assert_eq!(keys[1].status, tessera::core::keys::KeyStatus::Retired);
-    let pool = sqlx::sqlite::SqlitePool::connect(&t.db_url).await.unwrap();
-    let wiped: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM signing_keys WHERE private_pkcs8 IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let wiped = common::db::scalar(
+        &t.db_url,
+        "SELECT count(*) FROM signing_keys WHERE private_pkcs8 IS NULL",
+    )
+    .await;
     assert_eq!(wiped, 1);
 }
 

@@ -187,10 +187,16 @@ impl Tessera {
         Ok(())
     }
 
-    /// Whether every backing store answers.
-    pub async fn ready(&self) -> CoreResult<()> {
-        self.stores.backend.ping().await?;
-        Ok(())
+    /// Whether every backing store answers; if not, the name of the one
+    /// that does not (`/readyz` says which).
+    pub async fn ready(&self) -> Result<(), &'static str> {
+        match self.stores.backend.ping().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(store = self.stores.backend.name(), error = %e, "a store does not answer");
+                Err(self.stores.backend.name())
+            }
+        }
     }
 
     /// Password hashing jobs accepted and not yet finished.

@@ -16,6 +16,9 @@ use tessera::config::Settings;
 use tessera::core::clock::ManualClock;
 use tower::ServiceExt;
 
+pub mod db;
+pub mod postgres;
+
 pub const ORIGIN: &str = "http://localhost:8080";
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const COOKIE: &str = "__Host-tessera_session";
@@ -33,10 +36,11 @@ impl TestApp {
         Self::with(&[]).await
     }
 
-    /// An app on a fresh SQLite file with these settings over the defaults.
+    /// An app on a fresh database (of the backend `TEST_STORE` names, see
+    /// [`fresh_store_url`]) with these settings over the defaults.
     pub async fn with(pairs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let db_url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let db_url = fresh_store_url(dir.path()).await;
         let clock = ManualClock::starting_now();
         let app = open(&db_url, pairs, &clock).await;
         let router = app.router();
@@ -140,6 +144,20 @@ impl TestApp {
     pub async fn signed_in(&self, email: &str) -> Login {
         self.register(email).await;
         self.login(email).await
+    }
+}
+
+/// The database URL for a test's store, chosen by the environment variable
+/// `TEST_STORE`: `postgres`, a fresh database on the shared PostgreSQL
+/// cluster ([`postgres::fresh_postgres_url`]); unset or `sqlite`, a SQLite
+/// file in `dir`.
+pub async fn fresh_store_url(dir: &std::path::Path) -> String {
+    match std::env::var("TEST_STORE").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "sqlite") => {
+            format!("sqlite://{}", dir.join("tessera.db").display())
+        }
+        Ok("postgres") => postgres::fresh_postgres_url().await,
+        other => panic!("TEST_STORE must be `sqlite` or `postgres`, not {other:?}"),
     }
 }
 
@@ -379,7 +397,6 @@ pub mod jwt {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::Value;
-    use sqlx::Row;
 
     pub fn b64(bytes: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(bytes)
@@ -396,15 +413,7 @@ pub mod jwt {
 
     /// The active signing key straight from the database: (kid, PKCS#8).
     pub async fn active_key(db_url: &str) -> (String, Vec<u8>) {
-        let pool = sqlx::sqlite::SqlitePool::connect(db_url).await.expect("db");
-        let row =
-            sqlx::query("SELECT kid, private_pkcs8 FROM signing_keys WHERE rotated_out_at IS NULL")
-                .fetch_one(&pool)
-                .await
-                .expect("active key");
-        let out = (row.get("kid"), row.get("private_pkcs8"));
-        pool.close().await;
-        out
+        super::db::active_key(db_url).await
     }
 
     /// A token with any header and claims, signed with the Ed25519 key.

@@ -2,10 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::http::AppState;
-use crate::http::error::ApiResult;
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::openapi as doc;
 
 /// The process is up.
@@ -28,10 +29,16 @@ pub async fn healthz() -> Json<Value> {
     tag = "operations",
     responses(
         (status = 200, description = "Every store answers (`{\"status\": \"ready\"}`)", body = doc::Health),
-        (status = 503, description = "`unavailable`: a store does not answer", body = doc::Error),
+        (status = 503, description = "`unavailable`: a store does not answer (the description names it: `the database does not answer`)", body = doc::Error),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    state.core.ready().await?;
-    Ok(Json(json!({"status": "ready"})))
+    match state.core.ready().await {
+        Ok(()) => Ok(Json(json!({"status": "ready"}))),
+        Err(store) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the {store} does not answer"),
+        )),
+    }
 }

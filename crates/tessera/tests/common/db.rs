@@ -1,0 +1,104 @@
+//! Reading a test's database directly, whichever backend it is on (SQLite
+//! file or PostgreSQL database), for checks the API cannot make: what is
+//! stored at rest, and writes made behind the server's back.
+
+use sqlx::Row;
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Runs one statement without parameters.
+pub async fn execute(url: &str, sql: &'static str) {
+    if is_postgres(url) {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+        pool.close().await;
+    }
+}
+
+/// The first column of the first row, as an integer.
+pub async fn scalar(url: &str, sql: &'static str) -> i64 {
+    if is_postgres(url) {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let v: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.expect(sql);
+        pool.close().await;
+        v
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+        let v: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.expect(sql);
+        pool.close().await;
+        v
+    }
+}
+
+/// Every row, each column read as optional text (write the query so that
+/// every column is text, e.g. with `CAST(… AS TEXT)`).
+pub async fn text_rows(url: &str, sql: &'static str) -> Vec<Vec<Option<String>>> {
+    fn read<R: Row>(row: &R) -> Vec<Option<String>>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        (0..row.len())
+            .map(|i| row.try_get(i).expect("a text column"))
+            .collect()
+    }
+    if is_postgres(url) {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let rows = sqlx::query(sql).fetch_all(&pool).await.expect(sql);
+        pool.close().await;
+        rows.iter().map(read).collect()
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+        let rows = sqlx::query(sql).fetch_all(&pool).await.expect(sql);
+        pool.close().await;
+        rows.iter().map(read).collect()
+    }
+}
+
+/// The active signing key: (kid, PKCS#8).
+pub async fn active_key(url: &str) -> (String, Vec<u8>) {
+    const SQL: &str = "SELECT kid, private_pkcs8 FROM signing_keys WHERE rotated_out_at IS NULL";
+    if is_postgres(url) {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let row = sqlx::query(SQL).fetch_one(&pool).await.expect("active key");
+        pool.close().await;
+        (row.get("kid"), row.get("private_pkcs8"))
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+        let row = sqlx::query(SQL).fetch_one(&pool).await.expect("active key");
+        pool.close().await;
+        (row.get("kid"), row.get("private_pkcs8"))
+    }
+}
+
+/// Everything the database holds at rest, as bytes: the SQLite file (with
+/// its write-ahead log), or a `pg_dump` of the PostgreSQL database.
+pub fn at_rest(url: &str) -> Vec<u8> {
+    if is_postgres(url) {
+        let out = std::process::Command::new("pg_dump")
+            .args(["--data-only", "--no-owner", "--dbname", url])
+            .output()
+            .expect("run pg_dump (apt-get install postgresql-client)");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    } else {
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let mut bytes = std::fs::read(path).expect("the SQLite file");
+        if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
+            bytes.extend(wal);
+        }
+        bytes
+    }
+}

@@ -1,0 +1,1247 @@
+//! The store conformance suite: every guarantee written on the store traits
+//! (`tessera::store`), checked against every backend.
+//!
+//! Each check is a plain async function taking a [`Backend`] factory; the
+//! `conformance!` macro at the end turns every check into one test per
+//! backend. A new backend adds a [`Backend`] variant and one macro line.
+//! Where a guarantee is about several nodes, the check opens the same
+//! database twice: two independent store handles (pools, batchers,
+//! listeners), exactly as two `tessera` processes would have.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use serde_json::json;
+use tempfile::TempDir;
+use tessera::core::accounts::{User, UserQuery, UserStatus};
+use tessera::core::audit::{AuditEvent, AuditQuery};
+use tessera::core::clients::ServiceClient;
+use tessera::core::events::{Change, ChangeListener};
+use tessera::core::keys::{StoredKey, TokenAlg};
+use tessera::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
+use tessera::core::revocation::Revocation;
+use tessera::core::secret::SecretHash;
+use tessera::core::sessions::SessionRecord;
+use tessera::store::cache::CachingUserStore;
+use tessera::store::{Push, StoreError, StoreOptions, Stores, UserStore};
+use time::{Duration, OffsetDateTime};
+use tokio::sync::Barrier;
+
+/// The backends under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Whether the backend pushes change-log appends (`subscribe`).
+    fn pushes(self) -> bool {
+        match self {
+            Backend::Sqlite => false,
+            Backend::Postgres => true,
+        }
+    }
+}
+
+/// A fresh, empty database of one backend, and handles ("nodes") on it.
+struct Fixture {
+    url: String,
+    _dir: TempDir,
+    /// The first node, opened with the fixture.
+    a: Stores,
+}
+
+impl Fixture {
+    async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
+            Backend::Postgres => common::postgres::fresh_postgres_url().await,
+        };
+        let a = open(&url).await;
+        Self { url, _dir: dir, a }
+    }
+
+    /// Another node on the same database.
+    async fn node(&self) -> Stores {
+        open(&self.url).await
+    }
+}
+
+async fn open(url: &str) -> Stores {
+    tessera::store::open(url, &StoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+fn t0() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+}
+
+fn ms(n: i64) -> Duration {
+    Duration::milliseconds(n)
+}
+
+fn user(id: &str) -> User {
+    User {
+        id: id.into(),
+        email: format!("{id}@example.com"),
+        roles: vec![],
+        status: UserStatus::Active,
+        created_at: t0(),
+    }
+}
+
+async fn add_user(s: &Stores, id: &str) {
+    let u = user(id);
+    s.users
+        .insert_user(&u, &u.email, "$argon2id$stub")
+        .await
+        .unwrap();
+}
+
+/// A hash nobody else in the test uses.
+fn fresh_hash() -> SecretHash {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    SecretHash(bytes)
+}
+
+fn session(user_id: &str, id: &str, at: OffsetDateTime) -> SessionRecord {
+    SessionRecord {
+        token_hash: fresh_hash(),
+        id: id.into(),
+        user_id: user_id.into(),
+        created_at: at,
+        last_seen_at: at,
+        expires_at: at + Duration::days(1),
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some("conformance".into()),
+        user_memo: Default::default(),
+    }
+}
+
+fn event(id: &str, event_type: &str, user_id: Option<&str>, at: OffsetDateTime) -> AuditEvent {
+    AuditEvent {
+        id: id.into(),
+        at,
+        event_type: event_type.into(),
+        user_id: user_id.map(str::to_owned),
+        ip: Some("192.0.2.1".into()),
+        user_agent: None,
+        detail: json!({"k": id}),
+    }
+}
+
+/// A family of `user_id` and its first token (valid for a day from t0).
+async fn add_family(s: &Stores, id: &str, user_id: &str) -> SecretHash {
+    let family = RefreshFamily {
+        id: id.into(),
+        user_id: user_id.into(),
+        client_id: "tessera".into(),
+        scope: Some("read".into()),
+        created_at: t0(),
+        revoked_at: None,
+    };
+    let first = NewRefreshToken {
+        hash: fresh_hash(),
+        family_id: id.into(),
+        created_at: t0(),
+        expires_at: t0() + Duration::days(1),
+    };
+    s.refresh.create_family(&family, &first).await.unwrap();
+    first.hash
+}
+
+async fn rotate(s: &Stores, presented: &SecretHash, next: &SecretHash, now_ms: i64) -> Rotation {
+    let now = t0() + ms(now_ms);
+    s.refresh
+        .rotate_refresh(
+            presented,
+            next,
+            now + Duration::days(1),
+            now,
+            event(
+                &format!("evt_rot_{}", hex(next)),
+                "refresh_rotated",
+                None,
+                now,
+            ),
+        )
+        .await
+        .unwrap()
+}
+
+fn hex(h: &SecretHash) -> String {
+    h.0.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn key(kid: &str, created_at: OffsetDateTime) -> StoredKey {
+    StoredKey {
+        kid: kid.into(),
+        alg: TokenAlg::EdDSA,
+        private_pkcs8: Some(zeroize::Zeroizing::new(vec![7; 48])),
+        public_jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": kid, "kid": kid}),
+        created_at,
+        rotated_out_at: None,
+    }
+}
+
+async fn audit_all(s: &Stores) -> Vec<AuditEvent> {
+    s.audit
+        .audit_events(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+}
+
+// --- users ---------------------------------------------------------------
+
+/// An email key is taken once: a duplicate is `Conflict`, and of racing
+/// inserts on two nodes exactly one succeeds.
+async fn users_are_unique_by_email_key(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    let mut dup = user("usr_other");
+    dup.email = "usr_a@example.com".into();
+    assert!(matches!(
+        f.a.users.insert_user(&dup, &dup.email, "h").await,
+        Err(StoreError::Conflict)
+    ));
+
+    let barrier = Arc::new(Barrier::new(8));
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let node = if i % 2 == 0 { f.a.clone() } else { b.clone() };
+        let barrier = Arc::clone(&barrier);
+        racers.push(tokio::spawn(async move {
+            let mut u = user(&format!("usr_race{i}"));
+            u.email = "race@example.com".into();
+            barrier.wait().await;
+            node.users.insert_user(&u, "race@example.com", "h").await
+        }));
+    }
+    let mut ok = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict) => {}
+            Err(e) => panic!("racing insert failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one racing insert wins");
+    let found = b
+        .users
+        .credentials_by_email("race@example.com")
+        .await
+        .unwrap();
+    assert!(found.is_some());
+}
+
+/// Listing matches the email literally (`%`, `_` and `\` are not
+/// wildcards), in id order, a page at a time.
+async fn users_are_listed_literally_in_pages(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    for (id, email) in [
+        ("usr_1", "a%b@example.com"),
+        ("usr_2", "a_b@example.com"),
+        ("usr_3", "axb@example.com"),
+        ("usr_4", "back\\slash@example.com"),
+    ] {
+        let mut u = user(id);
+        u.email = email.into();
+        f.a.users.insert_user(&u, email, "h").await.unwrap();
+    }
+    let list = |contains: Option<&str>, after: Option<&str>, limit: u32| {
+        let q = UserQuery {
+            email_contains: contains.map(str::to_owned),
+            limit,
+            after_id: after.map(str::to_owned),
+        };
+        let users = f.a.users.clone();
+        async move {
+            users
+                .list_users(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|u| u.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(Some("%"), None, 10).await, ["usr_1"]);
+    assert_eq!(list(Some("_"), None, 10).await, ["usr_2"]);
+    assert_eq!(list(Some("\\"), None, 10).await, ["usr_4"]);
+    assert_eq!(list(Some("A%B"), None, 10).await, ["usr_1"], "case-folded");
+    assert_eq!(list(None, None, 2).await, ["usr_1", "usr_2"]);
+    assert_eq!(list(None, Some("usr_2"), 2).await, ["usr_3", "usr_4"]);
+    assert!(list(None, Some("usr_4"), 2).await.is_empty());
+}
+
+/// Updates are visible to every node at once; an unknown user is `false`.
+async fn user_updates_reach_every_node(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    let at = t0() + ms(5);
+    assert!(
+        f.a.users
+            .set_roles("usr_a", &["admin".into()], at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.a.users
+            .set_status("usr_a", UserStatus::Suspended, at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.a.users
+            .set_password_hash("usr_a", "$new", at)
+            .await
+            .unwrap()
+    );
+    let seen = b.users.user_by_id("usr_a").await.unwrap().unwrap();
+    assert_eq!(seen.roles, ["admin"]);
+    assert_eq!(seen.status, UserStatus::Suspended);
+    assert_eq!(seen.created_at, t0());
+    assert_eq!(
+        b.users.password_hash("usr_a").await.unwrap().as_deref(),
+        Some("$new")
+    );
+    for unknown in [
+        f.a.users.set_roles("usr_x", &[], at).await.unwrap(),
+        f.a.users
+            .set_status("usr_x", UserStatus::Active, at)
+            .await
+            .unwrap(),
+        f.a.users.set_password_hash("usr_x", "h", at).await.unwrap(),
+    ] {
+        assert!(!unknown);
+    }
+    assert!(b.users.user_by_id("usr_x").await.unwrap().is_none());
+}
+
+/// A backend makes no generation promise (`None`); the cache in front of
+/// any backend moves its generation on every invalidation and only then.
+async fn generation_moves_on_invalidation_only(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    add_user(&f.a, "usr_a").await;
+    assert_eq!(f.a.users.generation(), None);
+    let cached = CachingUserStore::new(Arc::clone(&f.a.users), 100);
+    let g0 = cached.generation().unwrap();
+    cached.user_by_id("usr_a").await.unwrap();
+    cached.user_by_id("usr_a").await.unwrap();
+    assert_eq!(cached.generation(), Some(g0), "reads leave it alone");
+    cached
+        .set_roles("usr_a", &["admin".into()], t0())
+        .await
+        .unwrap();
+    let g1 = cached.generation().unwrap();
+    assert!(g1 > g0);
+    assert_eq!(
+        cached.user_by_id("usr_a").await.unwrap().unwrap().roles,
+        ["admin"]
+    );
+    // A change made through another node reaches the cache as an event.
+    let b = f.node().await;
+    b.users
+        .set_status("usr_a", UserStatus::Suspended, t0())
+        .await
+        .unwrap();
+    cached.on_change(&Change::UserChanged {
+        user_id: "usr_a".into(),
+    });
+    assert!(cached.generation().unwrap() > g1);
+    assert_eq!(
+        cached.user_by_id("usr_a").await.unwrap().unwrap().status,
+        UserStatus::Suspended
+    );
+}
+
+// --- sessions ------------------------------------------------------------
+
+/// A session and its audit event are committed together, or neither is.
+async fn a_session_and_its_audit_event_commit_together(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    let s = session("usr_a", "ses_1", t0());
+    let stored =
+        f.a.sessions
+            .insert_session(
+                &s,
+                Some(event("evt_login", "login_succeeded", Some("usr_a"), t0())),
+            )
+            .await
+            .unwrap();
+    assert!(stored);
+    let read = b.sessions.session_by_hash(&s.token_hash).await.unwrap();
+    assert_eq!(read.as_deref(), Some(&s), "read back exactly as written");
+    assert!(
+        audit_all(&b).await.iter().any(|e| e.id == "evt_login"),
+        "the login event is there with its session"
+    );
+
+    // The user is gone: neither the session nor its event is written.
+    let orphan = session("usr_gone", "ses_2", t0());
+    let stored =
+        f.a.sessions
+            .insert_session(
+                &orphan,
+                Some(event(
+                    "evt_orphan",
+                    "login_succeeded",
+                    Some("usr_gone"),
+                    t0(),
+                )),
+            )
+            .await
+            .unwrap();
+    assert!(!stored);
+    assert!(
+        b.sessions
+            .session_by_hash(&orphan.token_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!audit_all(&b).await.iter().any(|e| e.id == "evt_orphan"));
+}
+
+/// Idle and absolute expiry, at their exact edges, for counting and
+/// sweeping alike.
+async fn idle_and_absolute_expiry(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    add_user(&f.a, "usr_a").await;
+    let now = t0() + Duration::hours(3);
+    let idle_cutoff = now - Duration::hours(2);
+    let mut live = session("usr_a", "ses_live", t0());
+    live.last_seen_at = now - ms(1);
+    let mut at_absolute = session("usr_a", "ses_abs", t0());
+    at_absolute.last_seen_at = now;
+    at_absolute.expires_at = now;
+    let mut at_idle = session("usr_a", "ses_idle", t0());
+    at_idle.last_seen_at = idle_cutoff;
+    let mut just_active = session("usr_a", "ses_just", t0());
+    just_active.last_seen_at = idle_cutoff + ms(1);
+    for s in [&live, &at_absolute, &at_idle, &just_active] {
+        assert!(f.a.sessions.insert_session(s, None).await.unwrap());
+    }
+    assert_eq!(f.a.sessions.count_live(now, idle_cutoff).await.unwrap(), 2);
+    assert_eq!(
+        f.a.sessions.delete_expired(now, idle_cutoff).await.unwrap(),
+        2
+    );
+    let left: BTreeSet<String> =
+        f.a.sessions
+            .sessions_of_user("usr_a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+    assert_eq!(
+        left,
+        BTreeSet::from(["ses_live".to_owned(), "ses_just".to_owned()])
+    );
+}
+
+/// A queued touch: seen by the list and the sweep as soon as it is queued,
+/// never moves `last_seen_at` back, and tells whether the session existed.
+async fn queued_touches(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    add_user(&f.a, "usr_a").await;
+    let s = session("usr_a", "ses_1", t0());
+    f.a.sessions.insert_session(&s, None).await.unwrap();
+
+    let later = Arc::new(SessionRecord {
+        last_seen_at: t0() + Duration::minutes(90),
+        ..s.clone()
+    });
+    let handle = f.a.sessions.queue_touch(&later).await.unwrap();
+    // Not awaited: the list must show it all the same.
+    let listed = f.a.sessions.sessions_of_user("usr_a").await.unwrap();
+    assert_eq!(listed[0].last_seen_at, later.last_seen_at);
+    assert!(handle.still_there().await.unwrap());
+
+    let older = Arc::new(SessionRecord {
+        last_seen_at: t0() + Duration::minutes(30),
+        ..s.clone()
+    });
+    assert!(
+        f.a.sessions
+            .queue_touch(&older)
+            .await
+            .unwrap()
+            .still_there()
+            .await
+            .unwrap()
+    );
+    let read = f.a.sessions.session_by_hash(&s.token_hash).await.unwrap();
+    assert_eq!(read.unwrap().last_seen_at, later.last_seen_at, "never back");
+
+    // Used just before its idle cut-off: the sweep sees the queued touch.
+    let now = t0() + Duration::minutes(90) + Duration::hours(2);
+    let fresher = Arc::new(SessionRecord {
+        last_seen_at: now - ms(10),
+        ..s.clone()
+    });
+    let _pending = f.a.sessions.queue_touch(&fresher).await.unwrap();
+    assert_eq!(
+        f.a.sessions
+            .delete_expired(now, now - Duration::hours(2))
+            .await
+            .unwrap(),
+        0
+    );
+
+    f.a.sessions
+        .delete_session_by_hash(&s.token_hash)
+        .await
+        .unwrap();
+    let gone = Arc::new(SessionRecord {
+        last_seen_at: now,
+        ..s.clone()
+    });
+    assert!(
+        !f.a.sessions
+            .queue_touch(&gone)
+            .await
+            .unwrap()
+            .still_there()
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.a.sessions
+            .session_by_hash(&s.token_hash)
+            .await
+            .unwrap()
+            .is_none(),
+        "a touch never brings a session back"
+    );
+}
+
+/// Listing (newest first), single deletes (by hash, by owner and id) and
+/// bulk revocation; deleted sessions are gone on every node.
+async fn listing_and_bulk_revocation(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    add_user(&f.a, "usr_b").await;
+    let mine: Vec<SessionRecord> = (0..4)
+        .map(|i| session("usr_a", &format!("ses_a{i}"), t0() + ms(i)))
+        .collect();
+    for s in &mine {
+        f.a.sessions.insert_session(s, None).await.unwrap();
+    }
+    let theirs = session("usr_b", "ses_b", t0());
+    f.a.sessions.insert_session(&theirs, None).await.unwrap();
+
+    let ids: Vec<String> = b
+        .sessions
+        .sessions_of_user("usr_a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["ses_a3", "ses_a2", "ses_a1", "ses_a0"]);
+
+    assert!(
+        b.sessions
+            .delete_user_session("usr_b", "ses_a0")
+            .await
+            .unwrap()
+            .is_none(),
+        "another user's session id deletes nothing"
+    );
+    let deleted = b
+        .sessions
+        .delete_user_session("usr_a", "ses_a0")
+        .await
+        .unwrap();
+    assert_eq!(deleted.as_ref(), Some(&mine[0]));
+    let deleted = b
+        .sessions
+        .delete_session_by_hash(&mine[1].token_hash)
+        .await
+        .unwrap();
+    assert_eq!(deleted.map(|s| s.id).as_deref(), Some("ses_a1"));
+    assert!(
+        b.sessions
+            .delete_session_by_hash(&mine[1].token_hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert_eq!(b.sessions.delete_user_sessions("usr_a").await.unwrap(), 2);
+    for s in &mine {
+        assert!(
+            f.a.sessions
+                .session_by_hash(&s.token_hash)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(
+        f.a.sessions
+            .session_by_hash(&theirs.token_hash)
+            .await
+            .unwrap()
+            .is_some(),
+        "other users' sessions stay"
+    );
+}
+
+// --- refresh tokens ------------------------------------------------------
+
+/// Rotation, reuse, expiry, unknown tokens and revoked families, with the
+/// rotation's audit event in the same commit.
+async fn refresh_rotation_and_reuse(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    add_user(&f.a, "usr_a").await;
+    let first = add_family(&f.a, "fam_1", "usr_a").await;
+    let second = fresh_hash();
+    let Rotation::Rotated(family) = rotate(&f.a, &first, &second, 10).await else {
+        panic!("a fresh token rotates");
+    };
+    assert_eq!(
+        (family.id.as_str(), family.user_id.as_str()),
+        ("fam_1", "usr_a")
+    );
+    let audit = audit_all(&f.a).await;
+    let rotated = audit
+        .iter()
+        .find(|e| e.id == format!("evt_rot_{}", hex(&second)))
+        .expect("the rotation's event is committed with it");
+    assert_eq!(rotated.user_id.as_deref(), Some("usr_a"));
+    assert_eq!(rotated.detail["family"], "fam_1");
+    let (_, _, used) = f.a.refresh.refresh_family(&first).await.unwrap().unwrap();
+    assert!(used);
+
+    // The spent token comes back: reuse, the family is revoked and its live
+    // token dies with it.
+    assert!(matches!(
+        rotate(&f.a, &first, &fresh_hash(), 20).await,
+        Rotation::Reused(fam) if fam.id == "fam_1"
+    ));
+    assert_eq!(
+        rotate(&f.a, &second, &fresh_hash(), 30).await,
+        Rotation::Invalid
+    );
+    let audits_before = audit_all(&f.a).await.len();
+    assert_eq!(
+        rotate(&f.a, &fresh_hash(), &fresh_hash(), 40).await,
+        Rotation::Invalid,
+        "unknown"
+    );
+
+    // Expired (expires_at <= now): invalid, and left unused.
+    let expiring = add_family(&f.a, "fam_2", "usr_a").await;
+    let at_expiry = Duration::days(1).whole_milliseconds() as i64;
+    assert_eq!(
+        rotate(&f.a, &expiring, &fresh_hash(), at_expiry).await,
+        Rotation::Invalid
+    );
+    let (_, expires_at, used) =
+        f.a.refresh
+            .refresh_family(&expiring)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(expires_at, t0() + Duration::days(1));
+    assert!(!used);
+    assert_eq!(
+        audit_all(&f.a).await.len(),
+        audits_before,
+        "no audit when nothing rotated"
+    );
+
+    // Revoked families: once only, and their tokens no longer rotate.
+    let third = add_family(&f.a, "fam_3", "usr_a").await;
+    assert!(f.a.refresh.revoke_family("fam_3", t0()).await.unwrap());
+    assert!(!f.a.refresh.revoke_family("fam_3", t0()).await.unwrap());
+    assert!(
+        !f.a.refresh
+            .revoke_family("fam_unknown", t0())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        rotate(&f.a, &third, &fresh_hash(), 50).await,
+        Rotation::Invalid
+    );
+
+    // Every live family of a user at once (fam_1 and fam_3 already revoked).
+    add_family(&f.a, "fam_4", "usr_a").await;
+    let mut revoked =
+        f.a.refresh
+            .revoke_user_families("usr_a", t0())
+            .await
+            .unwrap();
+    revoked.sort();
+    assert_eq!(revoked, ["fam_2", "fam_4"]);
+    assert!(
+        f.a.refresh
+            .revoke_user_families("usr_a", t0())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Racing rotations of one token, on two nodes at once: exactly one
+/// rotates, the others are reuse (or, once a reuse has revoked the family,
+/// invalid), and the winner's successor dies with the family. Repeated, for
+/// real interleavings.
+async fn racing_rotations_exactly_one_wins(backend: Backend) {
+    const ROUNDS: usize = 40;
+    const RACERS: usize = 6;
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    for round in 0..ROUNDS {
+        let presented = add_family(&f.a, &format!("fam_{round}"), "usr_a").await;
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut racers = Vec::new();
+        for i in 0..RACERS {
+            let node = if i % 2 == 0 { f.a.clone() } else { b.clone() };
+            let barrier = Arc::clone(&barrier);
+            racers.push(tokio::spawn(async move {
+                let next = fresh_hash();
+                barrier.wait().await;
+                (rotate(&node, &presented, &next, 100).await, next)
+            }));
+        }
+        let mut winners = Vec::new();
+        let mut reused = 0;
+        for r in racers {
+            match r.await.unwrap() {
+                (Rotation::Rotated(_), next) => winners.push(next),
+                (Rotation::Reused(_), _) => reused += 1,
+                (Rotation::Invalid, _) => {}
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one rotates");
+        assert!(reused >= 1, "round {round}: the replay is seen as reuse");
+        assert_eq!(
+            rotate(&b, &winners[0], &fresh_hash(), 200).await,
+            Rotation::Invalid,
+            "round {round}: the reuse revoked the winner's family"
+        );
+    }
+}
+
+// --- the change log and the revocation log ------------------------------
+
+/// Appends from several nodes at once, read concurrently by cursor in
+/// small pages: numbers strictly increase, and the reader misses nothing
+/// (an entry numbered below one already read never appears later).
+async fn the_change_log_is_read_in_commit_order(backend: Backend) {
+    const WRITERS: usize = 6;
+    const EACH: usize = 25;
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let start = f.a.events.latest_cursor().await.unwrap();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let node = if w % 2 == 0 { f.a.clone() } else { b.clone() };
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let change = Change::UserChanged {
+                    user_id: format!("usr_{w}_{i}"),
+                };
+                node.events.append(&change, t0()).await.unwrap();
+            }
+        }));
+    }
+    let reader = f.node().await;
+    let mut cursor = start;
+    let mut seen = Vec::new();
+    let read_page = |cursor: i64| {
+        let events = Arc::clone(&reader.events);
+        async move { events.after(cursor, 7).await.unwrap() }
+    };
+    while !writers.iter().all(|w| w.is_finished()) {
+        for (seq, change) in read_page(cursor).await {
+            assert!(seq > cursor, "numbers strictly increase");
+            cursor = seq;
+            seen.push(change.user_id().to_owned());
+        }
+        tokio::task::yield_now().await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    loop {
+        let page = read_page(cursor).await;
+        if page.is_empty() {
+            break;
+        }
+        for (seq, change) in page {
+            assert!(seq > cursor);
+            cursor = seq;
+            seen.push(change.user_id().to_owned());
+        }
+    }
+    let distinct: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), seen.len(), "each entry read once");
+    assert_eq!(
+        seen.len(),
+        WRITERS * EACH,
+        "the reader missed none of the appends"
+    );
+    assert_eq!(f.a.events.latest_cursor().await.unwrap(), cursor);
+
+    // From the latest cursor, a follower sees exactly what comes later.
+    b.events.append(&Change::KeysChanged, t0()).await.unwrap();
+    let later = f.a.events.after(cursor, 100).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].1, Change::KeysChanged);
+
+    // Pruning deletes old entries; the numbering goes on.
+    let last = later[0].0;
+    assert!(f.a.events.prune(t0() + ms(1)).await.unwrap() >= (WRITERS * EACH) as u64);
+    assert!(f.a.events.after(start, 1000).await.unwrap().is_empty());
+    f.a.events
+        .append(
+            &Change::UserSessionsRevoked {
+                user_id: "usr_z".into(),
+            },
+            t0() + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let next = f.a.events.after(last, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].0 > last);
+}
+
+/// Every kind of change reads back as it was appended.
+async fn changes_round_trip(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let start = f.a.events.latest_cursor().await.unwrap();
+    let changes = [
+        Change::SessionRevoked {
+            user_id: "usr_a".into(),
+            session_id: "ses_1".into(),
+            token_hash: fresh_hash(),
+        },
+        Change::UserSessionsRevoked {
+            user_id: "usr_a".into(),
+        },
+        Change::UserChanged {
+            user_id: "usr_b".into(),
+        },
+        Change::KeysChanged,
+    ];
+    for c in &changes {
+        f.a.events.append(c, t0()).await.unwrap();
+    }
+    let back: Vec<Change> =
+        f.a.events
+            .after(start, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+    assert_eq!(back, changes);
+}
+
+/// The revocation log: numbers in commit order from several nodes, every
+/// entry read back with its `forget_at`, pruning by `forget_at`.
+async fn the_revocation_log_is_read_in_commit_order(backend: Backend) {
+    const WRITERS: usize = 4;
+    const EACH: usize = 20;
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let node = if w % 2 == 0 { f.a.clone() } else { b.clone() };
+        writers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..EACH {
+                let r = Revocation::Token {
+                    jti: format!("jti_{w}_{i}"),
+                    exp: 2_000_000_000 + i as i64,
+                };
+                let seq = node
+                    .revocations
+                    .insert_revocation(&r, 1_900_000_000 + i as i64, t0())
+                    .await
+                    .unwrap();
+                seqs.push(seq);
+            }
+            seqs
+        }));
+    }
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    while !writers.iter().all(|w| w.is_finished()) {
+        for (seq, r, _) in f.a.revocations.revocations_after(cursor, 5).await.unwrap() {
+            assert!(seq > cursor);
+            cursor = seq;
+            seen.push(r.subject().to_owned());
+        }
+        tokio::task::yield_now().await;
+    }
+    let mut returned = Vec::new();
+    for w in writers {
+        let seqs = w.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|p| p[0] < p[1]),
+            "one writer's numbers increase"
+        );
+        returned.extend(seqs);
+    }
+    for (seq, r, forget_at) in
+        f.a.revocations
+            .revocations_after(cursor, 1000)
+            .await
+            .unwrap()
+    {
+        assert!(seq > cursor);
+        assert!(forget_at >= 1_900_000_000);
+        cursor = seq;
+        seen.push(r.subject().to_owned());
+    }
+    assert_eq!(seen.len(), WRITERS * EACH, "the reader missed none");
+    assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), seen.len());
+    assert_eq!(returned.iter().max(), Some(&cursor));
+
+    let kinds = [
+        Revocation::Family {
+            sid: "fam_1".into(),
+            exp: 2_000_000_000,
+        },
+        Revocation::User {
+            sub: "usr_a".into(),
+            not_before: 1_800_000_000,
+        },
+    ];
+    for r in &kinds {
+        b.revocations
+            .insert_revocation(r, 2_100_000_000, t0())
+            .await
+            .unwrap();
+    }
+    let tail: Vec<Revocation> =
+        f.a.revocations
+            .revocations_after(cursor, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, r, _)| r)
+            .collect();
+    assert_eq!(tail, kinds);
+
+    // Entries whose forget_at passed go; the two kept ones stay.
+    let pruned =
+        f.a.revocations
+            .prune_revocations(2_000_000_000)
+            .await
+            .unwrap();
+    assert_eq!(pruned, (WRITERS * EACH) as u64);
+    assert_eq!(
+        f.a.revocations
+            .revocations_after(0, 1000)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// Where the backend pushes, an append on one node wakes another node's
+/// subscription promptly; where it does not, there is no subscription.
+async fn appends_are_pushed_to_other_nodes(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let Some(mut push) = f.a.events.subscribe() else {
+        assert!(!backend.pushes(), "{backend:?} should push");
+        return;
+    };
+    assert!(backend.pushes(), "{backend:?} pushes unexpectedly");
+    tokio::time::timeout(StdDuration::from_secs(10), async {
+        while !matches!(*push.borrow_and_update(), Push::Listening(_)) {
+            push.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the subscription starts listening");
+    b.events.append(&Change::KeysChanged, t0()).await.unwrap();
+    tokio::time::timeout(StdDuration::from_secs(5), push.changed())
+        .await
+        .expect("another node's append is pushed")
+        .unwrap();
+    assert!(matches!(*push.borrow(), Push::Listening(_)));
+    b.revocations
+        .insert_revocation(
+            &Revocation::Token {
+                jti: "jti_push".into(),
+                exp: 2_000_000_000,
+            },
+            2_000_000_000,
+            t0(),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(StdDuration::from_secs(5), push.changed())
+        .await
+        .expect("a revocation is pushed too")
+        .unwrap();
+}
+
+// --- keys, secrets, clients, audit --------------------------------------
+
+/// Rotation is a compare-and-set: of racing rotations from the same view,
+/// on two nodes, exactly one wins; a stale view changes nothing; there is
+/// never more than one active key; wiping spares the active key.
+async fn key_rotation_is_a_compare_and_set(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let race = |expected: Option<&'static str>, kids: [&'static str; 4], base: i64| {
+        let (a, b) = (f.a.clone(), b.clone());
+        async move {
+            let barrier = Arc::new(Barrier::new(kids.len()));
+            let mut racers = Vec::new();
+            for (i, kid) in kids.into_iter().enumerate() {
+                let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let barrier = Arc::clone(&barrier);
+                racers.push(tokio::spawn(async move {
+                    barrier.wait().await;
+                    let at = t0() + ms(base + i as i64);
+                    let won = node
+                        .keys
+                        .rotate_in(&key(kid, at), expected, at)
+                        .await
+                        .unwrap();
+                    won.then_some(kid)
+                }));
+            }
+            let mut winners = Vec::new();
+            for r in racers {
+                winners.extend(r.await.unwrap());
+            }
+            winners
+        }
+    };
+    let first = race(None, ["k1", "k2", "k3", "k4"], 0).await;
+    assert_eq!(first.len(), 1, "exactly one first key: {first:?}");
+    let second = race(Some(first[0]), ["k5", "k6", "k7", "k8"], 100).await;
+    assert_eq!(second.len(), 1, "exactly one rotation: {second:?}");
+    assert!(
+        !f.a.keys
+            .rotate_in(
+                &key("k9", t0() + Duration::hours(1)),
+                Some(first[0]),
+                t0() + Duration::hours(1)
+            )
+            .await
+            .unwrap(),
+        "a stale view changes nothing"
+    );
+    let keys = b.keys.signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    let active: Vec<&StoredKey> = keys.iter().filter(|k| k.rotated_out_at.is_none()).collect();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].kid, second[0]);
+    assert_eq!(keys[0].kid, first[0], "oldest first");
+
+    assert_eq!(
+        f.a.keys
+            .wipe_retired(t0() + Duration::days(1))
+            .await
+            .unwrap(),
+        1
+    );
+    for k in b.keys.signing_keys().await.unwrap() {
+        assert_eq!(
+            k.private_pkcs8.is_some(),
+            k.rotated_out_at.is_none(),
+            "{}: only the active key keeps its private half",
+            k.kid
+        );
+    }
+}
+
+/// A server-wide secret: the first writer wins, everyone reads its value.
+async fn server_secrets_first_writer_wins(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let barrier = Arc::new(Barrier::new(6));
+    let mut racers = Vec::new();
+    for i in 0..6u8 {
+        let node = if i % 2 == 0 { f.a.clone() } else { b.clone() };
+        let barrier = Arc::clone(&barrier);
+        racers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            node.keys.server_secret("csrf", &[i; 32]).await.unwrap()
+        }));
+    }
+    let mut values = BTreeSet::new();
+    for r in racers {
+        values.insert(r.await.unwrap());
+    }
+    assert_eq!(values.len(), 1, "everyone sees the same value");
+    let value = values.into_iter().next().unwrap();
+    assert_eq!(value.len(), 32);
+    assert_eq!(
+        f.a.keys.server_secret("csrf", &[99; 32]).await.unwrap(),
+        value
+    );
+    assert_ne!(
+        f.a.keys.server_secret("other", &[5; 16]).await.unwrap(),
+        value
+    );
+}
+
+async fn clients_are_stored_by_id(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let client = ServiceClient {
+        id: "cli_1".into(),
+        name: "edge".into(),
+        secret_hash: fresh_hash(),
+        created_at: t0(),
+    };
+    f.a.clients.insert_client(&client).await.unwrap();
+    assert!(matches!(
+        f.a.clients.insert_client(&client).await,
+        Err(StoreError::Conflict)
+    ));
+    let back = f.node().await.clients.client_by_id("cli_1").await.unwrap();
+    let back = back.expect("stored");
+    assert_eq!(
+        (back.id, back.name, back.secret_hash, back.created_at),
+        ("cli_1".into(), "edge".into(), client.secret_hash, t0())
+    );
+    assert!(f.a.clients.client_by_id("cli_2").await.unwrap().is_none());
+}
+
+/// The audit log: newest first (time, then id), filters, pages, retention.
+async fn the_audit_log_pages_newest_first(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let events = [
+        event("evt_1", "login_succeeded", Some("usr_a"), t0()),
+        event("evt_2", "login_failed", None, t0() + ms(1)),
+        event("evt_3", "login_succeeded", Some("usr_b"), t0() + ms(1)),
+        event("evt_4", "logout", Some("usr_a"), t0() + ms(2)),
+    ];
+    for e in &events {
+        f.a.audit.record(e).await.unwrap();
+    }
+    let page = |event_type: Option<&str>, user_id: Option<&str>, before: Option<&str>, limit| {
+        let q = AuditQuery {
+            event_type: event_type.map(str::to_owned),
+            user_id: user_id.map(str::to_owned),
+            limit,
+            before: before.map(str::to_owned),
+        };
+        let audit = Arc::clone(&f.a.audit);
+        async move {
+            audit
+                .audit_events(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        page(None, None, None, 10).await,
+        ["evt_4", "evt_3", "evt_2", "evt_1"]
+    );
+    assert_eq!(page(None, None, None, 2).await, ["evt_4", "evt_3"]);
+    assert_eq!(page(None, None, Some("evt_3"), 2).await, ["evt_2", "evt_1"]);
+    assert_eq!(
+        page(Some("login_succeeded"), None, None, 10).await,
+        ["evt_3", "evt_1"]
+    );
+    assert_eq!(
+        page(None, Some("usr_a"), None, 10).await,
+        ["evt_4", "evt_1"]
+    );
+    let stored = audit_all(&f.a).await;
+    let first = stored.iter().find(|e| e.id == "evt_1").unwrap();
+    assert_eq!(first.detail, events[0].detail);
+    assert_eq!(first.ip.as_deref(), Some("192.0.2.1"));
+    assert_eq!(first.at, t0());
+
+    assert_eq!(f.a.audit.prune_audit(t0() + ms(1)).await.unwrap(), 1);
+    assert_eq!(
+        page(None, None, None, 10).await,
+        ["evt_4", "evt_3", "evt_2"]
+    );
+}
+
+/// A closed backend fails its calls (with an error, at once); it neither
+/// panics nor hangs. Liveness answers while open.
+async fn a_closed_backend_fails_closed(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    f.a.backend.ping().await.unwrap();
+    assert_eq!(f.a.backend.name(), "database");
+    f.a.backend.close().await;
+    let read = tokio::time::timeout(StdDuration::from_secs(10), f.a.users.user_by_id("usr_a"))
+        .await
+        .expect("a closed backend answers at once");
+    assert!(matches!(read, Err(StoreError::Backend(_))));
+    assert!(f.a.backend.ping().await.is_err());
+}
+
+/// One test per check and backend.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    users_are_unique_by_email_key,
+    users_are_listed_literally_in_pages,
+    user_updates_reach_every_node,
+    generation_moves_on_invalidation_only,
+    a_session_and_its_audit_event_commit_together,
+    idle_and_absolute_expiry,
+    queued_touches,
+    listing_and_bulk_revocation,
+    refresh_rotation_and_reuse,
+    racing_rotations_exactly_one_wins,
+    the_change_log_is_read_in_commit_order,
+    changes_round_trip,
+    the_revocation_log_is_read_in_commit_order,
+    appends_are_pushed_to_other_nodes,
+    key_rotation_is_a_compare_and_set,
+    server_secrets_first_writer_wins,
+    clients_are_stored_by_id,
+    the_audit_log_pages_newest_first,
+    a_closed_backend_fails_closed,
+);
