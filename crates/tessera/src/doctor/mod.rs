@@ -8,6 +8,7 @@
 //! requests. A misconfigured proxy or a broken deployment shows there even
 //! when the configuration file is right.
 
+pub mod database;
 pub mod probe;
 pub mod remote;
 
