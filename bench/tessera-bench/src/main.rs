@@ -4,7 +4,8 @@
 //!   profile as Tessera: the ceiling for any endpoint.
 //! - `floor-crypto`: raw primitive rates on the current core.
 //! - `seed`: a database with users and live sessions, written straight into
-//!   SQLite (no argon2 per user), and the session cookies for `wrk`.
+//!   SQLite or PostgreSQL (no argon2 per user), and the session cookies for
+//!   `wrk`.
 //! - `mint`: access and refresh tokens made by Tessera's own core, so they are
 //!   byte for byte what the server issues.
 
@@ -70,7 +71,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         hashes: usize,
     },
-    /// Create the database (migrations) and insert users and live sessions.
+    /// Create the database (migrations) and insert users and live sessions
+    /// (a sqlite:// or postgres:// URL).
     Seed {
         #[arg(long)]
         database_url: String,
@@ -316,13 +318,57 @@ async fn seed(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(users > 0, "--users must be at least 1");
     let start = Instant::now();
-    // Tessera's own open creates the file and runs the migrations.
+    // Tessera's own open creates the database and runs the migrations.
     tessera::store::open(url, &tessera::store::StoreOptions::default())
         .await
         .map_err(|e| anyhow!("{e}"))?
         .backend
         .close()
         .await;
+    let mut population = Population {
+        password_hash: argon2_hash(PASSWORD)?,
+        now: now_ms(),
+        user_ids: (0..users).map(|_| new_id("usr")).collect(),
+        sessions: Vec::with_capacity(sessions),
+    };
+    // Cookies in random order for wrk; rows in key order for the database.
+    let mut out = BufWriter::new(File::create(cookies)?);
+    for i in 0..sessions {
+        let secret = BearerSecret::generate();
+        writeln!(out, "{}", secret.expose())?;
+        population.sessions.push((
+            secret.hash().0,
+            i % users,
+            last_seen.ms_before_now(i, sessions),
+        ));
+    }
+    out.flush()?;
+    population.sessions.sort_unstable();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        seed_postgres(url, &population).await?;
+    } else {
+        seed_sqlite(url, &population).await?;
+    }
+    let out = json!({
+        "users": users,
+        "sessions": sessions,
+        "seconds": (start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// Users (all with the same password) and sessions to write.
+struct Population {
+    password_hash: String,
+    now: i64,
+    user_ids: Vec<String>,
+    /// (hash of the cookie value, index of its user, ms since last seen),
+    /// in hash order.
+    sessions: Vec<([u8; 32], usize, i64)>,
+}
+
+async fn seed_sqlite(url: &str, p: &Population) -> anyhow::Result<()> {
     let options = SqliteConnectOptions::from_str(url)?
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
@@ -330,12 +376,9 @@ async fn seed(
         .pragma("cache_size", "-1048576")
         .foreign_keys(true);
     let mut conn = SqliteConnection::connect_with(&options).await?;
-    let password_hash = argon2_hash(PASSWORD)?;
-    let now = now_ms();
-    let user_ids: Vec<String> = (0..users).map(|_| new_id("usr")).collect();
-
+    let now = p.now;
     let mut tx = conn.begin().await?;
-    for (c, chunk) in user_ids.chunks(BATCH).enumerate() {
+    for (c, chunk) in p.user_ids.chunks(BATCH).enumerate() {
         QueryBuilder::<Sqlite>::new(
             "INSERT INTO users (id, email, email_key, password_hash, roles, status, created_at, updated_at) ",
         )
@@ -344,7 +387,7 @@ async fn seed(
             row.push_bind(id.clone())
                 .push_bind(email.clone())
                 .push_bind(email)
-                .push_bind(password_hash.clone())
+                .push_bind(p.password_hash.clone())
                 .push_bind("[]")
                 .push_bind("active")
                 .push_bind(now)
@@ -354,21 +397,8 @@ async fn seed(
         .execute(&mut *tx)
         .await?;
     }
-    // Cookies in random order for wrk; rows in key order for SQLite, with
-    // the secondary indexes built once at the end: 1M sessions in seconds.
-    let mut out = BufWriter::new(File::create(cookies)?);
-    let mut rows: Vec<([u8; 32], usize, i64)> = Vec::with_capacity(sessions);
-    for i in 0..sessions {
-        let secret = BearerSecret::generate();
-        writeln!(out, "{}", secret.expose())?;
-        rows.push((
-            secret.hash().0,
-            i % users,
-            last_seen.ms_before_now(i, sessions),
-        ));
-    }
-    out.flush()?;
-    rows.sort_unstable();
+    // The secondary indexes are built once at the end: 1M sessions in
+    // seconds.
     let indexes: Vec<(String, String)> = sqlx::query_as(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions' AND sql IS NOT NULL",
     )
@@ -379,14 +409,14 @@ async fn seed(
             .execute(&mut *tx)
             .await?;
     }
-    for chunk in rows.chunks(BATCH) {
+    for chunk in p.sessions.chunks(BATCH) {
         QueryBuilder::<Sqlite>::new(
             "INSERT INTO sessions (token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent) ",
         )
         .push_values(chunk, |mut row, (hash, user, seen_ago_ms)| {
             row.push_bind(hash.to_vec())
                 .push_bind(new_id("ses"))
-                .push_bind(user_ids[*user].clone())
+                .push_bind(p.user_ids[*user].clone())
                 .push_bind(now)
                 .push_bind(now - seen_ago_ms)
                 .push_bind(now + 30 * DAY_MS)
@@ -407,12 +437,56 @@ async fn seed(
         .execute(&mut conn)
         .await?;
     conn.close().await?;
-    let out = json!({
-        "users": users,
-        "sessions": sessions,
-        "seconds": (start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
-    });
-    println!("{out}");
+    Ok(())
+}
+
+/// The same rows in PostgreSQL, one transaction, arrays unnested a batch at
+/// a time (one round trip per batch).
+async fn seed_postgres(url: &str, p: &Population) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let now = p.now;
+    let mut tx = conn.begin().await?;
+    for (c, chunk) in p.user_ids.chunks(BATCH * 10).enumerate() {
+        let emails: Vec<String> = (0..chunk.len())
+            .map(|j| email(c * BATCH * 10 + j))
+            .collect();
+        sqlx::query(
+            "INSERT INTO users (id, email, email_key, password_hash, status, created_at, updated_at)
+             SELECT id, email, email, $3, 'active', $4, $4 FROM unnest($1::text[], $2::text[]) AS u(id, email)",
+        )
+        .bind(chunk)
+        .bind(&emails)
+        .bind(&p.password_hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for chunk in p.sessions.chunks(BATCH * 10) {
+        let hashes: Vec<Vec<u8>> = chunk.iter().map(|(h, _, _)| h.to_vec()).collect();
+        let ids: Vec<String> = chunk.iter().map(|_| new_id("ses")).collect();
+        let users: Vec<String> = chunk
+            .iter()
+            .map(|(_, u, _)| p.user_ids[*u].clone())
+            .collect();
+        let seen: Vec<i64> = chunk.iter().map(|(_, _, ago)| now - ago).collect();
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent)
+             SELECT h, i, u, $5, s, $6, '127.0.0.1', $7
+             FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bigint[]) AS r(h, i, u, s)",
+        )
+        .bind(&hashes)
+        .bind(&ids)
+        .bind(&users)
+        .bind(&seen)
+        .bind(now)
+        .bind(now + 30 * DAY_MS)
+        .bind(USER_AGENT)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    conn.close().await?;
     Ok(())
 }
 
