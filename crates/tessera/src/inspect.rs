@@ -154,7 +154,7 @@ pub fn inspect(token: &str) -> Result<Inspection, String> {
     match (exp, iat) {
         (None, _) => lint(Severity::Danger, "no exp: the token never expires".into()),
         (Some(exp), Some(iat)) => {
-            let life = exp - iat;
+            let life = exp.saturating_sub(iat);
             let severity = if life > 3600 {
                 Severity::Danger
             } else if life > 900 {

@@ -350,6 +350,25 @@ async fn forged_and_malformed_tokens_are_refused() {
                 &pkcs8,
             ),
         ),
+        // Correctly signed, but times no clock can reach: refused as
+        // malformed, never a 500 (an exp past year 9999 used to be one at
+        // /v1/me, and an exp near i64::MAX overflows `exp + leeway`).
+        (
+            "exp past year 9999",
+            sign_ed25519(&header, &with("exp", json!(253_402_300_800_i64)), &pkcs8),
+        ),
+        (
+            "exp at i64::MAX",
+            sign_ed25519(&header, &with("exp", json!(i64::MAX)), &pkcs8),
+        ),
+        (
+            "iat before 1970",
+            sign_ed25519(&header, &with("iat", json!(-1)), &pkcs8),
+        ),
+        (
+            "nbf at i64::MIN",
+            sign_ed25519(&header, &with("nbf", json!(i64::MIN)), &pkcs8),
+        ),
         (
             "nbf in the future beyond leeway",
             sign_ed25519(&header, &with("nbf", json!(now + 120)), &pkcs8),

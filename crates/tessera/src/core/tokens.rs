@@ -60,6 +60,21 @@ pub struct AccessClaims {
     pub scope: Option<String>,
 }
 
+/// The latest instant a token's times may name: 9999-12-31T23:59:59Z, the
+/// end of what RFC 3339 timestamps (and `OffsetDateTime`) represent.
+const LATEST_UNIX: i64 = 253_402_300_799;
+
+impl AccessClaims {
+    /// Whether `exp`, `iat` and `nbf` all lie between 1970 and the end of
+    /// year 9999: a token naming any other time is malformed, whoever signed
+    /// it, so every later step (leeway arithmetic, `expires_at` in `/v1/me`,
+    /// introspection) works on times it can represent.
+    pub fn times_in_range(&self) -> bool {
+        let ok = |t: i64| (0..=LATEST_UNIX).contains(&t);
+        ok(self.exp) && ok(self.iat) && self.nbf.is_none_or(ok)
+    }
+}
+
 /// Token settings, validated by the configuration.
 #[derive(Debug, Clone)]
 pub struct TokenPolicy {
@@ -323,6 +338,9 @@ impl Tessera {
             .ok()
             .and_then(|payload| serde_json::from_slice(&payload).ok())
             .ok_or(TokenRejection::BadSignature)?;
+        if !claims.times_in_range() {
+            return Err(TokenRejection::Malformed);
+        }
         if claims.iss != self.tokens.issuer || claims.aud != self.tokens.audience {
             return Err(TokenRejection::WrongIssuerOrAudience);
         }
