@@ -703,16 +703,30 @@ async fn revocation_of_every_kind_is_seen_at_once_everywhere() {
         .await
         .json();
 
+    // 1b. The hint only orders the search (RFC 7009 §2.1): an access token
+    // sent as a refresh token is revoked all the same.
+    let mistaken = t.send(password_grant("fay@example.com")).await.json();
+    let mistaken = mistaken["access_token"].as_str().unwrap().to_owned();
+    let r = t
+        .send(
+            Req::post("/v1/token/revoke")
+                .form(&[("token", &mistaken), ("token_type_hint", "refresh_token")]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    check_dead(mistaken).await;
+
     // 2. A refresh token: its family and its access tokens.
     let access = next["access_token"].as_str().unwrap().to_owned();
     let rt = next["refresh_token"].as_str().unwrap().to_owned();
     let live = t.send(introspect(&rt)).await.json();
     assert_eq!(live["active"], true);
     assert_eq!(live["token_type"], "refresh_token");
+    // Hinted as an access token: still found, as a refresh token.
     let r = t
         .send(
             Req::post("/v1/token/revoke")
-                .form(&[("token", &rt), ("token_type_hint", "refresh_token")]),
+                .form(&[("token", &rt), ("token_type_hint", "access_token")]),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);

@@ -37,42 +37,63 @@ fn looks_like_jwt(token: &str) -> bool {
 
 impl Tessera {
     /// Revokes a token presented by whoever holds it. Unknown or already dead
-    /// tokens are not an error (RFC 7009 §2.2).
+    /// tokens are not an error (RFC 7009 §2.2). The hint only says which
+    /// kind to look for first: a token not found as that kind is looked for
+    /// as the other (§2.1), so a wrong hint never leaves a token alive.
     pub async fn revoke_presented_token(
         &self,
         token: &str,
         hint: Option<&str>,
         client: &ClientInfo,
     ) -> CoreResult<()> {
-        let try_access_first = hint != Some("refresh_token") && looks_like_jwt(token);
-        if try_access_first {
-            if let Ok(claims) = self.verify_access_token(token).await {
-                self.revoke(Revocation::Token {
-                    jti: claims.jti.clone(),
-                    exp: claims.exp + self.tokens.leeway.whole_seconds(),
-                })
-                .await?;
-                self.audit(
-                    "token_revoked",
-                    Some(&claims.sub),
-                    Some(client),
-                    json!({"kind": "access_token", "jti": claims.jti}),
-                )
-                .await;
+        if hint == Some("refresh_token") {
+            if !self.revoke_refresh_token(token, client).await? {
+                self.revoke_access_token(token, client).await?;
             }
-            return Ok(());
-        }
-        if let Some((family, _)) = self.refresh_token_family(token).await? {
-            self.revoke_family(&family.id).await?;
-            self.audit(
-                "token_revoked",
-                Some(&family.user_id),
-                Some(client),
-                json!({"kind": "refresh_token", "family": family.id}),
-            )
-            .await;
+        } else if !self.revoke_access_token(token, client).await? {
+            self.revoke_refresh_token(token, client).await?;
         }
         Ok(())
+    }
+
+    /// Revokes `token` if it is a live access token; whether it was.
+    async fn revoke_access_token(&self, token: &str, client: &ClientInfo) -> CoreResult<bool> {
+        if !looks_like_jwt(token) {
+            return Ok(false);
+        }
+        let Ok(claims) = self.verify_access_token(token).await else {
+            return Ok(false);
+        };
+        self.revoke(Revocation::Token {
+            jti: claims.jti.clone(),
+            exp: claims.exp + self.tokens.leeway.whole_seconds(),
+        })
+        .await?;
+        self.audit(
+            "token_revoked",
+            Some(&claims.sub),
+            Some(client),
+            json!({"kind": "access_token", "jti": claims.jti}),
+        )
+        .await;
+        Ok(true)
+    }
+
+    /// Revokes the family of `token` if it is a known refresh token; whether
+    /// it was.
+    async fn revoke_refresh_token(&self, token: &str, client: &ClientInfo) -> CoreResult<bool> {
+        let Some((family, _)) = self.refresh_token_family(token).await? else {
+            return Ok(false);
+        };
+        self.revoke_family(&family.id).await?;
+        self.audit(
+            "token_revoked",
+            Some(&family.user_id),
+            Some(client),
+            json!({"kind": "refresh_token", "family": family.id}),
+        )
+        .await;
+        Ok(true)
     }
 
     /// What a resource server may learn about a token.
