@@ -1254,3 +1254,100 @@ async fn a_compromised_key_can_be_retired_at_once() {
         StatusCode::OK
     );
 }
+
+/// A user-wide cut-off kills every token issued before it and none issued
+/// after it, even when cut-offs and issuance share a second (`iat` counts
+/// whole seconds): a token asked for in the second of a cut-off is issued
+/// once that second has passed, and its `iat` is never in the future.
+#[tokio::test]
+async fn cut_offs_and_tokens_are_strictly_ordered() {
+    let t = TestApp::new().await;
+    let user_id = t.tokens_for("ida@example.com").await["access_token"]
+        .as_str()
+        .map(|a| decode_part(a, 1)["sub"].as_str().unwrap().to_owned())
+        .unwrap();
+    // Into the second at .200.
+    let into_second = (1200 - t.app.core.now().millisecond() as u64 % 1000) % 1000;
+    t.advance(Duration::from_millis(into_second));
+    let second = t.app.core.now().unix_timestamp();
+
+    t.app.core.set_roles(&user_id, &["a".into()]).await.unwrap();
+    let router = t.router.clone();
+    let mint = tokio::spawn(async move {
+        let response =
+            tower::ServiceExt::oneshot(router, password_grant("ida@example.com").build())
+                .await
+                .unwrap();
+        common::Resp::read(response).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let minted_before_second_cut_off = mint.is_finished();
+    t.advance(Duration::from_millis(200));
+    t.app.core.set_roles(&user_id, &["b".into()]).await.unwrap();
+    t.advance(Duration::from_secs(1));
+    let r = mint.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let claims = decode_part(&access, 1);
+    let now = t.app.core.now().unix_timestamp();
+    assert!(
+        claims["iat"].as_i64().unwrap() <= now,
+        "iat is never in the future: {claims}"
+    );
+    if minted_before_second_cut_off {
+        assert_eq!(
+            t.send(bearer("/v1/me", &access)).await.status,
+            StatusCode::UNAUTHORIZED,
+            "a token issued between two cut-offs in one second dies with the second"
+        );
+    } else {
+        assert_eq!(claims["iat"], second + 1, "issued once the second turned");
+        assert_eq!(claims["roles"], json!(["b"]));
+        assert_eq!(
+            t.send(bearer("/v1/me", &access)).await.status,
+            StatusCode::OK,
+            "issued after both cut-offs"
+        );
+    }
+    // A third cut-off in the very second the token was issued kills it.
+    t.app.core.set_roles(&user_id, &["c".into()]).await.unwrap();
+    assert_eq!(
+        t.send(bearer("/v1/me", &access)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// The user's status is checked on the token path too (`/v1/me`,
+/// `/v1/verify`, introspection), not only through the cut-off a suspension
+/// makes: here the account was suspended behind the server's back, so no
+/// cut-off exists at all.
+#[tokio::test]
+async fn a_suspended_users_token_is_refused_even_without_a_cut_off() {
+    let t = TestApp::new().await;
+    let access = t.tokens_for("jo@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        t.send(bearer("/v1/verify", &access)).await.status,
+        StatusCode::OK
+    );
+    common::db::execute(&t.db_url, "UPDATE users SET status = 'suspended'").await;
+    let t = t.restart(&[]).await;
+    for path in ["/v1/me", "/v1/verify"] {
+        let r = t.send(bearer(path, &access)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: {}", r.text());
+    }
+    let client = t.app.core.create_client("resource-server").await.unwrap();
+    let r = t
+        .send(
+            Req::post("/v1/token/introspect")
+                .header(
+                    "authorization",
+                    &common::basic_auth(&client.client.id, client.secret.expose()),
+                )
+                .form(&[("token", &access)]),
+        )
+        .await;
+    assert_eq!(r.json(), json!({"active": false}));
+}

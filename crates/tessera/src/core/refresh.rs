@@ -200,7 +200,9 @@ impl Tessera {
         };
         let (refresh, record) = self.new_refresh(&family.id, now);
         self.stores.refresh.create_family(&family, &record).await?;
-        let access = self.issue_access_token(&user, &family.id, client_id, scope.clone(), None)?;
+        let access = self
+            .issue_access_token(&user, &family.id, client_id, scope.clone(), None)
+            .await?;
         Ok(TokenPair {
             access,
             refresh,
@@ -274,8 +276,9 @@ impl Tessera {
                 return Err(invalid);
             }
         };
-        let access =
-            self.issue_access_token(&user, &family.id, &family.client_id, scope.clone(), None)?;
+        let access = self
+            .issue_access_token(&user, &family.id, &family.client_id, scope.clone(), None)
+            .await?;
         self.telemetry.count("tessera_refresh_rotations_total", &[]);
         Ok(TokenPair {
             access,

@@ -438,7 +438,7 @@ impl Tessera {
     /// An access token for a signed-in browser, tied to its session: its
     /// `sid` is the session id (revoked when the session ends) and it never
     /// outlives the session's idle or absolute expiry.
-    pub fn session_access_token(
+    pub async fn session_access_token(
         &self,
         auth: &Authenticated,
     ) -> CoreResult<super::tokens::IssuedToken> {
@@ -450,6 +450,7 @@ impl Tessera {
             None,
             Some(cap),
         )
+        .await
     }
 
     /// Ends the session the caller is using (logout).

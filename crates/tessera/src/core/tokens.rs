@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Tessera;
-use super::accounts::User;
+use super::accounts::{User, UserStatus};
 use super::error::{CoreError, CoreResult};
 use super::keys::{SigningKey, VerifyingKey};
 use super::secret::{SecretHash, random_id};
@@ -113,11 +113,20 @@ pub enum TokenRejection {
     NotYetValid,
     #[error("revoked")]
     Revoked,
+    #[error("the user is suspended or gone")]
+    InactiveUser,
+    /// The user could not be read: the check fails closed (503), it is not
+    /// the token's fault.
+    #[error("a store is unavailable")]
+    Unavailable,
 }
 
 impl From<TokenRejection> for CoreError {
-    fn from(_: TokenRejection) -> Self {
-        CoreError::Unauthenticated
+    fn from(rejection: TokenRejection) -> Self {
+        match rejection {
+            TokenRejection::Unavailable => CoreError::Unavailable,
+            _ => CoreError::Unauthenticated,
+        }
     }
 }
 
@@ -185,7 +194,7 @@ fn unix(t: OffsetDateTime) -> i64 {
 impl Tessera {
     /// Signs an access token for `user`, tied to `sid` (a session or refresh
     /// family). `not_after` caps its expiry (a session's own expiry).
-    pub(crate) fn issue_access_token(
+    pub(crate) async fn issue_access_token(
         &self,
         user: &User,
         sid: &str,
@@ -193,18 +202,23 @@ impl Tessera {
         scope: Option<String>,
         not_after: Option<OffsetDateTime>,
     ) -> CoreResult<IssuedToken> {
+        let (now, waited) = self.past_user_cut_off(&user.id).await?;
+        // The cut-off waited for may have changed the user (roles, status):
+        // the token says what holds now, not what held before it.
+        let fresher;
+        let user = if waited {
+            fresher = self.active_user(&user.id).await?;
+            &*fresher
+        } else {
+            user
+        };
+        let now = unix(now);
         let ring = self.keys.load();
         let signing = ring.signing.as_ref().ok_or_else(|| {
             tracing::error!("no active signing key");
             CoreError::Unavailable
         })?;
-        let now = unix(self.now());
-        // Never issue a token that a cut-off made in this same second would
-        // kill at once: `iat` is at least the user's cut-off.
-        let iat = self
-            .revocations
-            .user_not_before(&user.id)
-            .map_or(now, |nb| now.max(nb));
+        let iat = now;
         let mut exp = now + self.tokens.access_ttl.whole_seconds();
         if let Some(cap) = not_after {
             exp = exp.min(unix(cap));
@@ -268,7 +282,50 @@ impl Tessera {
         if self.revocations.is_revoked(&claims) {
             return Err(TokenRejection::Revoked);
         }
-        Ok(claims)
+        // The user's status too (through the user cache, so usually no
+        // store read): a suspended user's token is refused even where its
+        // cut-off has not arrived yet.
+        match self.stores.users.user_by_id(&claims.sub).await {
+            Ok(Some(user)) if user.status == UserStatus::Active => Ok(claims),
+            Ok(_) => Err(TokenRejection::InactiveUser),
+            Err(e) => {
+                let _ = CoreError::from(e); // counted and logged there
+                Err(TokenRejection::Unavailable)
+            }
+        }
+    }
+
+    /// The time to issue a token of `user_id` at: now, or, in the second
+    /// just before the user's latest cut-off, the start of the next second
+    /// (and then `true`: the caller's view of the user may predate it).
+    ///
+    /// A cut-off kills every token with `iat` below it, and `iat` counts
+    /// whole seconds, so a cut-off made at 12.3 s names 13 s. A token issued
+    /// at 12.6 s would die at once with `iat` 12, and with `iat` raised to 13
+    /// it would claim a time yet to come and outlive a second cut-off made
+    /// at 12.8 s (also naming 13). So issuing waits for the second to turn
+    /// (at most one second, and only right after a cut-off): cut-offs and
+    /// tokens are then strictly ordered, and `iat` is never in the future.
+    async fn past_user_cut_off(&self, user_id: &str) -> CoreResult<(OffsetDateTime, bool)> {
+        let now = self.now();
+        let Some(not_before) = self.revocations.user_not_before(user_id) else {
+            return Ok((now, false));
+        };
+        let wait_ms = not_before.saturating_mul(1000) - super::time::to_millis(now);
+        if wait_ms <= 0 {
+            return Ok((now, false));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(
+            wait_ms.clamp(0, 1000) as u64
+        ))
+        .await;
+        let now = self.now();
+        if now.unix_timestamp() < not_before {
+            // Only a clock that stood still while we slept (a test's manual
+            // clock) gets here: refuse rather than issue a doomed token.
+            return Err(CoreError::Busy);
+        }
+        Ok((now, true))
     }
 
     /// The key `kid` if it still verifies at `now`.

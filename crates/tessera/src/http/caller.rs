@@ -18,9 +18,10 @@ use super::cookies::read_cookie;
 use super::csrf::{check_session_request, is_unsafe};
 use super::error::ApiError;
 use crate::core::accounts::User;
+use crate::core::error::CoreError;
 use crate::core::secret::BearerSecret;
 use crate::core::sessions::{Authenticated, csrf_token_for};
-use crate::core::tokens::AccessClaims;
+use crate::core::tokens::{AccessClaims, TokenRejection};
 
 /// A request authenticated by a live session cookie (and CSRF-checked when
 /// its method is unsafe).
@@ -145,14 +146,18 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(token) = bearer_token(parts) {
-            let claims = state
-                .core
-                .verify_access_token(token?)
-                .await
-                .map_err(|reason| {
-                    tracing::debug!(%reason, "bearer token refused");
-                    ApiError::unauthenticated().with_bearer_challenge()
-                })?;
+            let claims =
+                state
+                    .core
+                    .verify_access_token(token?)
+                    .await
+                    .map_err(|reason| match reason {
+                        TokenRejection::Unavailable => ApiError::from(CoreError::Unavailable),
+                        reason => {
+                            tracing::debug!(%reason, "bearer token refused");
+                            ApiError::unauthenticated().with_bearer_challenge()
+                        }
+                    })?;
             return Ok(Caller::Token(claims));
         }
         if let Some(caller) = super::jwt_cookie::access_cookie_caller(parts, state).await? {

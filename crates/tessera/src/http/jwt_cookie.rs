@@ -14,7 +14,9 @@ use super::cookies::{clear_cookie, named_cookie, read_cookie};
 use super::csrf::{check_session_request, is_unsafe};
 use super::error::ApiError;
 use crate::config::BrowserMode;
+use crate::core::error::CoreError;
 use crate::core::refresh::TokenPair;
+use crate::core::tokens::TokenRejection;
 
 /// In jwt-cookie mode, the caller identified by the access cookie, if any.
 pub async fn access_cookie_caller(
@@ -31,7 +33,10 @@ pub async fn access_cookie_caller(
         .core
         .verify_access_token(token)
         .await
-        .map_err(|_| ApiError::unauthenticated())?;
+        .map_err(|reason| match reason {
+            TokenRejection::Unavailable => ApiError::from(CoreError::Unavailable),
+            _ => ApiError::unauthenticated(),
+        })?;
     if is_unsafe(&parts.method) {
         check_family_csrf(&parts.headers, state, &claims.sid)?;
     }

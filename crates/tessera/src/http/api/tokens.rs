@@ -324,7 +324,7 @@ pub async fn session_token(
     State(state): State<AppState>,
     caller: SessionCaller,
 ) -> ApiResult<Response> {
-    let token = state.core.session_access_token(&caller.auth)?;
+    let token = state.core.session_access_token(&caller.auth).await?;
     Ok(axum::Json(json!({
         "access_token": token.token,
         "token_type": "Bearer",
