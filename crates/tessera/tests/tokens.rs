@@ -587,6 +587,36 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     }
 }
 
+/// A used refresh token is reuse whatever scope it asks for: a scope the
+/// family never held must not turn the replay into a plain `invalid_scope`
+/// that leaves the family (and the thief's copy) alive.
+#[tokio::test]
+async fn a_replay_asking_for_an_unheld_scope_is_still_reuse() {
+    let t = TestApp::new().await;
+    let first = t.tokens_for("eli@example.com").await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let second = refresh(&t, r1).await.json();
+    let r2 = second["refresh_token"].as_str().unwrap();
+    let replay = t
+        .send(Req::post("/v1/token").form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", r1),
+            ("scope", "admin:everything"),
+        ]))
+        .await;
+    replay.assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    refresh(&t, r2)
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    let events = t
+        .app
+        .core
+        .audit_events(Some("refresh_reuse_detected"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_refreshes_with_the_same_token_have_exactly_one_winner() {
     let t = std::sync::Arc::new(TestApp::new().await);

@@ -226,13 +226,16 @@ impl Tessera {
             return Err(invalid);
         };
         // A refresh asking for more than the family holds fails before the
-        // token is rotated, so the client keeps a usable refresh token.
+        // token is rotated, so the client keeps a usable refresh token. A
+        // token already used goes on to the rotation whatever it asks for:
+        // its replay is reuse, and the scope must not hide it.
         if scope.is_some_and(|s| !s.trim().is_empty())
-            && let Some((family, _, _)) = self
+            && let Some((family, _, used)) = self
                 .stores
                 .refresh
                 .refresh_family(&presented.hash())
                 .await?
+            && !used
         {
             narrow_scope(family.scope.as_deref(), scope)?;
         }
