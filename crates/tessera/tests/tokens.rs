@@ -549,6 +549,11 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     let second = second.json();
     let r2 = second["refresh_token"].as_str().unwrap();
     assert_ne!(r1, r2, "rotated");
+    // The contract's response lists `scope`: empty when none was granted.
+    assert_eq!(
+        (&first["scope"], &second["scope"]),
+        (&json!(""), &json!(""))
+    );
     let a2 = second["access_token"].as_str().unwrap();
     assert_eq!(
         decode_part(a2, 1)["sid"],

@@ -43,9 +43,9 @@ struct TokenResponse<'a> {
     expires_in: i64,
     /// Opaque and single-use: each refresh returns a new one.
     refresh_token: &'a str,
-    /// The granted scopes, when any were.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
+    /// The granted scopes, space-separated; empty when none was granted.
+    #[schema(example = "read:invoices")]
+    scope: &'a str,
 }
 
 fn oauth_error(code: &'static str, description: &'static str) -> ApiError {
@@ -90,7 +90,7 @@ fn pair_response(pair: &TokenPair) -> Response {
         token_type: "Bearer",
         expires_in: pair.access.expires_in,
         refresh_token: pair.refresh.expose(),
-        scope: pair.scope.as_deref(),
+        scope: pair.scope.as_deref().unwrap_or(""),
     })
     .into_response()
 }
@@ -204,6 +204,7 @@ async fn refresh_from_cookie(
         axum::Json(json!({
             "token_type": "Bearer",
             "expires_in": pair.access.expires_in,
+            "scope": pair.scope.as_deref().unwrap_or(""),
             "csrf_token": csrf_token,
         })),
     )
