@@ -728,3 +728,50 @@ async fn changing_the_password_rotates_this_session_and_ends_the_others() {
         assert!(!log.contains(secret), "a secret reached the audit log");
     }
 }
+
+/// A failed login is audited with the account it targeted when the email is
+/// one (so an operator can see who is being guessed at), through every door,
+/// and never with the password or the email as typed.
+#[tokio::test]
+async fn failed_logins_name_the_targeted_account() {
+    let t = TestApp::new().await;
+    let user_id = t.register("kim@example.com").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = "not the password at all";
+    let attempts = [
+        Req::post("/v1/sessions").json(json!({"email": "Kim@Example.com", "password": wrong})),
+        Req::post("/v1/token").form(&[
+            ("grant_type", "password"),
+            ("username", "kim@example.com"),
+            ("password", wrong),
+        ]),
+        Req::post("/v1/sessions").json(json!({"email": "nobody@example.com", "password": wrong})),
+    ];
+    for attempt in attempts {
+        assert_ne!(t.send(attempt).await.status, StatusCode::CREATED);
+        t.advance(Duration::from_secs(1));
+    }
+    let events = t
+        .app
+        .core
+        .audit_events(Some("login_failed"), None, 10)
+        .await
+        .unwrap();
+    let named: Vec<(Option<&str>, &str)> = events
+        .iter()
+        .map(|e| (e.user_id.as_deref(), e.detail["via"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (None, "session"),
+            (Some(user_id.as_str()), "token"),
+            (Some(user_id.as_str()), "session"),
+        ],
+        "newest first"
+    );
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(wrong) && !text.contains("nobody@") && !text.contains("Kim@"));
+}

@@ -98,19 +98,9 @@ impl Tessera {
     ) -> CoreResult<TokenPair> {
         let client_id = check_client_id(client_id)?;
         let scope = self.grant_scope(scope)?;
-        let user = match self.check_credentials(email, password, client).await {
-            Ok(user) => user,
-            Err(e) => {
-                if matches!(
-                    e,
-                    CoreError::InvalidCredentials | CoreError::AccountSuspended
-                ) {
-                    self.audit("login_failed", None, Some(client), json!({"via": "token"}))
-                        .await;
-                }
-                return Err(e);
-            }
-        };
+        let user = self
+            .check_credentials(email, password, client, "token")
+            .await?;
         let pair = self.start_family(user, &client_id, scope).await?;
         self.audit(
             "login_succeeded",
@@ -134,24 +124,9 @@ impl Tessera {
         if let Some(old) = carried_session {
             self.end_session_by_secret(old).await?;
         }
-        let user = match self.check_credentials(email, password, client).await {
-            Ok(user) => user,
-            Err(e) => {
-                if matches!(
-                    e,
-                    CoreError::InvalidCredentials | CoreError::AccountSuspended
-                ) {
-                    self.audit(
-                        "login_failed",
-                        None,
-                        Some(client),
-                        json!({"via": "jwt-cookie"}),
-                    )
-                    .await;
-                }
-                return Err(e);
-            }
-        };
+        let user = self
+            .check_credentials(email, password, client, "jwt-cookie")
+            .await?;
         let pair = self.start_browser_family(user).await?;
         self.audit(
             "login_succeeded",

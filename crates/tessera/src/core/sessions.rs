@@ -193,24 +193,9 @@ impl Tessera {
         if let Some(old) = replacing {
             self.end_session_by_secret(old).await?;
         }
-        let user = match self.check_credentials(email, password, &client).await {
-            Ok(user) => user,
-            Err(e) => {
-                if matches!(
-                    e,
-                    CoreError::InvalidCredentials | CoreError::AccountSuspended
-                ) {
-                    self.audit(
-                        "login_failed",
-                        None,
-                        Some(&client),
-                        json!({"via": "session"}),
-                    )
-                    .await;
-                }
-                return Err(e);
-            }
-        };
+        let user = self
+            .check_credentials(email, password, &client, "session")
+            .await?;
         let now = self.now();
         let secret = BearerSecret::generate();
         let record = SessionRecord {
@@ -317,13 +302,17 @@ impl Tessera {
     }
 
     /// Verifies email and password; the shared first step of every password
-    /// login. Unknown emails cost the same hash as known ones. Applies the
-    /// per-address rate and the per-account backoff (see `limits`).
+    /// login (`via` says which: `session`, `token`, `jwt-cookie`). Unknown
+    /// emails cost the same hash as known ones. Applies the per-address rate
+    /// and the per-account backoff (see `limits`). A wrong password or a
+    /// suspended account is audited as `login_failed`, naming the account
+    /// when the email is one (never the password or the email typed).
     pub async fn check_credentials(
         &self,
         email: &str,
         password: Password,
         client: &ClientInfo,
+        via: &'static str,
     ) -> CoreResult<User> {
         self.check_ip_rate(client).await?;
         password.check_policy()?;
@@ -362,6 +351,13 @@ impl Tessera {
                 if user.status == UserStatus::Suspended {
                     self.telemetry
                         .count("tessera_logins_total", &[("outcome", "suspended")]);
+                    self.audit(
+                        "login_failed",
+                        Some(&user.id),
+                        Some(client),
+                        json!({"via": via, "reason": "suspended"}),
+                    )
+                    .await;
                     return Err(CoreError::AccountSuspended);
                 }
                 self.telemetry
@@ -384,6 +380,13 @@ impl Tessera {
                     )
                     .await;
                 }
+                self.audit(
+                    "login_failed",
+                    found.as_ref().map(|u| u.id.as_str()),
+                    Some(client),
+                    json!({"via": via, "reason": "invalid_credentials"}),
+                )
+                .await;
                 Err(CoreError::InvalidCredentials)
             }
         }
