@@ -90,6 +90,24 @@ async fn users_are_searched_and_paged() {
     t.send(Req::get("/v1/admin/users?limit=abc").session(&boss))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // Oversized parameters are the client's mistake, refused before any
+    // store sees them (a 50 kB search used to be a 503 from SQLite's LIKE).
+    let long = "a".repeat(50_000);
+    for path in [
+        format!("/v1/admin/users?q={long}"),
+        format!("/v1/admin/users?cursor={long}"),
+        format!("/v1/admin/audit?type={long}"),
+        format!("/v1/admin/audit?user_id={long}"),
+        format!("/v1/admin/audit?before={long}"),
+    ] {
+        let r = t.send(Req::get(&path).session(&boss)).await;
+        r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+    let longest_email = format!("{}@corp.example", "a".repeat(240));
+    let r = t
+        .send(Req::get(&format!("/v1/admin/users?q={longest_email}")).session(&boss))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
 #[tokio::test]

@@ -21,6 +21,18 @@ use super::{Tessera, time::serde_rfc3339};
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 1024;
 const EMAIL_MAX_LEN: usize = 254;
+/// Longer than any id Tessera makes (`usr_` and 22 characters).
+pub(crate) const ID_MAX_LEN: usize = 64;
+
+/// Refuses a query parameter longer than `max` bytes.
+pub(crate) fn check_len(name: &str, value: Option<&str>, max: usize) -> CoreResult<()> {
+    match value {
+        Some(v) if v.len() > max => Err(CoreError::Validation(format!(
+            "{name} is longer than {max} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
 const ROLE_MAX_LEN: usize = 64;
 const MAX_ROLES: usize = 32;
 
@@ -271,7 +283,12 @@ impl Tessera {
         }
     }
 
+    /// A page of users. Each parameter is bounded here, before any store
+    /// sees it: a search longer than any email, or a cursor longer than any
+    /// id, is the client's mistake (422), not the store's failure.
     pub async fn list_users(&self, query: &UserQuery) -> CoreResult<Vec<User>> {
+        check_len("q", query.email_contains.as_deref(), EMAIL_MAX_LEN)?;
+        check_len("cursor", query.after_id.as_deref(), ID_MAX_LEN)?;
         Ok(self.stores.users.list_users(query).await?)
     }
 

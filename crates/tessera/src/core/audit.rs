@@ -109,10 +109,16 @@ impl Tessera {
     }
 
     /// One page of the audit log.
+    /// A page of the audit log, each parameter bounded first (see
+    /// [`Tessera::list_users`]).
     pub async fn audit_page(
         &self,
         query: &AuditQuery,
     ) -> super::error::CoreResult<Vec<AuditEvent>> {
+        use super::accounts::{ID_MAX_LEN, check_len};
+        check_len("type", query.event_type.as_deref(), ID_MAX_LEN)?;
+        check_len("user_id", query.user_id.as_deref(), ID_MAX_LEN)?;
+        check_len("before", query.before.as_deref(), ID_MAX_LEN)?;
         Ok(self.stores.audit.audit_events(query).await?)
     }
 

@@ -107,6 +107,7 @@ const MAX_PAGE: u32 = 200;
         (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
         (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
+        (status = 422, description = "`validation_failed`: `q` is longer than an email can be, or `cursor` longer than an id", body = doc::Error),
         (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
     ),
 )]
@@ -255,6 +256,7 @@ pub struct AuditParams {
         (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
         (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
+        (status = 422, description = "`validation_failed`: `type`, `user_id` or `before` is longer than 64 bytes", body = doc::Error),
         (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
     ),
 )]
