@@ -50,7 +50,11 @@ impl App {
         clock: Arc<dyn Clock>,
         switch_alg: bool,
     ) -> anyhow::Result<Self> {
-        let stores = crate::store::open(&settings.database_url, &StoreOptions::default())
+        let store_options = StoreOptions {
+            pool_size: settings.database_pool_size,
+            statement_timeout: settings.database_statement_timeout,
+        };
+        let stores = crate::store::open(&settings.database_url, &store_options)
             .await
             .with_context(|| {
                 format!(

@@ -26,7 +26,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "http://localhost:<port>",
         "an http(s) URL without query or fragment",
     ),
-    ("database_url", "sqlite://tessera.db", "a sqlite:// URL"),
+    (
+        "database_url",
+        "sqlite://tessera.db",
+        "a sqlite:// URL, or a postgres:// or postgresql:// URL PostgreSQL clients accept (host, port, ?sslmode=…)",
+    ),
+    (
+        "database_pool_size",
+        "16",
+        "a whole number from 1 to 1000 (PostgreSQL connections per process)",
+    ),
+    (
+        "database_statement_timeout",
+        "5s",
+        "a duration from 100ms to 10m (PostgreSQL)",
+    ),
     (
         "redis_url",
         "(unset)",
@@ -203,6 +217,11 @@ pub struct Settings {
     pub addr: SocketAddr,
     pub public_url: PublicUrl,
     pub database_url: String,
+    /// Most connections this process opens to a networked database.
+    pub database_pool_size: u32,
+    /// Longest a statement (or an idle moment in a transaction) may take on
+    /// a networked database before it is cancelled.
+    pub database_statement_timeout: Duration,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
     pub session_touch_interval: Duration,
@@ -298,8 +317,11 @@ impl Settings {
         let addr: SocketAddr = raw.parse("addr", "127.0.0.1:8080", |s| s.parse().ok())?;
         let default_public = format!("http://localhost:{}", addr.port());
         let public_url = raw.parse("public_url", &default_public, parse_public_url)?;
-        let database_url = raw.parse("database_url", "sqlite://tessera.db", |s| {
-            (s.starts_with("sqlite:") && s.len() > "sqlite:".len()).then(|| s.to_owned())
+        let database_url = raw.parse("database_url", "sqlite://tessera.db", parse_database_url)?;
+        let database_pool_size = raw.parse("database_pool_size", "16", range(1, 1000))?;
+        let database_statement_timeout = raw.parse("database_statement_timeout", "5s", |s| {
+            parse_duration(s)
+                .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(600)).contains(d))
         })?;
         if let Some(text) = raw.text("redis_url") {
             return Err(raw.error(
@@ -423,6 +445,8 @@ impl Settings {
             addr,
             public_url,
             database_url,
+            database_pool_size,
+            database_statement_timeout,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: touch,
@@ -586,8 +610,9 @@ impl Raw<'_> {
             "default".to_owned()
         };
         ConfigError(format!(
-            "invalid setting {} (from {source}): got {got:?}, expected {allowed}",
-            env_name(key)
+            "invalid setting {} (from {source}): got {:?}, expected {allowed}",
+            env_name(key),
+            shown(key, got)
         ))
     }
 
@@ -596,11 +621,7 @@ impl Raw<'_> {
         let Some((key, _, _)) = SETTINGS.iter().find(|(k, _, _)| *k == key) else {
             return;
         };
-        let value = match *key {
-            "hs256_secret" => "[redacted]".to_owned(),
-            "database_url" | "redis_url" => redact_url(text),
-            _ => text.to_owned(),
-        };
+        let value = shown(key, text);
         let source = if given {
             self.source(key)
         } else {
@@ -630,15 +651,69 @@ impl Raw<'_> {
     }
 }
 
-/// A URL without any password in it, for logs and `config show`.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
+/// A setting's value as it may be printed: secrets redacted, URLs without
+/// their passwords.
+fn shown(key: &str, text: &str) -> String {
+    match key {
+        "hs256_secret" => "[redacted]".to_owned(),
+        "database_url" | "redis_url" => redact_url(text),
+        _ => text.to_owned(),
     }
+}
+
+/// Query parameters that carry a password (libpq's and sqlx's names).
+const PASSWORD_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// A URL without any password in it, for logs, errors and `config show`:
+/// the password of `user:password@` and of a `?password=` parameter become
+/// `redacted`. A URL that does not parse loses everything before its last
+/// `@` after the scheme (where a password would be).
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return match (url.find("://"), url.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}://[redacted]@{}", &url[..scheme_end], &url[at + 1..])
+            }
+            _ => url.to_owned(),
+        };
+    };
+    let mut changed = false;
+    if u.password().is_some() {
+        let _ = u.set_password(Some("redacted"));
+        changed = true;
+    }
+    if u.query_pairs()
+        .any(|(k, _)| PASSWORD_PARAMS.contains(&k.as_ref()))
+    {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if PASSWORD_PARAMS.contains(&k.as_ref()) {
+                    "redacted".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+        changed = true;
+    }
+    if changed {
+        u.to_string()
+    } else {
+        url.to_owned()
+    }
+}
+
+/// A database URL Tessera can open: `sqlite:` with a path, or a
+/// `postgres://` / `postgresql://` URL that PostgreSQL's client accepts.
+fn parse_database_url(s: &str) -> Option<String> {
+    let usable = match crate::store::Kind::of(s).ok()? {
+        crate::store::Kind::Sqlite => s.len() > "sqlite:".len(),
+        crate::store::Kind::Postgres => crate::store::postgres::parse_url(s).is_ok(),
+    };
+    usable.then(|| s.to_owned())
 }
 
 fn env_name(key: &str) -> String {
@@ -799,6 +874,76 @@ mod tests {
         assert!(e.0.contains("TESSERA_PUBLIC_URL"), "{e}");
         let e = Settings::from_pairs(&[("argon2_memory_kib", "64")]).unwrap_err();
         assert!(e.0.contains("TESSERA_ARGON2_MEMORY_KIB"), "{e}");
+    }
+
+    #[test]
+    fn postgres_urls_are_accepted_and_their_passwords_never_printed() {
+        for url in [
+            "postgres://tessera:s3cret@db.example.com:5432/tessera?sslmode=verify-full",
+            "postgresql://tessera@127.0.0.1/tessera",
+        ] {
+            let s = Settings::from_pairs(&[("database_url", url)]).unwrap();
+            assert_eq!(s.database_url, url);
+            let shown = s
+                .effective
+                .iter()
+                .find(|e| e.key == "database_url")
+                .unwrap();
+            assert!(!shown.value.contains("s3cret"), "{}", shown.value);
+        }
+        // Refused URLs are echoed without their password too.
+        for bad in [
+            "postgres://tessera:s3cret@db.example.com:5432/tessera?sslmode=sometimes",
+            "postgres://tessera:s3cret@db.example.com:notaport/tessera",
+            "mysql://tessera:s3cret@db.example.com/tessera",
+            "postgres://db.example.com/tessera?password=s3cret&sslmode=sometimes",
+        ] {
+            let e = Settings::from_pairs(&[("database_url", bad)]).unwrap_err();
+            assert!(e.0.contains("TESSERA_DATABASE_URL"), "{e}");
+            assert!(e.0.contains("postgres://"), "{e}");
+            assert!(!e.0.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn database_pool_and_timeout_have_defaults_and_bounds() {
+        let s = Settings::from_pairs(&[]).unwrap();
+        assert_eq!(s.database_pool_size, 16);
+        assert_eq!(s.database_statement_timeout, Duration::from_secs(5));
+        let s = Settings::from_pairs(&[
+            ("database_pool_size", "1000"),
+            ("database_statement_timeout", "250ms"),
+        ])
+        .unwrap();
+        assert_eq!(s.database_pool_size, 1000);
+        assert_eq!(s.database_statement_timeout, Duration::from_millis(250));
+        for (key, bad) in [
+            ("database_pool_size", "0"),
+            ("database_pool_size", "1001"),
+            ("database_statement_timeout", "50ms"),
+            ("database_statement_timeout", "11m"),
+            ("database_statement_timeout", "soon"),
+        ] {
+            let e = Settings::from_pairs(&[(key, bad)]).unwrap_err();
+            assert!(e.0.contains(&env_name(key)), "{e}");
+        }
+    }
+
+    #[test]
+    fn redacted_urls_keep_everything_but_the_password() {
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h:5432/db?sslmode=require"),
+            "postgres://u:redacted@h:5432/db?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgresql://h/db?user=u&password=pw&sslmode=require"),
+            "postgresql://h/db?user=u&password=redacted&sslmode=require"
+        );
+        assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:notaport/db"),
+            "postgres://[redacted]@h:notaport/db"
+        );
     }
 
     #[test]

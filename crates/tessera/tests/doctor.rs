@@ -84,11 +84,15 @@ async fn a_well_configured_server_passes_and_the_doctor_leaves_nothing_behind() 
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("0 dangerous, 0 warnings"), "{out}");
     for expected in [
-        &format!("server at {url}:"),
+        format!("server at {url}:").as_str(),
         "JWKS: 1 key(s), EdDSA, public parameters only",
-        &format!("metadata: issuer {url}, endpoints under it"),
+        format!("metadata: issuer {url}, endpoints under it").as_str(),
         "the server's clock (HTTP Date) agrees with this machine's",
-        "the database's clock (SQLite",
+        if t.db_url.starts_with("postgres") {
+            "clock (PostgreSQL"
+        } else {
+            "the database's clock (SQLite"
+        },
         "/login: CSP, no framing, nosniff in place",
         "login: cookie(s) __Host-tessera_session are __Host-, Secure, HttpOnly",
         "login and logout: the session ended server-side",

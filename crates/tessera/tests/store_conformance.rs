@@ -1188,6 +1188,80 @@ async fn the_audit_log_pages_newest_first(backend: Backend) {
     );
 }
 
+/// Lookups by text no backend can hold (a NUL, which a client can send as
+/// `%00`) find nothing and change nothing; they are never an error, which
+/// the core would have to answer with a 503 for a client's mistake.
+async fn lookups_by_unstorable_text_find_nothing(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    add_user(&f.a, "usr_a").await;
+    let s = &f.a;
+    let nul = "usr_a\0";
+    assert!(s.users.user_by_id(nul).await.unwrap().is_none());
+    assert!(
+        s.users
+            .credentials_by_email("a\0@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.users.password_hash(nul).await.unwrap().is_none());
+    assert!(!s.users.set_roles(nul, &[], t0()).await.unwrap());
+    assert!(
+        !s.users
+            .set_status(nul, UserStatus::Active, t0())
+            .await
+            .unwrap()
+    );
+    assert!(!s.users.set_password_hash(nul, "h", t0()).await.unwrap());
+    for (contains, after) in [(Some("\0"), None), (None, Some("\0"))] {
+        let q = UserQuery {
+            email_contains: contains.map(str::to_owned),
+            limit: 10,
+            after_id: after.map(str::to_owned),
+        };
+        assert!(s.users.list_users(&q).await.unwrap().is_empty());
+    }
+    assert!(s.sessions.sessions_of_user(nul).await.unwrap().is_empty());
+    assert_eq!(s.sessions.delete_user_sessions(nul).await.unwrap(), 0);
+    assert!(
+        s.sessions
+            .delete_user_session("usr_a", "ses_\0")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!s.refresh.revoke_family("fam_\0", t0()).await.unwrap());
+    assert!(
+        s.refresh
+            .revoke_user_families(nul, t0())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.clients.client_by_id("cli_\0").await.unwrap().is_none());
+    for q in [
+        AuditQuery {
+            event_type: Some("login\0".into()),
+            ..AuditQuery::default()
+        },
+        AuditQuery {
+            user_id: Some(nul.into()),
+            ..AuditQuery::default()
+        },
+        AuditQuery {
+            before: Some("evt_\0".into()),
+            ..AuditQuery::default()
+        },
+    ] {
+        let q = AuditQuery { limit: 10, ..q };
+        assert!(s.audit.audit_events(&q).await.unwrap().is_empty());
+    }
+    assert!(
+        s.users.user_by_id("usr_a").await.unwrap().is_some(),
+        "nothing changed"
+    );
+}
+
 /// A closed backend fails its calls (with an error, at once); it neither
 /// panics nor hangs. Liveness answers while open.
 async fn a_closed_backend_fails_closed(backend: Backend) {
@@ -1243,5 +1317,6 @@ conformance!(
     server_secrets_first_writer_wins,
     clients_are_stored_by_id,
     the_audit_log_pages_newest_first,
+    lookups_by_unstorable_text_find_nothing,
     a_closed_backend_fails_closed,
 );

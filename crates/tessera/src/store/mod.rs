@@ -3,9 +3,9 @@
 //! The core talks only to these traits; every guarantee a backend keeps is
 //! written on the trait method it belongs to, and `tests/store_conformance.rs`
 //! checks each of them against every backend. [`open`] picks the backend from
-//! the URL's scheme; each backend lives in a folder of its own (`sqlite/`),
-//! and adding one means a folder, an arm in [`open`], and a line in the
-//! conformance suite. The bounded in-process caches in `cache` wrap the hot
+//! the URL's scheme; each backend lives in a folder of its own (`sqlite/`,
+//! `postgres/`), and adding one means a folder, an arm in [`open`], and a
+//! line in the conformance suite. The bounded in-process caches in `cache` wrap the hot
 //! reads of any backend; they are composed where the app is wired
 //! (`app.rs`), not here and not in the core.
 //!
@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -48,7 +49,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Users and their credentials.
 ///
 /// Every write is durable when it returns, and visible to every later read,
-/// on this node and any other sharing the backend.
+/// on this node and any other sharing the backend. Here and in every store
+/// trait, text holding a NUL character (which no id, email or name does, and
+/// PostgreSQL cannot store) matches nothing: a lookup by it finds nothing
+/// and changes nothing, and is never an error.
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Inserts a user; `Conflict` (and nothing written) if the email key or
@@ -256,7 +260,8 @@ pub trait RefreshStore: Send + Sync {
     /// deletes the family's unused token. Unknown, expired (`expires_at <=
     /// now`) or revoked-family tokens are `Invalid` and change nothing.
     /// Racing calls with the same token, on one node or several: exactly
-    /// one rotates, every other one is `Reused` (and the family revoked).
+    /// one rotates; the next to land is `Reused` (revoking the family), and
+    /// any later one `Reused` or, the family being revoked, `Invalid`.
     /// A rotation also records `audit` in the same commit (never one
     /// without the other), completed with the family's user and
     /// `{"family": id}`. Durable when it returns.
@@ -378,6 +383,7 @@ impl Default for StoreOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sqlite,
+    Postgres,
 }
 
 impl Kind {
@@ -386,17 +392,19 @@ impl Kind {
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
         match scheme {
             "sqlite" => Ok(Kind::Sqlite),
+            "postgres" | "postgresql" => Ok(Kind::Postgres),
             _ => Err(format!(
-                "unsupported database URL scheme `{scheme}` (expected sqlite:)"
+                "unsupported database URL scheme `{scheme}` (expected sqlite:, postgres: or postgresql:)"
             )),
         }
     }
 }
 
 /// Opens (creating and migrating if needed) the backend `url` names.
-pub async fn open(url: &str, _options: &StoreOptions) -> StoreResult<Stores> {
+pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Stores> {
     match Kind::of(url).map_err(StoreError::Backend)? {
         Kind::Sqlite => Ok(sqlite::SqliteStore::open(url).await?.stores()),
+        Kind::Postgres => Ok(postgres::PostgresStore::open(url, options).await?.stores()),
     }
 }
 
@@ -406,15 +414,17 @@ pub async fn migrate_reporting(url: &str) -> anyhow::Result<usize> {
     let mut report = migrate::stderr_reporter(url);
     match Kind::of(url).map_err(anyhow::Error::msg)? {
         Kind::Sqlite => sqlite::migrate::apply_migrations(url, &mut report).await,
+        Kind::Postgres => postgres::migrate::apply_migrations(url, &mut report).await,
     }
 }
 
 /// Whether `url` names a database that does not exist yet and would be
-/// created by opening it (only an embedded file can be).
+/// created by opening it (only an embedded file can be; a PostgreSQL
+/// database is never created by Tessera).
 pub fn database_missing(url: &str) -> bool {
     match Kind::of(url) {
         Ok(Kind::Sqlite) => sqlite::migrate::file_missing(url),
-        Err(_) => false,
+        Ok(Kind::Postgres) | Err(_) => false,
     }
 }
 
@@ -425,6 +435,10 @@ pub async fn clock_skew(url: &str) -> anyhow::Result<(f64, &'static str)> {
         Kind::Sqlite => Ok((
             sqlite::migrate::clock_skew(url).await?,
             "the database's clock (SQLite, read through SQLite's own time functions)",
+        )),
+        Kind::Postgres => Ok((
+            postgres::migrate::clock_skew(url).await?,
+            "the database server's clock (PostgreSQL clock_timestamp())",
         )),
     }
 }

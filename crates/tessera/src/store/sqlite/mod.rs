@@ -222,6 +222,12 @@ impl UserStore for SqliteStore {
     }
 
     async fn list_users(&self, q: &UserQuery) -> StoreResult<Vec<User>> {
+        // SQLite's LIKE stops at a NUL (`%\0%` would match everyone); no
+        // email or id holds one, so such a query matches nothing.
+        let texts = [q.email_contains.as_deref(), q.after_id.as_deref()];
+        if texts.iter().flatten().any(|t| t.contains('\0')) {
+            return Ok(Vec::new());
+        }
         let pattern = q.email_contains.as_deref().map(|s| {
             let escaped = s
                 .to_lowercase()
