@@ -98,6 +98,7 @@ impl App {
                 max_backoff: duration(settings.login_backoff_max),
             },
             audit_retention: duration(settings.audit_retention),
+            revocation_max_staleness: settings.revocation_max_staleness,
         };
         let (cached, listeners) = with_caches(stores.clone(), &settings);
         let core = Tessera::new(cached, listeners, clock, options)?;

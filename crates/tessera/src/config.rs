@@ -42,6 +42,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "a duration from 100ms to 10m (PostgreSQL)",
     ),
     (
+        "revocation_max_staleness",
+        "5s",
+        "a duration from 1s to 10m: past it without reading the change and revocation logs, Bearer checks answer 503",
+    ),
+    (
         "redis_url",
         "(unset)",
         "a redis:// URL (not supported by this build yet)",
@@ -222,6 +227,9 @@ pub struct Settings {
     /// Longest a statement (or an idle moment in a transaction) may take on
     /// a networked database before it is cancelled.
     pub database_statement_timeout: Duration,
+    /// How long a node trusts its revocation view without reading the logs
+    /// (see `core::events`).
+    pub revocation_max_staleness: Duration,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
     pub session_touch_interval: Duration,
@@ -322,6 +330,10 @@ impl Settings {
         let database_statement_timeout = raw.parse("database_statement_timeout", "5s", |s| {
             parse_duration(s)
                 .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(600)).contains(d))
+        })?;
+        let revocation_max_staleness = raw.parse("revocation_max_staleness", "5s", |s| {
+            parse_duration(s)
+                .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(600)).contains(d))
         })?;
         if let Some(text) = raw.text("redis_url") {
             return Err(raw.error(
@@ -447,6 +459,7 @@ impl Settings {
             database_url,
             database_pool_size,
             database_statement_timeout,
+            revocation_max_staleness,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: touch,
@@ -917,7 +930,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.database_pool_size, 1000);
         assert_eq!(s.database_statement_timeout, Duration::from_millis(250));
+        assert_eq!(s.revocation_max_staleness, Duration::from_secs(5));
         for (key, bad) in [
+            ("revocation_max_staleness", "500ms"),
+            ("revocation_max_staleness", "11m"),
             ("database_pool_size", "0"),
             ("database_pool_size", "1001"),
             ("database_statement_timeout", "50ms"),

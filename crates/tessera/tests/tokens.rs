@@ -1386,3 +1386,24 @@ async fn a_suspended_users_token_is_refused_even_without_a_cut_off() {
         .await;
     assert_eq!(r.json(), json!({"active": false}));
 }
+
+/// Nodes starting at once on a fresh database: one makes the first signing
+/// key and every other takes it (none rotates it out as a second "first"
+/// key); all publish the same JWKS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_starting_at_once_share_one_first_key() {
+    for round in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = common::fresh_store_url(dir.path()).await;
+        let clock = tessera::core::clock::ManualClock::starting_now();
+        let nodes =
+            futures_util::future::join_all((0..3).map(|_| common::open_app(&url, &[], &clock)))
+                .await;
+        let keys = nodes[0].core.key_list().await.unwrap();
+        assert_eq!(keys.len(), 1, "round {round}: {keys:?}");
+        for node in &nodes {
+            assert_eq!(node.core.jwks(), nodes[0].core.jwks(), "round {round}");
+            node.close().await;
+        }
+    }
+}

@@ -12,9 +12,10 @@
 //! until the follower has caught up, and fail closed with it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::Tessera;
@@ -124,95 +125,122 @@ impl Tessera {
     /// Follows the change log and the revocation log until cancelled, and
     /// does periodic housekeeping. While the change log cannot be read, the
     /// caches are kept empty, so every request goes to the store and fails
-    /// closed with it.
+    /// closed with it; the token path consults [`super::freshness`].
     pub async fn follow_changes(self: Arc<Self>, cancel: CancellationToken) {
-        let mut cursor: Option<i64> = None;
+        self.freshness.set_following(true);
+        let wake = Arc::new(Notify::new());
+        let listening = Arc::new(AtomicBool::new(false));
+        if let Some(push) = self.stores.events.subscribe() {
+            tokio::spawn(Arc::clone(&self).watch_push(
+                push,
+                Arc::clone(&wake),
+                Arc::clone(&listening),
+                cancel.clone(),
+            ));
+        }
         let mut ticks: u32 = 0;
         let mut healthy = true;
-        let mut push = self.stores.events.subscribe();
         loop {
-            let read = match self.follow_once(&mut cursor).await {
+            let start = self.freshness.read_starts();
+            let read = match self.follow_once().await {
                 Ok(()) => self.follow_revocations().await,
                 Err(e) => Err(e),
             };
             match read {
-                Ok(()) if !healthy => {
-                    tracing::info!("change log readable again");
-                    healthy = true;
+                Ok(()) => {
+                    self.freshness.caught_up(start);
+                    if !healthy {
+                        tracing::info!("change log readable again");
+                        healthy = true;
+                    }
                 }
-                Ok(()) => {}
                 Err(e) => {
                     if healthy {
                         tracing::error!(error = %e, "cannot read the change log; caches emptied");
                         healthy = false;
                     }
-                    for listener in &self.listeners {
-                        listener.forget_all();
-                    }
+                    self.forget_cached();
                 }
             }
             ticks = ticks.wrapping_add(1);
             if ticks.is_multiple_of(SWEEP_EVERY) {
                 self.sweep().await;
             }
-            let listening = push
-                .as_ref()
-                .is_some_and(|p| matches!(*p.borrow(), Push::Listening(_)));
-            let interval = if listening {
+            let interval = if listening.load(Ordering::Acquire) {
                 FOLLOW_INTERVAL_PUSHED
             } else {
                 FOLLOW_INTERVAL
             };
             tokio::select! {
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => break,
                 () = tokio::time::sleep(interval) => {}
-                pushed = next_push(&mut push) => {
-                    if pushed == Some(Push::Disconnected) {
-                        // Appends may have gone unannounced: nothing cached is
-                        // trusted until the log has been read again (next turn).
-                        for listener in &self.listeners {
-                            listener.forget_all();
-                        }
+                () = wake.notified() => {}
+            }
+        }
+        self.freshness.set_following(false);
+    }
+
+    /// Turns the backend's push states into wake-ups for the follower. A
+    /// dropped push connection empties the caches and marks the node's view
+    /// stale at once, without waiting for the follower (which may be stuck
+    /// in a read against the very database that went away).
+    async fn watch_push(
+        self: Arc<Self>,
+        mut push: watch::Receiver<Push>,
+        wake: Arc<Notify>,
+        listening: Arc<AtomicBool>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = push.changed() => if changed.is_err() {
+                    listening.store(false, Ordering::Release);
+                    return;
+                },
+            }
+            let state = *push.borrow_and_update();
+            match state {
+                Push::Disconnected => {
+                    listening.store(false, Ordering::Release);
+                    self.freshness.push_lost();
+                    self.forget_cached();
+                }
+                Push::Listening(_) => listening.store(true, Ordering::Release),
+            }
+            wake.notify_one();
+        }
+    }
+
+    fn forget_cached(&self) {
+        for listener in &self.listeners {
+            listener.forget_all();
+        }
+    }
+
+    /// Applies the change log's entries after the cursor (taken when the
+    /// state was loaded, so nothing appended meanwhile is skipped).
+    async fn follow_once(&self) -> crate::store::StoreResult<()> {
+        loop {
+            let after = self.change_cursor.load(Ordering::SeqCst);
+            let batch = self.stores.events.after(after, 1000).await?;
+            let full = batch.len() == 1000;
+            for (seq, change) in batch {
+                self.change_cursor.fetch_max(seq, Ordering::SeqCst);
+                if change == Change::KeysChanged {
+                    if let Err(e) = self.reload_keys().await {
+                        tracing::error!(error = %e, "reloading signing keys failed");
                     }
+                    continue;
+                }
+                for listener in &self.listeners {
+                    listener.on_change(&change);
                 }
             }
-        }
-    }
-}
-
-/// The next state the backend pushes; never resolves without a push side
-/// (and drops it once the backend closes it).
-async fn next_push(push: &mut Option<watch::Receiver<Push>>) -> Option<Push> {
-    let Some(rx) = push.as_mut() else {
-        return std::future::pending().await;
-    };
-    if rx.changed().await.is_err() {
-        *push = None;
-        return None;
-    }
-    let state = *rx.borrow_and_update();
-    Some(state)
-}
-
-impl Tessera {
-    async fn follow_once(&self, cursor: &mut Option<i64>) -> crate::store::StoreResult<()> {
-        let Some(after) = *cursor else {
-            *cursor = Some(self.stores.events.latest_cursor().await?);
-            return Ok(());
-        };
-        for (seq, change) in self.stores.events.after(after, 1000).await? {
-            *cursor = Some(seq);
-            if change == Change::KeysChanged {
-                if let Err(e) = self.reload_keys().await {
-                    tracing::error!(error = %e, "reloading signing keys failed");
-                }
-                continue;
-            }
-            for listener in &self.listeners {
-                listener.on_change(&change);
+            if !full {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Applies revocations written since the last look (by any process).

@@ -11,6 +11,7 @@ pub mod ed25519_batch;
 pub mod error;
 pub mod events;
 pub mod feed;
+pub mod freshness;
 pub mod introspect;
 pub mod keys;
 pub mod latency;
@@ -54,6 +55,9 @@ pub struct CoreOptions {
     pub limits: limits::LimitPolicy,
     /// How long audit events are kept.
     pub audit_retention: ::time::Duration,
+    /// How long the token path trusts the node's view of the logs without
+    /// a read (see [`freshness`]).
+    pub revocation_max_staleness: std::time::Duration,
 }
 
 /// The policy the core enforces.
@@ -74,6 +78,10 @@ pub struct Tessera {
     pub(crate) keys: ArcSwap<KeyRing>,
     pub(crate) revocations: RevocationSet,
     pub(crate) revocation_cursor: AtomicI64,
+    /// The change log's entries up to here are applied (or predate the
+    /// state this process loaded).
+    pub(crate) change_cursor: AtomicI64,
+    pub(crate) freshness: freshness::Freshness,
     pub(crate) verified: VerifiedCache,
     /// Where EdDSA signature checks of new tokens wait to be batched.
     pub(crate) signatures: Arc<ed25519_batch::BatchVerifier>,
@@ -119,6 +127,8 @@ impl Tessera {
             keys: ArcSwap::from_pointee(ring),
             revocations: RevocationSet::default(),
             revocation_cursor: AtomicI64::new(0),
+            change_cursor: AtomicI64::new(0),
+            freshness: freshness::Freshness::new(options.revocation_max_staleness),
             verified: VerifiedCache::new(options.token_cache_entries.max(1)),
             signatures: Arc::new(ed25519_batch::BatchVerifier::new()),
             csrf_key: ArcSwap::from_pointee(None),
@@ -133,6 +143,12 @@ impl Tessera {
     /// creating the first signing key if there is none (see
     /// [`Tessera::prepare_keys`] for `switch_alg`).
     pub async fn load_state(&self, switch_alg: bool) -> CoreResult<()> {
+        // The change log's cursor first: a change appended while the keys
+        // load (another node rotating) is then read by the follower, not
+        // skipped.
+        let cursor = self.stores.events.latest_cursor().await?;
+        self.change_cursor
+            .store(cursor, std::sync::atomic::Ordering::SeqCst);
         self.prepare_keys(switch_alg).await?;
         self.follow_revocations().await?;
         let fresh = Zeroizing::new(

@@ -40,17 +40,32 @@ impl Tessera {
         if self.keys.load().signing.is_some() {
             return Ok(());
         }
-        let other_active = self
+        let rotate = match self.active_key_id().await? {
+            // Another process made our key since the ring was loaded.
+            Some((_, alg)) if alg == self.key_policy.alg => {
+                return self.reload_keys().await;
+            }
+            Some((kid, _)) => switch_alg.then_some(Some(kid)),
+            None => Some(None),
+        };
+        if let Some(current) = rotate {
+            // From the view just read: of nodes starting at once, one makes
+            // the first key and the others take it (not rotate it out).
+            self.rotate_from(current, None, false).await?;
+        }
+        Ok(())
+    }
+
+    /// The active key's id and algorithm, as stored now.
+    async fn active_key_id(&self) -> CoreResult<Option<(String, TokenAlg)>> {
+        Ok(self
             .stores
             .keys
             .signing_keys()
             .await?
-            .iter()
-            .any(|k| k.rotated_out_at.is_none() && k.alg != self.key_policy.alg);
-        if switch_alg || !other_active {
-            self.rotate_keys(None).await?;
-        }
-        Ok(())
+            .into_iter()
+            .find(|k| k.rotated_out_at.is_none())
+            .map(|k| (k.kid, k.alg)))
     }
 
     /// Rebuilds the ring from the store (after any process rotated).
@@ -82,15 +97,20 @@ impl Tessera {
                 "HS256 keys come from TESSERA_HS256_SECRET; change the secret to rotate".into(),
             ));
         }
+        let current = self.active_key_id().await?.map(|(kid, _)| kid);
+        self.rotate_from(current, actor, retire_previous).await
+    }
+
+    /// Makes a new key active if `current` is still the active key (a
+    /// compare-and-set: of two processes rotating from the same view, one
+    /// rotates and the other takes its key). Returns the key active after.
+    async fn rotate_from(
+        &self,
+        current: Option<String>,
+        actor: Option<&str>,
+        retire_previous: bool,
+    ) -> CoreResult<KeyInfo> {
         let now = self.now();
-        let current = self
-            .stores
-            .keys
-            .signing_keys()
-            .await?
-            .into_iter()
-            .find(|k| k.rotated_out_at.is_none())
-            .map(|k| k.kid);
         let key = keys::generate(self.key_policy.alg, now)?;
         // Rotated out "one grace period ago" means retired now.
         let rotated_out_at = if retire_previous {
@@ -104,8 +124,16 @@ impl Tessera {
             .rotate_in(&key, current.as_deref(), rotated_out_at)
             .await?
         {
-            // Another process rotated at the same moment: use its key.
-            tracing::info!("another process rotated the signing key first");
+            // Another process rotated first: its key stands, ours is
+            // dropped unused.
+            tracing::info!("another process rotated the signing key first; using its key");
+            self.reload_keys().await?;
+            return self
+                .key_list()
+                .await?
+                .into_iter()
+                .find(|k| k.status == KeyStatus::Active)
+                .ok_or(CoreError::Unavailable);
         }
         self.publish(super::events::Change::KeysChanged).await?;
         self.reload_keys().await?;
@@ -139,16 +167,19 @@ impl Tessera {
             return Ok(false);
         }
         let now = self.now();
-        let due = self
+        let active = self
             .stores
             .keys
             .signing_keys()
             .await?
-            .iter()
-            .find(|k| k.rotated_out_at.is_none())
+            .into_iter()
+            .find(|k| k.rotated_out_at.is_none());
+        let due = active
+            .as_ref()
             .is_none_or(|k| now - k.created_at >= interval);
         if due {
-            self.rotate_keys(None).await?;
+            // From the key judged due: nodes sweeping at once rotate once.
+            self.rotate_from(active.map(|k| k.kid), None, false).await?;
         }
         Ok(due)
     }

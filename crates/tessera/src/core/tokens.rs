@@ -115,8 +115,9 @@ pub enum TokenRejection {
     Revoked,
     #[error("the user is suspended or gone")]
     InactiveUser,
-    /// The user could not be read: the check fails closed (503), it is not
-    /// the token's fault.
+    /// The node cannot decide now (its view of the revocation log is not
+    /// fresh, or the user could not be read): the check fails closed
+    /// (503); it is not the token's fault.
     #[error("a store is unavailable")]
     Unavailable,
 }
@@ -254,6 +255,10 @@ impl Tessera {
     ) -> Result<Arc<AccessClaims>, TokenRejection> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRejection::Oversized);
+        }
+        // A revocation this node has not read may exist: refuse to decide.
+        if !self.freshness.is_fresh() {
+            return Err(TokenRejection::Unavailable);
         }
         let now = self.now();
         let hash = SecretHash::of(token.as_bytes());

@@ -34,10 +34,29 @@ pub enum MigrationEvent {
 /// Applies `migrator`'s pending migrations on `conn`, reporting each one.
 /// Returns how many were applied. Anything unusual (a dirty or edited
 /// migration) is left to the store, which refuses to open with a clear
-/// error. Concurrent runs (two nodes starting at once) are safe: each
-/// migration is applied under the migrator's lock and skipped by whoever
-/// comes second.
+/// error. The whole run holds the backend's migration lock (PostgreSQL: an
+/// advisory lock, taken again, re-entrantly, by each migration), so nodes
+/// starting at once apply each migration once; SQLite has no such lock and
+/// its store retries a run that lost the race instead.
 pub(super) async fn apply_reporting<DB>(
+    conn: &mut DB::Connection,
+    migrator: &Migrator,
+    report: &mut dyn FnMut(MigrationEvent),
+) -> anyhow::Result<usize>
+where
+    DB: Database,
+    DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: Acquire<'c, Database = DB>,
+{
+    conn.lock().await?;
+    let applied = apply_locked(conn, migrator, report).await;
+    let unlocked = conn.unlock().await;
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply_locked<DB>(
     conn: &mut DB::Connection,
     migrator: &Migrator,
     report: &mut dyn FnMut(MigrationEvent),

@@ -17,6 +17,7 @@ use tessera::core::clock::ManualClock;
 use tower::ServiceExt;
 
 pub mod db;
+pub mod node;
 pub mod postgres;
 
 pub const ORIGIN: &str = "http://localhost:8080";
@@ -42,7 +43,7 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_url = fresh_store_url(dir.path()).await;
         let clock = ManualClock::starting_now();
-        let app = open(&db_url, pairs, &clock).await;
+        let app = open_app(&db_url, pairs, &clock).await;
         let router = app.router();
         Self {
             app,
@@ -64,7 +65,7 @@ impl TestApp {
             ..
         } = self;
         app.close().await;
-        let app = open(&db_url, pairs, &clock).await;
+        let app = open_app(&db_url, pairs, &clock).await;
         let router = app.router();
         Self {
             app,
@@ -161,7 +162,7 @@ pub async fn fresh_store_url(dir: &std::path::Path) -> String {
     }
 }
 
-async fn open(db_url: &str, pairs: &[(&str, &str)], clock: &ManualClock) -> App {
+pub async fn open_app(db_url: &str, pairs: &[(&str, &str)], clock: &ManualClock) -> App {
     let mut all: Vec<(&str, &str)> = vec![("database_url", db_url), ("hash_threads", "2")];
     all.extend_from_slice(pairs);
     let settings = Settings::from_pairs(&all).expect("test settings");

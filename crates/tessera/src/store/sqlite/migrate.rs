@@ -40,7 +40,18 @@ pub async fn apply_migrations(
                 crate::config::redact_url(url)
             )
         })?;
-    let result = apply_reporting::<sqlx::Sqlite>(&mut conn, &MIGRATOR, report).await;
+    // Tried again if another process applied a migration first (see
+    // `migrate_racing`): the next run lists it as applied.
+    let mut attempt = 0;
+    let result = loop {
+        match apply_reporting::<sqlx::Sqlite>(&mut conn, &MIGRATOR, report).await {
+            Err(_) if attempt < super::MIGRATION_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(super::migration_pause(attempt)).await;
+            }
+            result => break result,
+        }
+    };
     let _ = conn.close().await;
     result
 }

@@ -60,6 +60,37 @@ fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Runs `migrate` again when it fails, twice at most, a moment later.
+///
+/// sqlx takes no lock around SQLite migrations, so two processes opening a
+/// new database at once (a server and a CLI command, two test nodes) can
+/// both find a migration pending, and the second to apply it fails ("table
+/// … already exists"). Each migration is its own transaction, so nothing is
+/// left half-applied, and a second run finds it applied and goes on.
+async fn migrate_racing<F, Fut, E>(mut migrate: F) -> Result<(), E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let mut attempt = 0;
+    loop {
+        match migrate().await {
+            Err(_) if attempt < MIGRATION_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(migration_pause(attempt)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How often a failed migration run is tried again (see [`migrate_racing`]).
+const MIGRATION_RETRIES: u32 = 2;
+
+fn migration_pause(attempt: u32) -> Duration {
+    Duration::from_millis(50 * u64::from(attempt))
+}
+
 /// The connection settings every pool of the store shares.
 fn connect_options(url: &str) -> StoreResult<SqliteConnectOptions> {
     Ok(SqliteConnectOptions::from_str(url)
@@ -88,8 +119,7 @@ impl SqliteStore {
             )
             .await
             .map_err(backend)?;
-        MIGRATOR
-            .run(&write)
+        migrate_racing(|| MIGRATOR.run(&write))
             .await
             .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
         let read = SqlitePoolOptions::new()
