@@ -485,7 +485,12 @@ async fn seed_postgres(url: &str, p: &Population) -> anyhow::Result<()> {
         .await?;
     }
     tx.commit().await?;
-    sqlx::query("ANALYZE").execute(&mut conn).await?;
+    // Statistics for the seeded tables only: the token tables are empty now
+    // and grow during the run, and statistics saying "empty" would steer
+    // the planner to whole-table scans until autovacuum analysed them again.
+    sqlx::query("ANALYZE users, sessions")
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(())
 }
@@ -546,6 +551,7 @@ async fn mint(app: &App, grants: usize, session_tokens: usize, out: &Path) -> an
                 .map_err(|e| anyhow!("seeded session refused: {e}"))?;
             let token = core
                 .session_access_token(&auth)
+                .await
                 .map_err(|e| anyhow!("minting failed: {e}"))?;
             tokens.push(token.token);
         }
