@@ -366,6 +366,19 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
                     })
                     .and_then(|k| std::time::Duration::try_from(now - k.created_at).ok());
                 app.close().await;
+                if crate::store::Kind::of(&settings.database_url)
+                    == Ok(crate::store::Kind::Postgres)
+                {
+                    match crate::store::postgres::facts::read(&settings.database_url).await {
+                        Ok(facts) => local.extend(crate::doctor::database::postgres_findings(
+                            &facts,
+                            settings.database_pool_size,
+                        )),
+                        Err(e) => {
+                            eprintln!("(could not read the PostgreSQL server's settings: {e:#})")
+                        }
+                    }
+                }
                 match crate::store::clock_skew(&settings.database_url).await {
                     Ok((skew, what)) => {
                         local.push(crate::doctor::clock_skew(what, skew, settings.clock_leeway))

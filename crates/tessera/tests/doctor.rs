@@ -99,6 +99,12 @@ async fn a_well_configured_server_passes_and_the_doctor_leaves_nothing_behind() 
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
+    if t.db_url.starts_with("postgres") {
+        // The PostgreSQL checks: version, and the pool against the server's
+        // connection limit (the test cluster is local, so no TLS finding).
+        assert!(out.contains("info: PostgreSQL 1"), "{out}");
+        assert!(out.contains("leaves room for"), "{out}");
+    }
     let all = format!("{out}{err}");
     assert!(!all.contains(PASSWORD), "password printed");
     assert!(!all.contains("tessera_session="), "cookie value printed");

@@ -1,38 +1,16 @@
 //! What `tessera doctor` checks on a PostgreSQL server: its version, whether
 //! the connection is encrypted off this machine, and whether the pool fits
-//! its connection limit. Pure over facts the store read (see
-//! `store::postgres::facts`), so every rule is unit-tested; the database's
-//! clock is checked with [`super::clock_skew`].
+//! its connection limit. Pure over facts the store read
+//! ([`PostgresFacts`]), so every rule is unit-tested; the database's clock
+//! is checked with [`super::clock_skew`].
 
 use super::{Finding, finding};
 use crate::inspect::Severity;
+pub use crate::store::postgres::facts::PostgresFacts;
 
 /// Oldest PostgreSQL major version still supported by its developers (each
 /// gets five years; 14 reached its end of life in November 2026).
 const OLDEST_SUPPORTED: u32 = 15;
-
-/// What the doctor learnt from the server, through one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresFacts {
-    /// `server_version`, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
-    pub version: String,
-    /// `server_version_num`, e.g. 150018.
-    pub version_num: u32,
-    pub max_connections: u32,
-    /// Connections kept for superusers (`superuser_reserved_connections`).
-    pub reserved_connections: u32,
-    /// Connections open on the server now, this one included.
-    pub connections_in_use: u32,
-    /// Whether this connection is encrypted (`pg_stat_ssl`).
-    pub ssl: bool,
-    /// The host named in the URL (or the socket directory).
-    pub host: String,
-    /// Loopback address, `localhost` or a Unix socket: nothing crosses a
-    /// network.
-    pub host_is_local: bool,
-    /// The URL's `sslmode` (`prefer` when it names none).
-    pub sslmode: String,
-}
 
 /// The findings for `facts`, with this node's pool of `pool_size`
 /// connections (plus one for LISTEN).

@@ -34,6 +34,7 @@
 //! safe. TLS is whatever the URL's `sslmode` says.
 
 mod batch;
+pub mod facts;
 mod listen;
 pub mod migrate;
 mod tokens;
