@@ -16,6 +16,7 @@ pub mod cache;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
+mod write_queue;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! rotations, new sessions (with their audit event), session activity
 //! (`last_seen_at`) and audit events.
 //!
-//! As in the SQLite store, each such write is queued to one task per node,
-//! which takes everything waiting (up to [`MAX_BATCH`]) and applies it in a
+//! As in the SQLite store, each such write is queued (`store::write_queue`)
+//! to one task per node, which takes everything waiting (up to 256) and applies it in a
 //! single transaction, then answers each caller once the commit returned:
 //! one commit (one WAL flush with `synchronous_commit = on`) and a handful
 //! of round trips for the whole batch instead of per write. Nothing is
@@ -54,10 +54,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Postgres, Row, Transaction, query};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 
 use super::backend;
 use super::tokens::family_from_row;
@@ -66,207 +66,29 @@ use crate::core::refresh::{RefreshFamily, Rotation};
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::to_millis;
-use crate::store::{QueuedTouch, StoreError, StoreResult};
+use crate::store::write_queue::{ApplyBatch, BatchFailed, Job, Outcome};
+use crate::store::{StoreError, StoreResult};
 
-/// Most writes applied in one transaction.
-const MAX_BATCH: usize = 256;
-/// Writes waiting for the writer before callers are held back.
-const QUEUE: usize = 4096;
 /// Attempts at a batch that deadlocked or failed to serialize.
 const MAX_ATTEMPTS: u32 = 5;
 
-type Reply<T> = oneshot::Sender<StoreResult<T>>;
-
-/// One queued write and where its outcome goes.
-enum Job {
-    Rotate {
-        presented: SecretHash,
-        next_hash: SecretHash,
-        next_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-        audit: Box<AuditEvent>,
-        reply: Reply<Rotation>,
-    },
-    /// A new session, with the audit event that describes it (if any) in
-    /// the same commit.
-    Start {
-        session: Box<SessionRecord>,
-        audit: Option<Box<AuditEvent>>,
-        /// Whether it was stored (false: its user is gone).
-        reply: Reply<bool>,
-    },
-    Touch {
-        hash: SecretHash,
-        at: OffsetDateTime,
-        /// Whether the session still existed.
-        reply: Reply<bool>,
-    },
-    Audit {
-        event: Box<AuditEvent>,
-        reply: Reply<()>,
-    },
-    /// Writes nothing: answered once everything queued before it committed.
-    Flush { reply: Reply<()> },
+/// PostgreSQL's side of the group commit: batches applied on the pool,
+/// retried while they deadlock.
+pub(super) struct PgBatches {
+    pub(super) pool: PgPool,
 }
 
-/// What a job produced inside the transaction, sent once it committed.
-#[derive(Debug)]
-enum Outcome {
-    Rotation(Rotation),
-    /// Whether the session touched, or started, has its row.
-    Found(bool),
-    Recorded,
-}
+#[async_trait]
+impl ApplyBatch for PgBatches {
+    const MAX_BATCH: usize = 256;
 
-impl Job {
-    /// Sends the caller its outcome (`apply` produces, for each job, the
-    /// outcome of the job's own kind).
-    fn answer(self, outcome: StoreResult<Outcome>) {
-        match self {
-            Job::Rotate { reply, .. } => {
-                let _ = reply.send(outcome.and_then(|o| match o {
-                    Outcome::Rotation(r) => Ok(r),
-                    _ => Err(mismatch()),
-                }));
-            }
-            Job::Touch { reply, .. } | Job::Start { reply, .. } => {
-                let _ = reply.send(outcome.and_then(|o| match o {
-                    Outcome::Found(found) => Ok(found),
-                    _ => Err(mismatch()),
-                }));
-            }
-            Job::Audit { reply, .. } | Job::Flush { reply } => {
-                let _ = reply.send(outcome.and_then(|o| match o {
-                    Outcome::Recorded => Ok(()),
-                    _ => Err(mismatch()),
-                }));
-            }
-        }
-    }
-}
-
-fn mismatch() -> StoreError {
-    StoreError::Backend("batched write answered with the wrong outcome".into())
-}
-
-fn stopped() -> StoreError {
-    StoreError::Backend("the batched writer has stopped".into())
-}
-
-/// The handle the store queues writes with (cheap to clone).
-#[derive(Clone)]
-pub(super) struct WriteBatcher {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl WriteBatcher {
-    /// Starts the task applying writes on `pool`; it ends when the last
-    /// handle is dropped.
-    pub(super) fn start(pool: PgPool) -> Self {
-        let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(apply_batches(pool, queue));
-        Self { jobs }
-    }
-
-    pub(super) async fn rotate(
-        &self,
-        presented: &SecretHash,
-        next_hash: &SecretHash,
-        next_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-        audit: AuditEvent,
-    ) -> StoreResult<Rotation> {
-        let (reply, outcome) = oneshot::channel();
-        let job = Job::Rotate {
-            presented: *presented,
-            next_hash: *next_hash,
-            next_expires_at,
-            now,
-            audit: Box::new(audit),
-            reply,
-        };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
-    }
-
-    /// Inserts a session and records `audit` with it, in one commit; false
-    /// (and nothing written) when the session's user no longer exists.
-    pub(super) async fn start_session(
-        &self,
-        session: &SessionRecord,
-        audit: Option<AuditEvent>,
-    ) -> StoreResult<bool> {
-        let (reply, outcome) = oneshot::channel();
-        let job = Job::Start {
-            session: Box::new(session.clone()),
-            audit: audit.map(Box::new),
-            reply,
-        };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
-    }
-
-    /// Queues an activity write; returns once it is queued.
-    pub(super) async fn queue_touch(
-        &self,
-        hash: &SecretHash,
-        at: OffsetDateTime,
-    ) -> StoreResult<QueuedTouch> {
-        let (reply, outcome) = oneshot::channel();
-        let job = Job::Touch {
-            hash: *hash,
-            at,
-            reply,
-        };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        Ok(QueuedTouch::new(outcome))
-    }
-
-    /// Waits until every write queued before this call was committed (or
-    /// failed: each of those callers learns it from its own answer).
-    pub(super) async fn flush(&self) {
-        let (reply, outcome) = oneshot::channel();
-        if self.jobs.send(Job::Flush { reply }).await.is_ok() {
-            let _ = outcome.await;
-        }
-    }
-
-    pub(super) async fn record(&self, event: &AuditEvent) -> StoreResult<()> {
-        let (reply, outcome) = oneshot::channel();
-        let job = Job::Audit {
-            event: Box::new(event.clone()),
-            reply,
-        };
-        self.jobs.send(job).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
-    }
-}
-
-async fn apply_batches(pool: PgPool, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match apply_retrying(&pool, &batch).await {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    job.answer(Ok(outcome));
-                }
-            }
-            Err(failed) => {
-                let e = failed.error;
-                tracing::warn!(error = %e, writes = batch.len(), "batched write failed");
-                for job in batch.drain(..) {
-                    job.answer(Err(StoreError::Backend(e.to_string())));
-                }
-                if failed.unreachable {
-                    // The database could not be reached just now: what queued
-                    // up meanwhile fails at once too, instead of each batch
-                    // behind it waiting out its own connection timeout.
-                    while let Ok(job) = queue.try_recv() {
-                        job.answer(Err(StoreError::Backend(e.to_string())));
-                    }
-                }
-            }
-        }
+    async fn apply(&self, batch: &[Job]) -> Result<Vec<Outcome>, BatchFailed> {
+        apply_retrying(&self.pool, batch)
+            .await
+            .map_err(|failed| BatchFailed {
+                error: failed.error,
+                unreachable: failed.unreachable,
+            })
     }
 }
 
@@ -711,175 +533,20 @@ async fn touch_sessions(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
     use sqlx::{Connection, PgConnection};
-    use time::Duration;
 
     use super::*;
-    use crate::core::accounts::{User, UserStatus};
-    use crate::core::refresh::NewRefreshToken;
     use crate::store::postgres::{PostgresStore, harness};
-    use crate::store::{RefreshStore, SessionStore, StoreOptions, UserStore};
+    use crate::store::write_queue::fixture::{self, JOB_KINDS, describe, event, hash, jobs, t0};
+    use crate::store::{RefreshStore, StoreOptions};
 
-    fn t0() -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
-    }
-
-    fn hash(n: u8) -> SecretHash {
-        SecretHash([n; 32])
-    }
-
-    fn event(n: usize, user_id: Option<&str>) -> AuditEvent {
-        AuditEvent {
-            id: format!("evt_{n:04}"),
-            at: t0() + Duration::milliseconds(n as i64),
-            event_type: "refresh_rotated".into(),
-            user_id: user_id.map(str::to_owned),
-            ip: Some("192.0.2.7".into()),
-            user_agent: None,
-            detail: json!({"n": n}),
-        }
-    }
-
-    fn session(n: u8, id: &str, at: OffsetDateTime) -> SessionRecord {
-        SessionRecord {
-            token_hash: hash(n),
-            id: id.into(),
-            user_id: "usr_1".into(),
-            created_at: at,
-            last_seen_at: at,
-            expires_at: at + Duration::days(1),
-            ip: None,
-            user_agent: Some("agent".into()),
-            user_memo: Default::default(),
-        }
-    }
-
-    /// On a fresh database: families `fam_1`..`fam_6` of one user; token
-    /// `n` belongs to family `n`, plus a spent token 30 in family 3, an
-    /// expired token 4 and a revoked family 5. One session (hash 90).
     async fn seeded() -> (PostgresStore, String) {
         let url = harness::fresh_postgres_url().await;
         let store = PostgresStore::open(&url, &StoreOptions::default())
             .await
             .unwrap();
-        let user = User {
-            id: "usr_1".into(),
-            email: "a@example.com".into(),
-            roles: vec![],
-            status: UserStatus::Active,
-            created_at: t0(),
-        };
-        store
-            .insert_user(&user, "a@example.com", "x")
-            .await
-            .unwrap();
-        for n in 1..=6u8 {
-            let family = RefreshFamily {
-                id: format!("fam_{n}"),
-                user_id: "usr_1".into(),
-                client_id: "tessera".into(),
-                scope: None,
-                created_at: t0(),
-                revoked_at: None,
-            };
-            let expires_at = if n == 4 {
-                t0()
-            } else {
-                t0() + Duration::days(1)
-            };
-            let first = NewRefreshToken {
-                hash: hash(if n == 3 { 30 } else { n }),
-                family_id: family.id.clone(),
-                created_at: t0(),
-                expires_at,
-            };
-            store.create_family(&family, &first).await.unwrap();
-        }
-        let spent = store
-            .batcher
-            .rotate(
-                &hash(30),
-                &hash(3),
-                t0() + Duration::days(1),
-                t0(),
-                event(0, None),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(spent, Rotation::Rotated(_)));
-        store.revoke_family("fam_5", t0()).await.unwrap();
-        store
-            .insert_session(&session(90, "ses_1", t0()), None)
-            .await
-            .unwrap();
+        fixture::seed(&store, &store.batcher).await;
         (store, url)
-    }
-
-    /// Every case a batch meets, with jobs that depend on earlier ones.
-    fn jobs() -> Vec<Job> {
-        let at = |ms: i64| t0() + Duration::milliseconds(ms);
-        let rotate = |presented: u8, next: u8, ms: i64| Job::Rotate {
-            presented: hash(presented),
-            next_hash: hash(next),
-            next_expires_at: at(ms) + Duration::days(30),
-            now: at(ms),
-            audit: Box::new(event(ms as usize, None)),
-            reply: oneshot::channel().0,
-        };
-        vec![
-            rotate(1, 101, 10), // rotates
-            rotate(2, 102, 11), // rotates
-            rotate(1, 111, 12), // the same token again: reuse, family 1 revoked
-            Job::Audit {
-                event: Box::new(event(13, Some("usr_1"))),
-                reply: oneshot::channel().0,
-            },
-            rotate(30, 130, 14), // spent before the batch: reuse, family 3 revoked
-            rotate(3, 103, 15),  // the live token of family 3: its family is revoked
-            rotate(77, 177, 16), // unknown
-            rotate(4, 104, 17),  // expired
-            rotate(5, 105, 18),  // family revoked before the batch
-            Job::Touch {
-                hash: hash(90),
-                at: at(19),
-                reply: oneshot::channel().0,
-            },
-            rotate(6, 106, 20), // rotates
-            Job::Touch {
-                hash: hash(90),
-                at: at(5), // earlier than the touch above: last_seen_at stays at 19
-                reply: oneshot::channel().0,
-            },
-            Job::Touch {
-                hash: hash(91), // no such session
-                at: at(21),
-                reply: oneshot::channel().0,
-            },
-            Job::Start {
-                session: Box::new(session(92, "ses_2", at(22))),
-                audit: Some(Box::new(event(22, Some("usr_1")))),
-                reply: oneshot::channel().0,
-            },
-            Job::Start {
-                session: Box::new(session(93, "ses_3", at(23))),
-                audit: None,
-                reply: oneshot::channel().0,
-            },
-            // A user deleted since its login was checked: neither the
-            // session nor its audit event is written, and the batch goes on.
-            Job::Start {
-                session: Box::new(SessionRecord {
-                    user_id: "usr_gone".into(),
-                    ..session(94, "ses_4", at(24))
-                }),
-                audit: Some(Box::new(event(24, Some("usr_gone")))),
-                reply: oneshot::channel().0,
-            },
-            Job::Flush {
-                reply: oneshot::channel().0,
-            },
-        ]
     }
 
     /// One line of text per row (each query selects a single text column).
@@ -921,17 +588,6 @@ mod tests {
         ]
     }
 
-    fn describe(outcomes: &[Outcome]) -> Vec<String> {
-        outcomes
-            .iter()
-            .map(|o| match o {
-                Outcome::Rotation(r) => format!("{r:?}"),
-                Outcome::Found(found) => format!("found {found}"),
-                Outcome::Recorded => "recorded".into(),
-            })
-            .collect()
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_has_the_outcomes_and_writes_of_its_jobs_one_by_one() {
         let ((together, together_url), (one_by_one, one_by_one_url)) =
@@ -955,33 +611,8 @@ mod tests {
             .iter()
             .map(|o| o.split('(').next().unwrap_or(o))
             .collect();
-        assert_eq!(
-            kinds,
-            [
-                "Rotated",
-                "Rotated",
-                "Reused",
-                "recorded",
-                "Reused",
-                "Invalid",
-                "Invalid",
-                "Invalid",
-                "Invalid",
-                "found true",
-                "Rotated",
-                "found true",
-                "found false",
-                "found true",
-                "found true",
-                "found false",
-                "recorded"
-            ]
-        );
-        let seen = together.session_by_hash(&hash(90)).await.unwrap().unwrap();
-        assert_eq!(seen.last_seen_at, t0() + Duration::milliseconds(19));
-        let started = together.session_by_hash(&hash(92)).await.unwrap().unwrap();
-        assert_eq!(started.id, "ses_2");
-        assert!(together.session_by_hash(&hash(94)).await.unwrap().is_none());
+        assert_eq!(kinds, JOB_KINDS);
+        fixture::check_effects(&together).await;
         let rows = contents(&together_url).await;
         assert!(rows.iter().all(|table| !table.is_empty()), "{rows:?}");
         assert_eq!(rows, contents(&one_by_one_url).await);
@@ -1015,8 +646,8 @@ mod tests {
                     .rotate(
                         &hash(30),
                         &hash(130),
-                        t0() + Duration::days(2),
-                        t0() + Duration::seconds(1),
+                        t0() + time::Duration::days(2),
+                        t0() + time::Duration::seconds(1),
                         event(1, None),
                     )
                     .await

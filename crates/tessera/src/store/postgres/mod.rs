@@ -63,6 +63,7 @@ use crate::core::events::Change;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::{from_millis, to_millis};
+use crate::store::write_queue::WriteBatcher;
 use crate::store::{
     Backend, EventStore, Push, QueuedTouch, SessionStore, StoreError, StoreOptions, StoreResult,
     Stores, UserStore,
@@ -80,7 +81,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Refresh rotations, new sessions, activity and audit events,
     /// group-committed.
-    batcher: batch::WriteBatcher,
+    batcher: WriteBatcher,
     /// LISTEN/NOTIFY for the logs; stops when the last handle is dropped.
     listener: Arc<listen::Listener>,
 }
@@ -224,7 +225,7 @@ impl PostgresStore {
             .await
             .map_err(|e| failed("cannot connect", &e))?;
         Ok(Self {
-            batcher: batch::WriteBatcher::start(pool.clone()),
+            batcher: WriteBatcher::start(batch::PgBatches { pool: pool.clone() }),
             listener: Arc::new(listen::Listener::start(session)),
             pool,
         })

@@ -31,6 +31,7 @@ use crate::core::events::Change;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::{from_millis, to_millis};
+use crate::store::write_queue::WriteBatcher;
 use crate::store::{
     Backend, EventStore, QueuedTouch, SessionStore, StoreError, StoreResult, Stores, UserStore,
 };
@@ -46,7 +47,7 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     /// Refresh rotations and session touches, group-committed on `write`.
-    batcher: batch::WriteBatcher,
+    batcher: WriteBatcher,
     /// Copies the write-ahead log back into the database file.
     checkpointer: Arc<Checkpointer>,
 }
@@ -134,7 +135,9 @@ impl SqliteStore {
             .connect_with(base.clone())
             .await
             .map_err(backend)?;
-        let batcher = batch::WriteBatcher::start(write.clone());
+        let batcher = WriteBatcher::start(batch::SqliteBatches {
+            write: write.clone(),
+        });
         Ok(Self {
             read,
             write,
