@@ -43,13 +43,14 @@
 //!   unused token another node holds) can still cause, roll the batch back;
 //!   it is retried from the start, up to [`MAX_ATTEMPTS`] times, and each
 //!   caller is answered only with the outcome of the attempt that committed.
-//! - **Planned for the batch at hand**: the batch's statements take arrays
-//!   of any length, and a plan cached while a table was nearly empty (a
-//!   fresh database) kept scanning the whole table as it grew (measured by
-//!   the bench: two full scans of `refresh_tokens` per batch until
-//!   autovacuum analysed it). They are sent unnamed (`persistent(false)`),
-//!   so each is planned for its own arrays: one plan per batch, not per
-//!   write.
+//! - **Plans are cached** (prepared statements, PostgreSQL's generic
+//!   plans). On a fresh database the first plans are made while the token
+//!   tables are nearly empty, and they scan `refresh_tokens` whole until
+//!   autovacuum's first `ANALYZE` of it (within a minute under load)
+//!   replaces them; after that, index lookups. Planning every batch instead
+//!   (unnamed statements) avoided that minute but cost more than it saved:
+//!   6,083 instead of 7,860 rotations/s and 0.82 instead of 0.87 of the
+//!   login bound in `bench/run` (bench/README.md).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -268,7 +269,6 @@ async fn presented_tokens(
          ORDER BY t.token_hash
          FOR UPDATE OF t",
     )
-    .persistent(false)
     .bind(&hashes)
     .fetch_all(&mut **tx)
     .await?;
@@ -418,7 +418,6 @@ impl<'a> Writes<'a> {
                              $11::text[], $12::text[])
                       AS a(id, at, type, user_id, ip, user_agent, detail)",
             )
-            .persistent(false)
             .bind(&self.spent)
             .bind(&self.spent_at)
             .bind(&self.next)
@@ -448,7 +447,6 @@ impl<'a> Writes<'a> {
                  DELETE FROM refresh_tokens
                  WHERE family_id = ANY($1::text[]) AND used_at IS NULL",
             )
-            .persistent(false)
             .bind(&self.revoke_ids)
             .bind(&self.revoke_at)
             .execute(&mut **tx)
@@ -480,7 +478,6 @@ async fn insert_sessions(
          WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = s.user_id FOR KEY SHARE)
          RETURNING token_hash",
     )
-    .persistent(false)
     .bind(&hashes)
     .bind(&ids)
     .bind(&users)
@@ -521,7 +518,6 @@ async fn touch_sessions(
          WHERE s.token_hash = t.hash
          RETURNING s.token_hash",
     )
-    .persistent(false)
     .bind(&hashes)
     .bind(&times)
     .fetch_all(&mut **tx)
