@@ -828,4 +828,30 @@ mod tests {
             "x [redacted]"
         );
     }
+
+    /// The URL's `sslmode` is what the connection does: a server without
+    /// TLS (the test cluster) is refused under `require` (never a silent
+    /// plain-text connection) and used under `disable` and `prefer`.
+    #[tokio::test]
+    async fn sslmode_is_honoured() {
+        let url = harness::fresh_postgres_url().await;
+        let with = |mode: &str| format!("{url}?sslmode={mode}");
+        let options = StoreOptions::default();
+        for mode in ["disable", "prefer"] {
+            let store = PostgresStore::open(&with(mode), &options)
+                .await
+                .unwrap_or_else(|e| panic!("sslmode={mode}: {e}"));
+            store.ping().await.unwrap();
+            store.close().await;
+        }
+        for mode in ["require", "verify-full"] {
+            let Err(e) = PostgresStore::open(&with(mode), &options).await else {
+                panic!("sslmode={mode} connected to a server without TLS");
+            };
+            assert!(!e.to_string().is_empty());
+        }
+        let facts = facts::read(&with("disable")).await.unwrap();
+        assert!(!facts.ssl, "the doctor sees a plain connection");
+        assert_eq!(facts.sslmode, "disable");
+    }
 }
