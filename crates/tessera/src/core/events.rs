@@ -112,8 +112,9 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
 const FOLLOW_INTERVAL_PUSHED: Duration = Duration::from_secs(1);
 /// How long change events are kept for followers.
 const EVENT_RETENTION: time::Duration = time::Duration::hours(24);
-/// How often expired sessions and old events are swept.
-const SWEEP_EVERY: u32 = 240;
+/// How often expired sessions and old events are swept (by time, not by
+/// follower turns: pushes make those as frequent as appends).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl Tessera {
     /// Records a change for every process's caches (this one's included).
@@ -138,7 +139,7 @@ impl Tessera {
                 cancel.clone(),
             ));
         }
-        let mut ticks: u32 = 0;
+        let mut last_sweep = tokio::time::Instant::now();
         let mut healthy = true;
         loop {
             let start = self.freshness.read_starts();
@@ -162,8 +163,8 @@ impl Tessera {
                     self.forget_cached();
                 }
             }
-            ticks = ticks.wrapping_add(1);
-            if ticks.is_multiple_of(SWEEP_EVERY) {
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = tokio::time::Instant::now();
                 self.sweep().await;
             }
             let interval = if listening.load(Ordering::Acquire) {

@@ -29,6 +29,21 @@ pub async fn apply_migrations(
     url: &str,
     report: &mut dyn FnMut(MigrationEvent),
 ) -> anyhow::Result<usize> {
+    // Tried again if another process opening the same new file got in the
+    // way (see `OPEN_RETRIES`): the next attempt finds its work done.
+    let mut attempt = 0;
+    loop {
+        match apply_once(url, report).await {
+            Err(_) if attempt < super::OPEN_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(super::open_pause(attempt)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn apply_once(url: &str, report: &mut dyn FnMut(MigrationEvent)) -> anyhow::Result<usize> {
     let mut conn = connect_options(url)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .create_if_missing(true)
@@ -40,18 +55,7 @@ pub async fn apply_migrations(
                 crate::config::redact_url(url)
             )
         })?;
-    // Tried again if another process applied a migration first (see
-    // `migrate_racing`): the next run lists it as applied.
-    let mut attempt = 0;
-    let result = loop {
-        match apply_reporting::<sqlx::Sqlite>(&mut conn, &MIGRATOR, report).await {
-            Err(_) if attempt < super::MIGRATION_RETRIES => {
-                attempt += 1;
-                tokio::time::sleep(super::migration_pause(attempt)).await;
-            }
-            result => break result,
-        }
-    };
+    let result = apply_reporting::<sqlx::Sqlite>(&mut conn, &MIGRATOR, report).await;
     let _ = conn.close().await;
     result
 }

@@ -61,35 +61,27 @@ fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// Runs `migrate` again when it fails, twice at most, a moment later.
+/// How often opening (or migrating) a database is tried again after it
+/// lost a race with another process opening the same new file.
 ///
 /// sqlx takes no lock around SQLite migrations, so two processes opening a
-/// new database at once (a server and a CLI command, two test nodes) can
-/// both find a migration pending, and the second to apply it fails ("table
-/// … already exists"). Each migration is its own transaction, so nothing is
-/// left half-applied, and a second run finds it applied and goes on.
-async fn migrate_racing<F, Fut, E>(mut migrate: F) -> Result<(), E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-{
-    let mut attempt = 0;
-    loop {
-        match migrate().await {
-            Err(_) if attempt < MIGRATION_RETRIES => {
-                attempt += 1;
-                tokio::time::sleep(migration_pause(attempt)).await;
-            }
-            result => return result,
-        }
-    }
+/// new database at once (a server and a CLI command, two nodes) can both
+/// find a migration pending, and the second to apply it fails ("table …
+/// already exists"); turning a new file to WAL mode while another process
+/// does the same can fail with "database is locked" at once, whatever the
+/// busy timeout. Each migration is its own transaction, so nothing is left
+/// half-applied, and a later attempt finds the work done and goes on.
+const OPEN_RETRIES: u32 = 5;
+
+/// The pause before attempt `attempt + 1`.
+fn open_pause(attempt: u32) -> Duration {
+    Duration::from_millis(50 * u64::from(attempt))
 }
 
-/// How often a failed migration run is tried again (see [`migrate_racing`]).
-const MIGRATION_RETRIES: u32 = 2;
-
-fn migration_pause(attempt: u32) -> Duration {
-    Duration::from_millis(50 * u64::from(attempt))
+/// Whether an opening error is one of the races above.
+fn lost_opening_race(error: &StoreError) -> bool {
+    matches!(error, StoreError::Backend(text)
+        if text.contains("database is locked") || text.starts_with("migration failed"))
 }
 
 /// The connection settings every pool of the store shares.
@@ -104,8 +96,23 @@ fn connect_options(url: &str) -> StoreResult<SqliteConnectOptions> {
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database at `url`
-    /// (`sqlite://path` or `sqlite:path`).
+    /// (`sqlite://path` or `sqlite:path`), trying again when another
+    /// process opening the same new file got in the way (see
+    /// [`OPEN_RETRIES`]).
     pub async fn open(url: &str) -> StoreResult<Self> {
+        let mut attempt = 0;
+        loop {
+            match Self::open_once(url).await {
+                Err(e) if attempt < OPEN_RETRIES && lost_opening_race(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(open_pause(attempt)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn open_once(url: &str) -> StoreResult<Self> {
         // Statement journals (a multi-row write's undo, see `batch`) stay
         // in memory instead of spilling to a temporary file.
         let base = connect_options(url)?.pragma("temp_store", "memory");
@@ -120,7 +127,8 @@ impl SqliteStore {
             )
             .await
             .map_err(backend)?;
-        migrate_racing(|| MIGRATOR.run(&write))
+        MIGRATOR
+            .run(&write)
             .await
             .map_err(|e| StoreError::Backend(format!("migration failed: {e}")))?;
         let read = SqlitePoolOptions::new()
