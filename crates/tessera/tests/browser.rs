@@ -387,10 +387,24 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    /// The text of `css`, waiting for it to appear: a form posted back to
+    /// its own page (a refused login on `/login`) leaves the path as it was,
+    /// so `wait_for_path` may return while the old document is still shown.
     async fn text_of(&self, css: &str) -> String {
-        match self.client.find(Locator::Css(css)).await {
-            Ok(element) => element.text().await.expect("text"),
-            Err(e) => panic!("no {css}: {e}\n{}", self.body().await),
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(element) => {
+                    if let Ok(text) = element.text().await {
+                        return text;
+                    }
+                }
+                Err(e) if Instant::now() > deadline => {
+                    panic!("no {css}: {e}\n{}", self.body().await)
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
