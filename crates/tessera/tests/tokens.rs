@@ -1407,3 +1407,46 @@ async fn nodes_starting_at_once_share_one_first_key() {
         }
     }
 }
+
+/// `keys rotate --retire-previous` racing another node's rotation still
+/// retires the key that was active when it was asked for: losing the
+/// compare-and-set, it rotates again from the winner's key (before, it took
+/// the winner's key and left the compromised one verifying).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compromised_key_is_retired_even_when_another_node_rotates_at_once() {
+    use tessera::core::keys::KeyStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::fresh_store_url(dir.path()).await;
+    let clock = tessera::core::clock::ManualClock::starting_now();
+    let a = common::open_app(&url, &[], &clock).await;
+    let b = common::open_app(&url, &[], &clock).await;
+    for round in 0..10 {
+        let compromised = a
+            .core
+            .key_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.status == KeyStatus::Active)
+            .unwrap()
+            .kid;
+        clock.advance(Duration::from_millis(10));
+        let (retired, rotated) = tokio::join!(
+            a.core.rotate_keys_with(Some("usr_op"), true),
+            b.core.rotate_keys(None)
+        );
+        retired.unwrap();
+        rotated.unwrap();
+        let keys = b.core.key_list().await.unwrap();
+        let old = keys.iter().find(|k| k.kid == compromised).unwrap();
+        assert_eq!(old.status, KeyStatus::Retired, "round {round}: {keys:?}");
+        assert_eq!(
+            keys.iter()
+                .filter(|k| k.status == KeyStatus::Active)
+                .count(),
+            1
+        );
+    }
+    a.close().await;
+    b.close().await;
+}

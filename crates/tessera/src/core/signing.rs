@@ -26,6 +26,10 @@ pub struct KeyInfo {
     pub status: KeyStatus,
 }
 
+/// How often an explicit rotation tries again after losing its
+/// compare-and-set to another process's rotation.
+const EXPLICIT_ROTATION_ATTEMPTS: usize = 3;
+
 impl Tessera {
     /// Loads the key ring, creating the first key if there is none. With
     /// `switch_alg` (the server starting) a newly configured algorithm also
@@ -97,19 +101,28 @@ impl Tessera {
                 "HS256 keys come from TESSERA_HS256_SECRET; change the secret to rotate".into(),
             ));
         }
-        let current = self.active_key_id().await?.map(|(kid, _)| kid);
-        self.rotate_from(current, actor, retire_previous).await
+        // Asked for by an operator (or a compromise): if another process
+        // rotated in between, rotate again from its key, so the key active
+        // when this was asked for is rotated out (and retired, if asked).
+        for _ in 0..EXPLICIT_ROTATION_ATTEMPTS {
+            let current = self.active_key_id().await?.map(|(kid, _)| kid);
+            if let Some(rotated) = self.rotate_from(current, actor, retire_previous).await? {
+                return Ok(rotated);
+            }
+        }
+        Err(CoreError::Busy)
     }
 
     /// Makes a new key active if `current` is still the active key (a
     /// compare-and-set: of two processes rotating from the same view, one
-    /// rotates and the other takes its key). Returns the key active after.
+    /// rotates). Returns the new key, or `None` (and nothing changed here)
+    /// when another process rotated first: its key is then in the ring.
     async fn rotate_from(
         &self,
         current: Option<String>,
         actor: Option<&str>,
         retire_previous: bool,
-    ) -> CoreResult<KeyInfo> {
+    ) -> CoreResult<Option<KeyInfo>> {
         let now = self.now();
         let key = keys::generate(self.key_policy.alg, now)?;
         // Rotated out "one grace period ago" means retired now.
@@ -128,12 +141,7 @@ impl Tessera {
             // dropped unused.
             tracing::info!("another process rotated the signing key first; using its key");
             self.reload_keys().await?;
-            return self
-                .key_list()
-                .await?
-                .into_iter()
-                .find(|k| k.status == KeyStatus::Active)
-                .ok_or(CoreError::Unavailable);
+            return Ok(None);
         }
         self.publish(super::events::Change::KeysChanged).await?;
         self.reload_keys().await?;
@@ -150,12 +158,12 @@ impl Tessera {
             }),
         )
         .await;
-        Ok(KeyInfo {
+        Ok(Some(KeyInfo {
             kid: key.kid,
             alg: key.alg.as_str(),
             created_at: key.created_at,
             status: KeyStatus::Active,
-        })
+        }))
     }
 
     /// Rotates when the active key is older than the configured interval.
