@@ -115,20 +115,7 @@ impl TestApp {
     }
 
     pub async fn login_with(&self, req: Req) -> Login {
-        let r = self.send(req).await;
-        assert_eq!(r.status, StatusCode::CREATED, "login: {}", r.text());
-        let set = r.set_cookie(COOKIE).expect("login sets the session cookie");
-        let body = r.json();
-        Login {
-            cookie: format!("{COOKIE}={}", set.value),
-            csrf: body["csrf_token"].as_str().expect("csrf_token").to_owned(),
-            session_id: body["session"]["id"]
-                .as_str()
-                .expect("session id")
-                .to_owned(),
-            user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
-            body,
-        }
+        Login::from_response(&self.send(req).await)
     }
 
     /// Registers a fresh user and returns its password grant's response
@@ -188,6 +175,25 @@ pub struct Login {
     pub session_id: String,
     pub user_id: String,
     pub body: Value,
+}
+
+impl Login {
+    /// The login a `201` answer to `POST /v1/sessions` carries.
+    pub fn from_response(r: &Resp) -> Self {
+        assert_eq!(r.status, StatusCode::CREATED, "login: {}", r.text());
+        let set = r.set_cookie(COOKIE).expect("login sets the session cookie");
+        let body = r.json();
+        Login {
+            cookie: format!("{COOKIE}={}", set.value),
+            csrf: body["csrf_token"].as_str().expect("csrf_token").to_owned(),
+            session_id: body["session"]["id"]
+                .as_str()
+                .expect("session id")
+                .to_owned(),
+            user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
+            body,
+        }
+    }
 }
 
 /// A request under construction.

@@ -23,7 +23,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use super::{COOKIE, Login, ORIGIN, PASSWORD, Resp};
+use super::{Login, ORIGIN, PASSWORD, Resp};
 
 /// How long a node may take from spawn to a 200 on `/healthz` (a loaded
 /// 2-core box, migrations on a fresh database).
@@ -356,19 +356,7 @@ impl Node {
                     .json(&json!({"email": email, "password": PASSWORD})),
             )
             .await;
-        assert_eq!(r.status, StatusCode::CREATED, "login: {}", r.text());
-        let set = r.set_cookie(COOKIE).expect("login sets the session cookie");
-        let body = r.json();
-        Login {
-            cookie: format!("{COOKIE}={}", set.value),
-            csrf: body["csrf_token"].as_str().expect("csrf_token").to_owned(),
-            session_id: body["session"]["id"]
-                .as_str()
-                .expect("session id")
-                .to_owned(),
-            user_id: body["user"]["id"].as_str().expect("user id").to_owned(),
-            body,
-        }
+        Login::from_response(&r)
     }
 
     /// `POST /v1/token` with the password grant for `email`.
