@@ -139,7 +139,12 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "trusted_proxies",
         "(none)",
-        "comma-separated IPs or CIDRs whose X-Forwarded-For is believed",
+        "comma-separated IPs or CIDRs whose forwarding header is believed",
+    ),
+    (
+        "trusted_proxy_header",
+        "X-Forwarded-For",
+        "X-Forwarded-For or Forwarded (RFC 7239): the header the trusted proxies write",
     ),
     ("audit_retention", "90d", "a duration from 1d to 3650d"),
     (
@@ -256,6 +261,9 @@ pub struct Settings {
     pub login_failure_threshold: u32,
     pub login_backoff_max: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header the trusted proxies write; the other one is never read
+    /// (a client could send it through a proxy that only appends to its own).
+    pub trusted_proxy_header: tessera_wire::forwarded::ProxyHeader,
     pub audit_retention: Duration,
     /// A separate listener for `/metrics` (then it is not on `addr`).
     pub metrics_addr: Option<SocketAddr>,
@@ -500,6 +508,14 @@ impl Settings {
                 parse_duration(s).filter(|d| d.as_secs() <= 86_400)
             })?,
             trusted_proxies: raw.parse("trusted_proxies", "", parse_networks)?,
+            trusted_proxy_header: raw.parse("trusted_proxy_header", "X-Forwarded-For", |s| {
+                use tessera_wire::forwarded::ProxyHeader;
+                match s.to_ascii_lowercase().as_str() {
+                    "x-forwarded-for" => Some(ProxyHeader::XForwardedFor),
+                    "forwarded" => Some(ProxyHeader::Forwarded),
+                    _ => None,
+                }
+            })?,
             audit_retention: raw.parse("audit_retention", "90d", |s| {
                 parse_duration(s).filter(|d| (86_400..=3650 * 86_400).contains(&d.as_secs()))
             })?,
@@ -753,8 +769,7 @@ fn value_text(v: &Value) -> Option<String> {
 /// Durations in the contract's forms (`90s`, `10m`, `2h`, `30d`) or any
 /// humantime form (`1h 30m`).
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let d = humantime::parse_duration(s).ok()?;
-    (!d.is_zero()).then_some(d)
+    tessera_wire::duration::parse(s)
 }
 
 /// `10.0.0.1, 192.168.0.0/16, ::1`: addresses or CIDR networks.

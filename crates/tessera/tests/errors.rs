@@ -55,6 +55,20 @@ async fn malformed_bodies_get_400_415_422() {
             .await
             .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     }
+    // A repeated key, which serde would resolve as "last wins" while a
+    // proxy or log keeps the first, is refused in JSON and in forms.
+    t.send(Req::post("/v1/accounts").raw(
+        "application/json",
+        format!(r#"{{"email":"dup@example.com","password":"{PASSWORD}","email":"other@example.com"}}"#),
+    ))
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    t.send(Req::post("/v1/sessions").raw(
+        "application/x-www-form-urlencoded",
+        format!("email=dup%40example.com&password={PASSWORD}&password=x"),
+    ))
+    .await
+    .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     // The array bodies above created nothing: the address is still free.
     let r = t
         .send(

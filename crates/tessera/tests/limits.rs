@@ -175,3 +175,67 @@ async fn forwarded_addresses_count_only_behind_trusted_proxies() {
         .collect();
     assert!(ips.contains(&"198.51.100.3"), "{ips:?}");
 }
+
+/// Issue #19 finding 5: a hop the proxy wrote that is not a bare address
+/// (`ip:port`, `unknown`) was skipped, so the client's own left-most entry
+/// became its address and each invented value got a fresh bucket.
+#[tokio::test]
+async fn a_forwarded_hop_that_is_not_an_address_does_not_let_the_client_choose() {
+    let t = TestApp::with(&[("ip_rate_limit", "2"), ("trusted_proxies", "10.0.0.0/8")]).await;
+    t.register("yan@example.com").await;
+    let via_proxy = |xff: String| {
+        login("yan@example.com", PASSWORD, "10.1.2.3").header("x-forwarded-for", &xff)
+    };
+    // The proxy appends `unknown`: every request counts against the last
+    // trusted address, whatever the client put on the left.
+    for n in 0..2 {
+        assert_eq!(
+            t.send(via_proxy(format!("198.51.100.{n}, unknown"))).await.status,
+            StatusCode::CREATED
+        );
+    }
+    t.send(via_proxy("198.51.100.9, unknown".into()))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // `ip:port` is the client's address, not something to skip.
+    for _ in 0..2 {
+        assert_eq!(
+            t.send(via_proxy("6.6.6.1, 203.0.113.7:4711".into())).await.status,
+            StatusCode::CREATED
+        );
+    }
+    t.send(via_proxy("6.6.6.2, 203.0.113.7:4711".into()))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+#[tokio::test]
+async fn rfc_7239_forwarded_is_read_when_configured_and_ignored_otherwise() {
+    let t = TestApp::with(&[
+        ("ip_rate_limit", "1"),
+        ("trusted_proxies", "10.0.0.0/8"),
+        ("trusted_proxy_header", "Forwarded"),
+    ])
+    .await;
+    t.register("zed@example.com").await;
+    let via_proxy = |fwd: &str| {
+        login("zed@example.com", PASSWORD, "10.1.2.3")
+            .header("forwarded", fwd)
+            // Passed through from the client; never read in this mode.
+            .header("x-forwarded-for", "1.2.3.4")
+    };
+    assert_eq!(
+        t.send(via_proxy(r#"for=6.6.6.6, for="[2001:db8::5]:443";proto=https"#))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    t.send(via_proxy(r#"for=7.7.7.7, for="[2001:db8::5]:8443""#))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(
+        t.send(via_proxy("for=2001:db8::6")).await.status,
+        StatusCode::CREATED,
+        "quoted or not, another client"
+    );
+}

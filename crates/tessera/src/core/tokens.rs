@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+
 use time::OffsetDateTime;
 
 use super::Tessera;
@@ -31,6 +31,7 @@ use super::accounts::{User, UserStatus};
 use super::error::{CoreError, CoreResult};
 use super::keys::{SigningKey, VerifyingKey};
 use super::secret::{SecretHash, random_id};
+use tessera_wire::jwt;
 
 /// Longest token accepted (ours are under 1 KiB even with RS256).
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -41,39 +42,7 @@ const MAX_SIGNATURE_B64: usize = 342;
 /// `client_id` of tokens issued to Tessera's own browser flows.
 pub const FIRST_PARTY_CLIENT: &str = "tessera";
 
-/// The claims of an access token: exactly the contract's, no PII.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub exp: i64,
-    pub iat: i64,
-    /// Never issued (redundant with `iat`), but honoured when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<i64>,
-    pub jti: String,
-    pub client_id: String,
-    pub roles: Vec<String>,
-    pub sid: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-}
-
-/// The latest instant a token's times may name: 9999-12-31T23:59:59Z, the
-/// end of what RFC 3339 timestamps (and `OffsetDateTime`) represent.
-const LATEST_UNIX: i64 = 253_402_300_799;
-
-impl AccessClaims {
-    /// Whether `exp`, `iat` and `nbf` all lie between 1970 and the end of
-    /// year 9999: a token naming any other time is malformed, whoever signed
-    /// it, so every later step (leeway arithmetic, `expires_at` in `/v1/me`,
-    /// introspection) works on times it can represent.
-    pub fn times_in_range(&self) -> bool {
-        let ok = |t: i64| (0..=LATEST_UNIX).contains(&t);
-        ok(self.exp) && ok(self.iat) && self.nbf.is_none_or(ok)
-    }
-}
+pub use tessera_wire::jwt::AccessClaims;
 
 /// Token settings, validated by the configuration.
 #[derive(Debug, Clone)]
@@ -129,16 +98,6 @@ impl From<TokenRejection> for CoreError {
             _ => CoreError::Unauthenticated,
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JoseHeader {
-    alg: String,
-    #[serde(default)]
-    typ: Option<String>,
-    #[serde(default)]
-    kid: Option<String>,
 }
 
 /// A signature-checked token remembered by the verification cache.
@@ -349,20 +308,11 @@ impl Tessera {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<Verified, TokenRejection> {
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenRejection::Malformed);
-        };
-        if signature_b64.is_empty() {
-            return Err(TokenRejection::Malformed);
-        }
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| TokenRejection::Malformed)?;
-        let header: JoseHeader =
-            serde_json::from_slice(&header_json).map_err(|_| TokenRejection::ForbiddenHeader)?;
+        let compact = jwt::split(token).ok_or(TokenRejection::Malformed)?;
+        let header = compact.header().map_err(|e| match e {
+            jwt::HeaderError::Malformed => TokenRejection::Malformed,
+            jwt::HeaderError::Forbidden => TokenRejection::ForbiddenHeader,
+        })?;
         let alg = self.keys.load().alg;
         if header.alg != alg.as_str() {
             return Err(TokenRejection::WrongAlgorithm);
@@ -376,33 +326,32 @@ impl Tessera {
         let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
         let key = self.live_key(&kid, now).ok_or(TokenRejection::UnknownKey)?;
 
-        let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let signed = compact.signed;
         let signature_valid = match &key.ed25519 {
             Some(ed25519) => {
-                let signature = URL_SAFE_NO_PAD
-                    .decode(signature_b64)
-                    .ok()
-                    .and_then(|raw| <[u8; 64]>::try_from(raw).ok())
+                let signature = compact
+                    .ed25519_signature()
                     .ok_or(TokenRejection::BadSignature)?;
                 let signature = ed25519_dalek::Signature::from_bytes(&signature);
                 self.signatures.verify(signed, &signature, ed25519).await
             }
-            None => jsonwebtoken::crypto::verify(signature_b64, signed, &key.decoding, alg.jwt())
-                .unwrap_or(false),
+            None => jsonwebtoken::crypto::verify(
+                compact.signature_b64,
+                signed,
+                &key.decoding,
+                alg.jwt(),
+            )
+            .unwrap_or(false),
         };
         if !signature_valid {
             return Err(TokenRejection::BadSignature);
         }
 
         // Claims that are missing or of the wrong type fail here too.
-        let claims: AccessClaims = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .ok()
-            .and_then(|payload| serde_json::from_slice(&payload).ok())
-            .ok_or(TokenRejection::BadSignature)?;
-        if !claims.times_in_range() {
-            return Err(TokenRejection::Malformed);
-        }
+        let claims = compact.claims().map_err(|e| match e {
+            jwt::ClaimsError::Unreadable => TokenRejection::BadSignature,
+            jwt::ClaimsError::TimesOutOfRange => TokenRejection::Malformed,
+        })?;
         if claims.iss != self.tokens.issuer || claims.aud != self.tokens.audience {
             return Err(TokenRejection::WrongIssuerOrAudience);
         }

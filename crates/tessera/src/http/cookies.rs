@@ -8,14 +8,11 @@ use crate::config::Settings;
 /// The value of cookie `name` in the request, if present. Several `Cookie`
 /// headers are searched in order; the first match wins.
 pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let values = headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .filter_map(|v| v.to_str().ok());
+    tessera_wire::cookie::find(values, name)
 }
 
 /// `Set-Cookie` for a session that lives `max_age_secs` more seconds.

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+use tessera_wire::forwarded::{self, ProxyHeader};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -71,13 +72,14 @@ async fn read_body<T: DeserializeOwned, S: Send + Sync>(
         // Syntax first, then shape: `[1,2` is malformed (400) even though a
         // direct typed parse would stumble on the shape (422) before the end.
         BodyKind::Json => {
-            let value: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|_| ApiError::invalid_request("the body is not valid JSON"))?;
-            // serde maps a JSON array onto a struct by position; every body in
-            // the contract is an object, so anything else is refused.
-            if !value.is_object() {
-                return Err(ApiError::validation("the JSON body must be an object"));
-            }
+            // Every body in the contract is an object with distinct keys:
+            // an array (which serde maps onto a struct by position) or a
+            // repeated key (which serde resolves as "last wins", where a
+            // proxy or log may keep the first) is refused.
+            let value = tessera_wire::json::parse_object(&bytes).map_err(|e| match e {
+                tessera_wire::json::BodyError::Syntax => ApiError::invalid_request(e.to_string()),
+                _ => ApiError::validation(e.to_string()),
+            })?;
             T::deserialize(value)
                 .map_err(|e| ApiError::validation(format!("the JSON body does not fit: {e}")))
         }
@@ -104,33 +106,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonOrForm<T> {
 
 /// The caller's address and user agent, as recorded on sessions and used by
 /// the rate limits. The address is the socket peer's, unless the peer is a
-/// configured trusted proxy: then `X-Forwarded-For` is read from the right,
-/// skipping trusted proxies, and the first other address is the client's
-/// (anything further left was written by the client and is not believed).
+/// configured trusted proxy: then the forwarding header is read from the
+/// right (see [`tessera_wire::forwarded`]).
 pub struct Client(pub ClientInfo);
 
 /// The client address for a request from `peer` with these headers.
-pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?;
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+    header: ProxyHeader,
+) -> Option<IpAddr> {
+    let values = headers
+        .get_all(header.name())
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|ip| ip.trim().parse().ok())
-        .collect();
-    Some(
-        forwarded
-            .iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .copied()
-            .unwrap_or(peer),
-    )
+        .filter_map(|v| v.to_str().ok());
+    Some(forwarded::client_ip(peer?, values, header, |ip| {
+        trusted.iter().any(|net| net.contains(&ip))
+    }))
 }
 
 impl FromRequestParts<AppState> for Client {
@@ -144,8 +137,14 @@ impl FromRequestParts<AppState> for Client {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let ip = client_ip(peer, &parts.headers, &state.settings.trusted_proxies)
-            .map(|ip| ip.to_canonical().to_string());
+        let settings = &state.settings;
+        let ip = client_ip(
+            peer,
+            &parts.headers,
+            &settings.trusted_proxies,
+            settings.trusted_proxy_header,
+        )
+        .map(|ip| ip.to_canonical().to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -166,6 +165,8 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    const XFF: ProxyHeader = ProxyHeader::XForwardedFor;
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
@@ -178,16 +179,21 @@ mod tests {
         let stranger: IpAddr = "198.51.100.1".parse().unwrap();
         // Through the trusted proxies: the first untrusted hop from the right.
         assert_eq!(
-            client_ip(Some(proxy), &h, &trusted),
+            client_ip(Some(proxy), &h, &trusted, XFF),
             Some("203.0.113.5".parse().unwrap())
         );
         // From anyone else the header is ignored (no rate-limit evasion).
-        assert_eq!(client_ip(Some(stranger), &h, &trusted), Some(stranger));
-        assert_eq!(client_ip(Some(proxy), &h, &[]), Some(proxy));
+        assert_eq!(client_ip(Some(stranger), &h, &trusted, XFF), Some(stranger));
+        assert_eq!(client_ip(Some(proxy), &h, &[], XFF), Some(proxy));
         assert_eq!(
-            client_ip(Some(proxy), &HeaderMap::new(), &trusted),
+            client_ip(Some(proxy), &HeaderMap::new(), &trusted, XFF),
             Some(proxy)
         );
-        assert_eq!(client_ip(None, &h, &trusted), None);
+        assert_eq!(client_ip(None, &h, &trusted, XFF), None);
+        // The other header is never read: the proxy did not write it.
+        assert_eq!(
+            client_ip(Some(proxy), &h, &trusted, ProxyHeader::Forwarded),
+            Some(proxy)
+        );
     }
 }
