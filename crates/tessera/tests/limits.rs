@@ -239,3 +239,102 @@ async fn rfc_7239_forwarded_is_read_when_configured_and_ignored_otherwise() {
         "quoted or not, another client"
     );
 }
+
+fn change_password(login: &common::Login, current: &str, ip: &str) -> Req {
+    Req::post("/v1/account/password")
+        .peer_ip(ip)
+        .session(login)
+        .json(json!({"current_password": current, "new_password": "a new password!!"}))
+}
+
+/// Issue #19 finding 2: anyone holding a session could guess the current
+/// password at `/v1/account/password` without limit, unaudited. It is now
+/// checked like a login: per-account backoff from each address, the
+/// address's bucket, and every failure audited.
+#[tokio::test]
+async fn password_change_guesses_back_off_and_are_audited() {
+    let t = TestApp::with(&[("ip_rate_limit", "0")]).await;
+    t.register("pat@example.com").await;
+    let thief = t.login("pat@example.com").await;
+    let thief_ip = "203.0.113.77";
+    for _ in 0..5 {
+        t.send(change_password(&thief, "a wrong guess", thief_ip))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    let r = t.send(change_password(&thief, "a wrong guess", thief_ip)).await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    // Even the right password waits while the pair backs off.
+    t.send(change_password(&thief, PASSWORD, thief_ip))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let failed = t
+        .app
+        .core
+        .audit_events(Some("password_change_failed"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 5, "each guess checked is audited once");
+    assert!(failed.iter().all(|e| e.ip.as_deref() == Some(thief_ip)));
+    let locks = t
+        .app
+        .core
+        .audit_events(Some("rate_limited"), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(locks.len(), 1, "the lock that started is audited");
+    // The owner, from another address, is not locked out.
+    let r = t
+        .send(change_password(&thief, PASSWORD, "198.51.100.20"))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+}
+
+#[tokio::test]
+async fn password_change_shares_the_login_bucket_of_its_address() {
+    let t = TestApp::with(&[("ip_rate_limit", "2")]).await;
+    t.register("quin@example.com").await;
+    let user = t.login("quin@example.com").await;
+    let ip = "192.0.2.77";
+    t.send(login("quin@example.com", "wrong guess!", ip))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    t.send(change_password(&user, "another guess", ip))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    t.send(change_password(&user, "a third guess", ip))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+/// Issue #19 finding 1: one account changing its password from many
+/// addresses at once filled the shared hashing pool, and other people's
+/// logins got 503. One principal now holds at most a quarter of the pool.
+#[tokio::test]
+async fn a_password_change_flood_from_one_account_leaves_room_for_other_logins() {
+    let t = TestApp::with(&[
+        ("ip_rate_limit", "0"),
+        ("hash_threads", "1"),
+        ("hash_queue", "7"),
+        ("trusted_proxies", "10.0.0.0/8"),
+    ])
+    .await;
+    t.register("mallory@example.com").await;
+    t.register("alice@example.com").await;
+    let mallory = t.login("mallory@example.com").await;
+    let flood = (0..40).map(|n| {
+        let req = change_password(&mallory, "not the password", "10.0.0.1")
+            .header("x-forwarded-for", &format!("198.51.100.{n}"));
+        t.send(req)
+    });
+    let alice = t.send(login("alice@example.com", PASSWORD, "192.0.2.1"));
+    let (flooded, alice) = tokio::join!(futures_util::future::join_all(flood), alice);
+    assert_eq!(alice.status, StatusCode::CREATED, "{}", alice.text());
+    let statuses: Vec<u16> = flooded.iter().map(|r| r.status.as_u16()).collect();
+    assert!(
+        statuses.iter().all(|s| [401, 429].contains(s)),
+        "the flood is refused as wrong or over its share, never 503: {statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{statuses:?}");
+}

@@ -240,7 +240,10 @@ impl Tessera {
                 "an account with this email already exists",
             ));
         }
-        let password_hash = self.passwords.hash(new.password).await?;
+        let password_hash = self
+            .passwords
+            .hash(&super::passwords::Principals::nobody(), new.password)
+            .await?;
         let user = User {
             id: new_id("usr"),
             email: email.display,

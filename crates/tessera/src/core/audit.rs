@@ -12,7 +12,9 @@ use super::sessions::ClientInfo;
 use super::time::serde_rfc3339;
 
 /// Every audit event type Tessera records (the contract's list, plus
-/// `user_reactivated`).
+/// `user_reactivated` and `password_change_failed`: a wrong current
+/// password at a password change, counted and limited like a failed
+/// login).
 pub const AUDIT_TYPES: &[&str] = &[
     "login_succeeded",
     "login_failed",
@@ -23,6 +25,7 @@ pub const AUDIT_TYPES: &[&str] = &[
     "refresh_reuse_detected",
     "token_revoked",
     "password_changed",
+    "password_change_failed",
     "roles_changed",
     "user_suspended",
     "user_reactivated",

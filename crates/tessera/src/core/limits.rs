@@ -14,9 +14,15 @@
 //!   address can guess.
 //!
 //! State lives in memory on each node (bounded caches; an evicted entry
-//! forgets its history, which only ever makes a limit more lenient).
+//! forgets its history, which only ever makes a limit more lenient). Every
+//! entry has a fixed size whatever a client sends: accounts are keyed by a
+//! salted 64-bit hash of the canonical email, and addresses by
+//! [`address_key`] (an IPv6 client by its /64, the smallest network a
+//! provider hands out, so a client cannot get a fresh bucket per address
+//! of its own prefix).
 
-use std::net::IpAddr;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
 use quick_cache::sync::Cache;
@@ -55,12 +61,30 @@ struct Failures {
 
 const TRACKED_KEYS: usize = 100_000;
 
+/// The address a limit counts: IPv4 as is (an IPv4-mapped IPv6 address as
+/// its IPv4 address), IPv6 by its /64.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// A backoff entry's key: the account's hash and the address.
+type FailureKey = (u64, Option<IpAddr>);
+
 /// The limiter state of one process.
 pub struct Limits {
     policy: LimitPolicy,
     /// Theoretical arrival time per address (GCRA).
     buckets: Cache<IpAddr, OffsetDateTime>,
-    failures: Cache<(String, Option<IpAddr>), Failures>,
+    failures: Cache<FailureKey, Failures>,
+    /// Salts the account hashes (per process), so colliding keys cannot be
+    /// computed ahead.
+    salt: foldhash::fast::RandomState,
     /// When an address's refusals were last audited (one event a minute).
     audited: Cache<IpAddr, OffsetDateTime>,
     /// Serialises read-modify-write of one entry (contention is negligible:
@@ -79,6 +103,7 @@ impl Limits {
             policy,
             buckets: Cache::new(TRACKED_KEYS),
             failures: Cache::new(TRACKED_KEYS),
+            salt: foldhash::fast::RandomState::default(),
             audited: Cache::new(TRACKED_KEYS),
             lock: Mutex::new(()),
         }
@@ -86,7 +111,7 @@ impl Limits {
 
     /// Takes one token from the address's bucket.
     pub fn check_ip(&self, ip: Option<IpAddr>, now: OffsetDateTime) -> Result<(), RetryAfter> {
-        let (Some(ip), per_minute) = (ip, self.policy.ip_per_minute) else {
+        let (Some(ip), per_minute) = (ip.map(address_key), self.policy.ip_per_minute) else {
             return Ok(());
         };
         if per_minute == 0 {
@@ -104,6 +129,10 @@ impl Limits {
         Ok(())
     }
 
+    fn failure_key(&self, account: &str, ip: Option<IpAddr>) -> FailureKey {
+        (self.salt.hash_one(account), ip.map(address_key))
+    }
+
     /// Refuses an attempt while the (account, address) pair is backing off.
     pub fn check_account(
         &self,
@@ -111,7 +140,7 @@ impl Limits {
         ip: Option<IpAddr>,
         now: OffsetDateTime,
     ) -> Result<(), RetryAfter> {
-        let key = (account.to_owned(), ip);
+        let key = self.failure_key(account, ip);
         match self.failures.get(&key).and_then(|f| f.locked_until) {
             Some(until) if until > now => Err(RetryAfter(secs_ceil(until - now))),
             _ => Ok(()),
@@ -126,7 +155,7 @@ impl Limits {
         now: OffsetDateTime,
     ) -> Option<RetryAfter> {
         let _guard = self.lock.lock().ok()?;
-        let key = (account.to_owned(), ip);
+        let key = self.failure_key(account, ip);
         let mut f = self.failures.get(&key).unwrap_or(Failures {
             count: 0,
             locked_until: None,
@@ -146,7 +175,9 @@ impl Limits {
     /// Whether a refusal of this address should be audited now: at most one
     /// event a minute per address, so a flood cannot flood the audit log.
     pub fn should_audit(&self, ip: Option<IpAddr>, now: OffsetDateTime) -> bool {
-        let Some(ip) = ip else { return true };
+        let Some(ip) = ip.map(address_key) else {
+            return true;
+        };
         if self
             .audited
             .get(&ip)
@@ -159,7 +190,7 @@ impl Limits {
     }
 
     pub fn record_success(&self, account: &str, ip: Option<IpAddr>) {
-        self.failures.remove(&(account.to_owned(), ip));
+        self.failures.remove(&self.failure_key(account, ip));
     }
 }
 
@@ -221,5 +252,43 @@ mod tests {
         // A success resets.
         l.record_success("a@example.com", ip);
         assert_eq!(l.record_failure("a@example.com", ip, now), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_one_bucket_per_64() {
+        let l = Limits::new(LimitPolicy {
+            ip_per_minute: 2,
+            ..LimitPolicy::default()
+        });
+        let now = t0();
+        let addr = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(l.check_ip(addr("2001:db8:1:2::1"), now).is_ok());
+        assert!(l.check_ip(addr("2001:db8:1:2:ffff::9"), now).is_ok());
+        assert!(
+            l.check_ip(addr("2001:db8:1:2:1234:5678:9abc:def0"), now)
+                .is_err(),
+            "the same /64"
+        );
+        assert!(
+            l.check_ip(addr("2001:db8:1:3::1"), now).is_ok(),
+            "another /64"
+        );
+        // IPv4, and IPv4 written as IPv4-mapped IPv6, are one client.
+        assert!(l.check_ip(addr("192.0.2.1"), now).is_ok());
+        assert!(l.check_ip(addr("::ffff:192.0.2.1"), now).is_ok());
+        assert!(l.check_ip(addr("192.0.2.1"), now).is_err());
+        assert!(l.check_ip(addr("192.0.2.2"), now).is_ok());
+    }
+
+    #[test]
+    fn backoff_keys_any_account_text_by_its_hash() {
+        let l = Limits::new(LimitPolicy::default());
+        let ip = Some("198.51.100.7".parse().unwrap());
+        let huge = "x".repeat(64 * 1024);
+        for _ in 0..5 {
+            l.record_failure(&huge, ip, t0());
+        }
+        assert!(l.check_account(&huge, ip, t0()).is_err());
+        assert!(l.check_account("other@example.com", ip, t0()).is_ok());
     }
 }

@@ -7,7 +7,16 @@
 //! `threads × m_cost` no matter the load, and the async runtime is never
 //! blocked. Unknown emails are verified against a dummy hash made with the same
 //! parameters so they cost the same time as a wrong password.
+//!
+//! The pool is shared fairly: each job names who it is for (its client's
+//! address and, when known, its account, see [`Principals`]), and no one
+//! principal may hold more than a quarter of the pool's places at once. A
+//! flood from one address, or against one account from many addresses,
+//! then waits on itself (429) instead of making everyone else's logins 503.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
@@ -106,12 +115,45 @@ pub struct PoolTimings {
     pub worked: LatencyHistogram,
 }
 
+/// Who a hashing job is for: the client's address (an IPv6 client by its
+/// /64, see [`super::limits::address_key`]) and, when known, the account.
+#[derive(Debug, Clone, Default)]
+pub struct Principals {
+    address: Option<IpAddr>,
+    account: Option<String>,
+}
+
+impl Principals {
+    /// A job for no one in particular (the CLI, an operator).
+    pub fn nobody() -> Self {
+        Self::default()
+    }
+
+    pub fn new(address: Option<IpAddr>, account: Option<&str>) -> Self {
+        Self {
+            address: address.map(super::limits::address_key),
+            account: account.map(str::to_owned),
+        }
+    }
+}
+
+/// Places each principal holds in the pool (jobs accepted, not finished).
+/// Keys are salted hashes, so an entry is 16 bytes whatever was typed.
+#[derive(Default)]
+struct Shares {
+    held: HashMap<u64, u32>,
+}
+
 /// A fixed set of threads with a bounded queue.
 pub struct HashPool {
     sender: mpsc::SyncSender<Job>,
     queued: Arc<AtomicUsize>,
     /// Jobs the pool holds at most: one per thread and the queue.
     capacity: usize,
+    /// Places one principal may hold at once.
+    fair_share: u32,
+    shares: Arc<Mutex<Shares>>,
+    salt: foldhash::fast::RandomState,
     timings: Arc<PoolTimings>,
 }
 
@@ -130,12 +172,41 @@ impl HashPool {
                     }
                 })?;
         }
+        let capacity = size.threads.max(1) + size.queue;
         Ok(Self {
             sender,
             queued: Arc::new(AtomicUsize::new(0)),
-            capacity: size.threads.max(1) + size.queue,
+            capacity,
+            fair_share: u32::try_from(capacity / 4).unwrap_or(u32::MAX).max(1),
+            shares: Arc::default(),
+            salt: foldhash::fast::RandomState::default(),
             timings: Arc::default(),
         })
+    }
+
+    /// The share keys of `who`: one per principal named.
+    fn share_keys(&self, who: &Principals) -> Vec<u64> {
+        let address = who.address.map(|ip| self.salt.hash_one(("address", ip)));
+        let account = who
+            .account
+            .as_deref()
+            .map(|a| self.salt.hash_one(("account", a)));
+        address.into_iter().chain(account).collect()
+    }
+
+    /// Takes a place for each of `keys`, or none if one is at its share.
+    fn take_shares(&self, keys: &[u64]) -> CoreResult<()> {
+        let mut shares = self.shares.lock().map_err(|_| CoreError::Unavailable)?;
+        if keys
+            .iter()
+            .any(|k| shares.held.get(k).is_some_and(|n| *n >= self.fair_share))
+        {
+            return Err(CoreError::RateLimited(1));
+        }
+        for k in keys {
+            *shares.held.entry(*k).or_insert(0) += 1;
+        }
+        Ok(())
     }
 
     /// Jobs accepted but not yet finished.
@@ -160,12 +231,31 @@ impl HashPool {
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
     {
+        self.run_for(&Principals::nobody(), work).await
+    }
+
+    /// Runs `work` for `who`, or refuses at once: `RateLimited` when one of
+    /// its principals already holds its fair share of the pool, `Busy` when
+    /// the pool is full. A place is held until the job has run (a client
+    /// that hangs up does not free it early).
+    pub async fn run_for<R, F>(&self, who: &Principals, work: F) -> CoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let keys = self.share_keys(who);
+        self.take_shares(&keys)?;
+        let held = HeldShares {
+            shares: Arc::clone(&self.shares),
+            keys,
+        };
         let (tx, rx) = oneshot::channel();
         let queued = Arc::clone(&self.queued);
         let timings = Arc::clone(&self.timings);
         queued.fetch_add(1, Ordering::Relaxed);
         let accepted = Instant::now();
         let job: Job = Box::new(move || {
+            let _held = held;
             let started = Instant::now();
             timings.waited.record(started - accepted);
             // A panicking job must not take its thread with it: the pool
@@ -186,6 +276,32 @@ impl HashPool {
             return Err(CoreError::Busy);
         }
         rx.await.map_err(|_| CoreError::Unavailable)
+    }
+}
+
+/// Places in the pool held by one job, given back when it is dropped (the
+/// job ran, or was refused by a full queue).
+struct HeldShares {
+    shares: Arc<Mutex<Shares>>,
+    keys: Vec<u64>,
+}
+
+impl Drop for HeldShares {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let Ok(mut shares) = self.shares.lock() else {
+            return;
+        };
+        for k in &self.keys {
+            if let Some(n) = shares.held.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    shares.held.remove(k);
+                }
+            }
+        }
     }
 }
 
@@ -217,10 +333,10 @@ impl PasswordHasher {
         &self.pool
     }
 
-    pub async fn hash(&self, password: Password) -> CoreResult<String> {
+    pub async fn hash(&self, who: &Principals, password: Password) -> CoreResult<String> {
         let params = self.params;
         self.pool
-            .run(move || {
+            .run_for(who, move || {
                 let argon2 = params.kept_memory().map_err(|_| CoreError::Unavailable)?;
                 let hash: PasswordHash = argon2
                     .hash_password(password.expose().as_bytes())
@@ -232,13 +348,18 @@ impl PasswordHasher {
 
     /// Verifies `password` against `stored`, or against the dummy hash when
     /// there is no stored hash (unknown account), which always fails.
-    pub async fn verify(&self, password: Password, stored: Option<String>) -> CoreResult<bool> {
+    pub async fn verify(
+        &self,
+        who: &Principals,
+        password: Password,
+        stored: Option<String>,
+    ) -> CoreResult<bool> {
         let real = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let params = self.params;
         let matched = self
             .pool
-            .run(move || {
+            .run_for(who, move || {
                 let Ok(parsed) = PasswordHash::new(&phc) else {
                     tracing::error!("a stored password hash cannot be parsed");
                     return false;
@@ -278,22 +399,37 @@ mod tests {
             },
         )
         .unwrap();
-        let phc = h.hash(Password::new("correct horse".into())).await.unwrap();
+        let phc = h
+            .hash(&Principals::nobody(), Password::new("correct horse".into()))
+            .await
+            .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(
-            h.verify(Password::new("correct horse".into()), Some(phc.clone()))
-                .await
-                .unwrap()
+            h.verify(
+                &Principals::nobody(),
+                Password::new("correct horse".into()),
+                Some(phc.clone())
+            )
+            .await
+            .unwrap()
         );
         assert!(
-            !h.verify(Password::new("wrong horse!".into()), Some(phc))
-                .await
-                .unwrap()
+            !h.verify(
+                &Principals::nobody(),
+                Password::new("wrong horse!".into()),
+                Some(phc)
+            )
+            .await
+            .unwrap()
         );
         assert!(
-            !h.verify(Password::new("anything at all".into()), None)
-                .await
-                .unwrap()
+            !h.verify(
+                &Principals::nobody(),
+                Password::new("anything at all".into()),
+                None
+            )
+            .await
+            .unwrap()
         );
     }
 
@@ -332,6 +468,62 @@ mod tests {
         assert_eq!(pool.depth(), 0);
         assert!(!pool.is_full());
         pool.run(|| ()).await.unwrap();
+    }
+
+    /// Issue #19 finding 1: one principal filling the pool made everyone
+    /// else's logins 503. It now gets a quarter of the places; the rest
+    /// stay for others, and a place is given back when its job has run.
+    #[tokio::test]
+    async fn one_principal_gets_a_fair_share_and_others_keep_the_rest() {
+        let pool = Arc::new(
+            HashPool::new(PoolSize {
+                threads: 1,
+                queue: 7,
+            })
+            .unwrap(),
+        );
+        let greedy = Principals::new(Some("2001:db8::1".parse().unwrap()), Some("usr_a"));
+        // Same /64, another account: still the same address principal.
+        let greedy_again = Principals::new(Some("2001:db8::2".parse().unwrap()), Some("usr_b"));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let mut running = Vec::new();
+        for _ in 0..2 {
+            let (pool, rx, who) = (Arc::clone(&pool), Arc::clone(&release_rx), greedy.clone());
+            running.push(tokio::spawn(async move {
+                pool.run_for(&who, move || {
+                    let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                })
+                .await
+            }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(pool.depth(), 2, "a share of 8 places is 2");
+        assert!(matches!(
+            pool.run_for(&greedy, || ()).await,
+            Err(CoreError::RateLimited(1))
+        ));
+        assert!(matches!(
+            pool.run_for(&greedy_again, || ()).await,
+            Err(CoreError::RateLimited(1))
+        ));
+        // Someone else is queued behind the greedy jobs, not refused.
+        let other = Principals::new(Some("192.0.2.9".parse().unwrap()), None);
+        let waiting = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.run_for(&other, || 7).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(pool.depth(), 3);
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap(), 7);
+        for job in running {
+            job.await.unwrap().unwrap();
+        }
+        // The shares were given back.
+        pool.run_for(&greedy, || ()).await.unwrap();
+        assert!(pool.shares.lock().unwrap().held.is_empty());
     }
 
     #[tokio::test]

@@ -26,6 +26,7 @@ use super::Tessera;
 use super::accounts::{Password, User, UserStatus, parse_email};
 use super::error::{CoreError, CoreResult};
 use super::events::Change;
+use super::passwords::Principals;
 use super::secret::{BearerSecret, SecretHash, is_id, new_id};
 
 /// Session lifetimes, validated by the configuration.
@@ -168,6 +169,9 @@ pub struct Authenticated {
     pub session: Arc<SessionRecord>,
 }
 
+/// The contract's longest email (RFC 5321's path limit less the brackets).
+const EMAIL_MAX_BYTES: usize = 254;
+
 /// A session just created: the secret goes into the cookie and nowhere else.
 #[derive(Debug)]
 pub struct NewSession {
@@ -246,15 +250,37 @@ impl Tessera {
         session: Option<&SessionRecord>,
         client: &ClientInfo,
     ) -> CoreResult<Option<NewSession>> {
+        // Checked like a login (issue #19 findings 1 and 2): the same
+        // per-address bucket, per-account backoff, fair share of the hashing
+        // pool and audit of failures, so a session or token is not a licence
+        // to guess the password, nor to starve everyone else's logins.
         current
             .check_policy()
             .map_err(|_| CoreError::InvalidCredentials)?;
         new.check_policy()?;
+        self.check_ip_rate(client).await?;
+        let user = self.active_user(user_id).await?;
+        let account = parse_email(&user.email).map_or_else(|_| user.id.clone(), |e| e.key);
+        let who = self.admit_password_check(&account, Some(&user.id), client)?;
         let stored = self.stores.users.password_hash(user_id).await?;
-        if !self.passwords.verify(current, stored).await? {
+        if !self.passwords.verify(&who, current, stored).await? {
+            self.telemetry.count(
+                "tessera_password_changes_total",
+                &[("outcome", "invalid_credentials")],
+            );
+            self.record_password_failure(&account, Some(user_id), client)
+                .await;
+            self.audit(
+                "password_change_failed",
+                Some(user_id),
+                Some(client),
+                json!({"reason": "invalid_credentials"}),
+            )
+            .await;
             return Err(CoreError::InvalidCredentials);
         }
-        let hash = self.passwords.hash(new).await?;
+        self.limits.record_success(&account, client.ip_addr());
+        let hash = self.passwords.hash(&who, new).await?;
         if !self
             .stores
             .users
@@ -314,28 +340,20 @@ impl Tessera {
         client: &ClientInfo,
         via: &'static str,
     ) -> CoreResult<User> {
-        self.check_ip_rate(client).await?;
+        // Malformed input is refused before any limiter state is touched:
+        // no email longer than the contract allows is ever a key.
         password.check_policy()?;
+        if email.len() > EMAIL_MAX_BYTES {
+            return Err(CoreError::Validation(format!(
+                "email: it is longer than {EMAIL_MAX_BYTES} bytes"
+            )));
+        }
+        self.check_ip_rate(client).await?;
         let parsed = parse_email(email);
         let account = parsed
             .as_ref()
             .map_or_else(|_| email.trim().to_lowercase(), |e| e.key.clone());
-        let ip = client.ip_addr();
-        if let Err(super::limits::RetryAfter(secs)) =
-            self.limits.check_account(&account, ip, self.now())
-        {
-            self.telemetry
-                .count("tessera_rate_limited_total", &[("limit", "login_backoff")]);
-            self.telemetry
-                .count("tessera_logins_total", &[("outcome", "rate_limited")]);
-            return Err(CoreError::RateLimited(secs));
-        }
-        // Refused before the account is read: a flood beyond the hashing
-        // queue then costs a counter read per attempt, not a database read,
-        // and the core stays with the hashes it accepted.
-        if self.passwords.pool().is_full() {
-            return Err(CoreError::Busy);
-        }
+        let who = self.admit_password_check(&account, None, client)?;
         let found = match parsed {
             Ok(email) => self.stores.users.credentials_by_email(&email.key).await?,
             Err(_) => None,
@@ -344,10 +362,10 @@ impl Tessera {
             Some((user, hash)) => (Some(user), Some(hash)),
             None => (None, None),
         };
-        let matches = self.passwords.verify(password, hash).await?;
+        let matches = self.passwords.verify(&who, password, hash).await?;
         match user {
             Some(user) if matches => {
-                self.limits.record_success(&account, ip);
+                self.limits.record_success(&account, client.ip_addr());
                 if user.status == UserStatus::Suspended {
                     self.telemetry
                         .count("tessera_logins_total", &[("outcome", "suspended")]);
@@ -369,17 +387,12 @@ impl Tessera {
                     "tessera_logins_total",
                     &[("outcome", "invalid_credentials")],
                 );
-                if let Some(super::limits::RetryAfter(secs)) =
-                    self.limits.record_failure(&account, ip, self.now())
-                {
-                    self.audit(
-                        "rate_limited",
-                        found.as_ref().map(|u| u.id.as_str()),
-                        Some(client),
-                        json!({"limit": "login_backoff", "retry_after": secs}),
-                    )
-                    .await;
-                }
+                self.record_password_failure(
+                    &account,
+                    found.as_ref().map(|u| u.id.as_str()),
+                    client,
+                )
+                .await;
                 self.audit(
                     "login_failed",
                     found.as_ref().map(|u| u.id.as_str()),
@@ -389,6 +402,60 @@ impl Tessera {
                 .await;
                 Err(CoreError::InvalidCredentials)
             }
+        }
+    }
+
+    /// Admits one password check for `account` from `client`, or refuses
+    /// it without hashing: while the (account, address) pair backs off
+    /// (429), or when the hashing pool is full (503). Returns who the hash
+    /// is for, so the pool can share itself fairly: the address, and the
+    /// `caller`'s own account when it is authenticated. (A login's target
+    /// account is not its principal: strangers flooding it must not use up
+    /// the owner's share.)
+    fn admit_password_check(
+        &self,
+        account: &str,
+        caller: Option<&str>,
+        client: &ClientInfo,
+    ) -> CoreResult<Principals> {
+        let ip = client.ip_addr();
+        if let Err(super::limits::RetryAfter(secs)) =
+            self.limits.check_account(account, ip, self.now())
+        {
+            self.telemetry
+                .count("tessera_rate_limited_total", &[("limit", "login_backoff")]);
+            self.telemetry
+                .count("tessera_logins_total", &[("outcome", "rate_limited")]);
+            return Err(CoreError::RateLimited(secs));
+        }
+        // Refused before the account is read: a flood beyond the hashing
+        // queue then costs a counter read per attempt, not a database read,
+        // and the core stays with the hashes it accepted.
+        if self.passwords.pool().is_full() {
+            return Err(CoreError::Busy);
+        }
+        Ok(Principals::new(ip, caller))
+    }
+
+    /// Counts a wrong password against the (account, address) backoff and
+    /// audits the lock when one starts.
+    async fn record_password_failure(
+        &self,
+        account: &str,
+        user_id: Option<&str>,
+        client: &ClientInfo,
+    ) {
+        if let Some(super::limits::RetryAfter(secs)) =
+            self.limits
+                .record_failure(account, client.ip_addr(), self.now())
+        {
+            self.audit(
+                "rate_limited",
+                user_id,
+                Some(client),
+                json!({"limit": "login_backoff", "retry_after": secs}),
+            )
+            .await;
         }
     }
 
