@@ -84,6 +84,7 @@ impl App {
                 refresh_ttl: duration(settings.refresh_token_ttl),
                 leeway: duration(settings.clock_leeway),
                 allowed_scopes: settings.allowed_scopes.clone(),
+                public_clients: settings.public_clients.clone(),
                 rotation_interval: settings.key_rotation_interval.map(duration),
             },
             token_alg: settings.token_alg,

@@ -121,6 +121,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "space-separated scope names clients may request",
     ),
     (
+        "public_clients",
+        "(none)",
+        "space-separated client_id values apps may send with the password grant (up to 64 of A-Z a-z 0-9 - _ . :)",
+    ),
+    (
         "token_cache_entries",
         "100000",
         "a whole number from 1 to 100000000",
@@ -256,6 +261,8 @@ pub struct Settings {
     pub key_rotation_interval: Option<Duration>,
     pub browser_mode: BrowserMode,
     pub allowed_scopes: Vec<String>,
+    /// `client_id` values the password grant accepts besides none.
+    pub public_clients: Vec<String>,
     pub token_cache_entries: usize,
     pub ip_rate_limit: u32,
     pub login_failure_threshold: u32,
@@ -497,6 +504,16 @@ impl Settings {
             key_rotation_interval,
             browser_mode,
             allowed_scopes,
+            public_clients: raw.parse("public_clients", "", |s| {
+                let ids: Vec<String> = s
+                    .split([' ', ','])
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                ids.iter()
+                    .all(|id| crate::core::refresh::is_public_client_id(id))
+                    .then_some(ids)
+            })?,
             token_cache_entries: raw.parse(
                 "token_cache_entries",
                 "100000",

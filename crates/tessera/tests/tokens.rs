@@ -973,7 +973,7 @@ async fn rotated_keys_verify_until_their_tokens_expired_then_retire() {
 
 #[tokio::test]
 async fn token_endpoint_speaks_rfc_6749() {
-    let t = TestApp::new().await;
+    let t = TestApp::with(&[("public_clients", "mobile-app desk.app")]).await;
     t.register("jo@example.com").await;
     let bad = |pairs: &[(&str, &str)]| Req::post("/v1/token").form(pairs);
     t.send(bad(&[
@@ -1024,6 +1024,20 @@ async fn token_endpoint_speaks_rfc_6749() {
         decode_part(r.json()["access_token"].as_str().unwrap(), 1)["client_id"],
         "mobile-app"
     );
+    // Only registered public ids are carried (issue #19, 12): not any text,
+    // and never a service client's id, which would make a token look as
+    // if that service had asked for it.
+    let service = t.app.core.create_client("billing").await.unwrap();
+    for unregistered in ["mobile-app2", "someone-else", service.client.id.as_str()] {
+        t.send(bad(&[
+            ("grant_type", "password"),
+            ("username", "jo@example.com"),
+            ("password", PASSWORD),
+            ("client_id", unregistered),
+        ]))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
 
     let t = TestApp::with(&[("allowed_scopes", "read write")]).await;
     t.register("jo@example.com").await;

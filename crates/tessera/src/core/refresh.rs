@@ -59,23 +59,33 @@ pub struct TokenPair {
     pub user: User,
 }
 
-/// `client_id` values public clients may send: short and plain.
-pub fn check_client_id(client_id: Option<&str>) -> CoreResult<String> {
-    match client_id.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(FIRST_PARTY_CLIENT.to_owned()),
-        Some(id)
-            if id.len() <= 64
-                && id.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
-                }) =>
-        {
-            Ok(id.to_owned())
-        }
-        Some(_) => Err(CoreError::InvalidGrant("client_id is not valid")),
-    }
+/// The form of a public client's id: short and plain, and never a service
+/// client's `cli_` id (a service client authenticates; a public one cannot).
+pub fn is_public_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with("cli_")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 impl Tessera {
+    /// The `client_id` a password grant names: none (or `tessera`) for
+    /// Tessera's own, else one of the configured `public_clients`. Any
+    /// other text, a service client's id included, is refused: a token
+    /// must not claim to be for a client that never asked for it.
+    fn public_client_id(&self, client_id: Option<&str>) -> CoreResult<String> {
+        match client_id.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(FIRST_PARTY_CLIENT.to_owned()),
+            Some(FIRST_PARTY_CLIENT) => Ok(FIRST_PARTY_CLIENT.to_owned()),
+            Some(id) if self.tokens.public_clients.iter().any(|c| c == id) => Ok(id.to_owned()),
+            Some(_) => Err(CoreError::InvalidGrant(
+                "client_id is not a registered public client",
+            )),
+        }
+    }
+
     fn new_refresh(&self, family_id: &str, now: OffsetDateTime) -> (BearerSecret, NewRefreshToken) {
         let secret = BearerSecret::generate();
         let record = NewRefreshToken {
@@ -96,7 +106,7 @@ impl Tessera {
         scope: Option<&str>,
         client: &ClientInfo,
     ) -> CoreResult<TokenPair> {
-        let client_id = check_client_id(client_id)?;
+        let client_id = self.public_client_id(client_id)?;
         let scope = self.grant_scope(scope)?;
         let user = self
             .check_credentials(email, password, client, "token")
@@ -387,15 +397,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_ids_are_short_and_plain() {
-        assert_eq!(check_client_id(None).unwrap(), "tessera");
-        assert_eq!(check_client_id(Some("  ")).unwrap(), "tessera");
-        assert_eq!(
-            check_client_id(Some("mobile-app.v2")).unwrap(),
-            "mobile-app.v2"
-        );
-        assert!(check_client_id(Some("a b")).is_err());
-        assert!(check_client_id(Some(&"x".repeat(65))).is_err());
+    fn public_client_ids_are_short_plain_and_not_service_ids() {
+        assert!(is_public_client_id("mobile-app.v2"));
+        assert!(is_public_client_id("urn:app:1"));
+        assert!(!is_public_client_id(""));
+        assert!(!is_public_client_id("a b"));
+        assert!(!is_public_client_id(&"x".repeat(65)));
+        assert!(!is_public_client_id("cli_Jm2fQ0u1bq3o8yqQ7pVf0A"));
     }
 
     #[test]

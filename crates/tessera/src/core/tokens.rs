@@ -53,6 +53,8 @@ pub struct TokenPolicy {
     pub refresh_ttl: time::Duration,
     pub leeway: time::Duration,
     pub allowed_scopes: Vec<String>,
+    /// `client_id` values the password grant accepts (none is Tessera's own).
+    pub public_clients: Vec<String>,
     pub rotation_interval: Option<time::Duration>,
 }
 

@@ -192,7 +192,8 @@ pub struct PasswordGrant {
     pub password: String,
     /// Space-separated scopes, each in `TESSERA_ALLOWED_SCOPES`.
     pub scope: Option<String>,
-    /// A public client's id: up to 64 of `A-Z a-z 0-9 - _ . :`.
+    /// A public client's id, one of `TESSERA_PUBLIC_CLIENTS` (none: the
+    /// token is Tessera's own, `tessera`); any other id is `invalid_grant`.
     pub client_id: Option<String>,
 }
 
