@@ -67,6 +67,7 @@ impl App {
                 idle: duration(settings.session_idle_timeout),
                 absolute: duration(settings.session_absolute_timeout),
                 touch_every: duration(settings.session_touch_interval),
+                max_per_user: settings.max_sessions_per_user,
             },
             hash_params: HashParams {
                 memory_kib: settings.argon2_memory_kib,

@@ -121,6 +121,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "space-separated scope names clients may request",
     ),
     (
+        "max_sessions_per_user",
+        "100",
+        "a whole number from 1 to 100000: a login beyond it ends the user's oldest session",
+    ),
+    (
         "public_clients",
         "(none)",
         "space-separated client_id values apps may send with the password grant (up to 64 of A-Z a-z 0-9 - _ . :)",
@@ -263,6 +268,7 @@ pub struct Settings {
     pub allowed_scopes: Vec<String>,
     /// `client_id` values the password grant accepts besides none.
     pub public_clients: Vec<String>,
+    pub max_sessions_per_user: u32,
     pub token_cache_entries: usize,
     pub ip_rate_limit: u32,
     pub login_failure_threshold: u32,
@@ -504,6 +510,7 @@ impl Settings {
             key_rotation_interval,
             browser_mode,
             allowed_scopes,
+            max_sessions_per_user: raw.parse("max_sessions_per_user", "100", range(1, 100_000))?,
             public_clients: raw.parse("public_clients", "", |s| {
                 let ids: Vec<String> = s
                     .split([' ', ','])

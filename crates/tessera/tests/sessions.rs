@@ -775,3 +775,41 @@ async fn failed_logins_name_the_targeted_account() {
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains(wrong) && !text.contains("nobody@") && !text.contains("Kim@"));
 }
+
+/// Issue #19, 12: a user's live sessions were not capped, so a script
+/// logging in for ever grew the device list without bound. Past
+/// `max_sessions_per_user` a login ends the oldest, revoked and audited.
+#[tokio::test]
+async fn a_login_past_the_per_user_cap_ends_the_oldest_session() {
+    let t = TestApp::with(&[("max_sessions_per_user", "3")]).await;
+    t.register("cap@example.com").await;
+    let mut logins = Vec::new();
+    for _ in 0..3 {
+        logins.push(t.login("cap@example.com").await);
+        t.advance(Duration::from_secs(1));
+    }
+    let newest = t.login("cap@example.com").await;
+    t.send(Req::get("/v1/me").session(&logins[0]))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    for login in logins[1..].iter().chain([&newest]) {
+        assert_eq!(
+            t.send(Req::get("/v1/me").session(login)).await.status,
+            StatusCode::OK
+        );
+    }
+    let list = t
+        .send(Req::get("/v1/sessions").session(&newest))
+        .await
+        .json();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 3);
+    let revoked = t
+        .app
+        .core
+        .audit_events(Some("session_revoked"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0].detail["session"], logins[0].session_id.as_str());
+    assert_eq!(revoked[0].detail["reason"], "session_cap");
+}

@@ -36,6 +36,8 @@ pub struct SessionPolicy {
     pub absolute: Duration,
     /// Minimum time between two `last_seen_at` writes for one session.
     pub touch_every: Duration,
+    /// Most sessions one user keeps; a login beyond it ends the oldest.
+    pub max_per_user: u32,
 }
 
 impl Default for SessionPolicy {
@@ -44,6 +46,7 @@ impl Default for SessionPolicy {
             idle: Duration::hours(2),
             absolute: Duration::days(30),
             touch_every: Duration::minutes(1),
+            max_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
         }
     }
 }
@@ -169,6 +172,11 @@ pub struct Authenticated {
     pub session: Arc<SessionRecord>,
 }
 
+/// Sessions one user keeps at most by default: more devices than anyone
+/// has, few enough that a script logging in for ever cannot grow the
+/// device list (and every logout-everywhere) without bound.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: u32 = 100;
+
 /// The contract's longest email (RFC 5321's path limit less the brackets).
 const EMAIL_MAX_BYTES: usize = 254;
 
@@ -229,6 +237,7 @@ impl Tessera {
             return Err(CoreError::InvalidCredentials);
         }
         tracing::info!(user_id = %user.id, session = %record.id, "session started");
+        self.end_sessions_over_cap(&user.id, &record.id).await?;
         Ok(NewSession {
             secret,
             auth: Authenticated {
@@ -602,6 +611,45 @@ impl Tessera {
             json!({"session": session_id}),
         )
         .await;
+        Ok(())
+    }
+
+    /// Ends the user's oldest sessions beyond `max_per_user`, never `kept`
+    /// (the one just started). Each is revoked as an explicit revocation
+    /// would be, and audited as `session_revoked` with reason `session_cap`.
+    async fn end_sessions_over_cap(&self, user_id: &str, kept: &str) -> CoreResult<()> {
+        let cap = usize::try_from(self.policy.sessions.max_per_user).unwrap_or(usize::MAX);
+        let sessions = self.stores.sessions.sessions_of_user(user_id).await?;
+        if sessions.len() <= cap {
+            return Ok(());
+        }
+        // Newest first: everything past the first `cap - 1` others goes.
+        let others = sessions.iter().filter(|s| s.id != kept);
+        for old in others.skip(cap.saturating_sub(1)) {
+            let Some(deleted) = self
+                .stores
+                .sessions
+                .delete_user_session(user_id, &old.id)
+                .await?
+            else {
+                continue;
+            };
+            self.revoke_sid(&deleted.id).await?;
+            self.publish(Change::SessionRevoked {
+                user_id: deleted.user_id,
+                session_id: deleted.id.clone(),
+                token_hash: deleted.token_hash,
+            })
+            .await?;
+            tracing::info!(user_id = %user_id, session = %deleted.id, "session ended: over the per-user cap");
+            self.audit(
+                "session_revoked",
+                Some(user_id),
+                None,
+                json!({"session": deleted.id, "reason": "session_cap"}),
+            )
+            .await;
+        }
         Ok(())
     }
 
