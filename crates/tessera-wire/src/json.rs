@@ -41,8 +41,13 @@ pub fn parse_object(bytes: &[u8]) -> Result<Value, BodyError> {
         Ok(v) => v,
         Err(_) => {
             return Err(match duplicate.into_inner() {
-                Some(key) => BodyError::DuplicateKey(key),
-                None => BodyError::Syntax,
+                // Syntax first: the walk stops at the first repeated key, so
+                // a body broken further on (`{"a":1,"a":2`) is malformed
+                // (400) as it would be without the repeat, not a 422.
+                Some(key) if serde_json::from_slice::<Value>(bytes).is_ok() => {
+                    BodyError::DuplicateKey(key)
+                }
+                _ => BodyError::Syntax,
             });
         }
     };
@@ -161,5 +166,27 @@ mod tests {
         assert_eq!(parse_object(b"{} x"), Err(BodyError::Syntax));
         assert_eq!(parse_object(b"[1,2]"), Err(BodyError::NotAnObject));
         assert_eq!(parse_object(b"\"s\""), Err(BodyError::NotAnObject));
+    }
+
+    /// Found by fuzz/json_body: a repeated key before a syntax error was
+    /// reported as a duplicate (422) where the body is malformed (400).
+    #[test]
+    fn a_repeat_in_a_malformed_body_is_a_syntax_error() {
+        assert_eq!(parse_object(br#"{"a":1,"a":2"#), Err(BodyError::Syntax));
+        assert_eq!(parse_object(br#"{"a":1,"a":2} x"#), Err(BodyError::Syntax));
+        assert_eq!(
+            parse_object(br#"[{"k":1,"k":2},1e999]"#),
+            Err(BodyError::Syntax)
+        );
+        // The fuzzer's input, as found.
+        assert_eq!(
+            parse_object(b"[\r{\"{\"\n  : \n\n77,\n\n\n\n\n\"{\"\n  : \n\n\t\n\t\n"),
+            Err(BodyError::Syntax)
+        );
+        // Still a duplicate when the rest is valid.
+        assert_eq!(
+            parse_object(br#"[{"k":1,"k":2}]"#),
+            Err(BodyError::DuplicateKey("k".into()))
+        );
     }
 }

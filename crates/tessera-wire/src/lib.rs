@@ -1,5 +1,6 @@
 //! Every parser that reads bytes a client (or an operator's environment)
-//! controls: proxy headers, cookies, JSON bodies, JWT parts, durations.
+//! controls: proxy headers, cookies, JSON bodies, JWT parts, durations,
+//! email addresses.
 //!
 //! They live in their own crate, free of I/O and of the server's heavy
 //! dependencies, so that `fuzz/` can build them with coverage
@@ -10,6 +11,7 @@
 
 pub mod cookie;
 pub mod duration;
+pub mod email;
 pub mod forwarded;
 pub mod json;
 pub mod jwt;

@@ -160,6 +160,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
+    // Before anything opens files: every connection is one (`fd_limit`).
+    let open_files = crate::fd_limit::raise();
+    if let Some(files) = open_files
+        && let Some(warning) = crate::fd_limit::shortfall(
+            files.now.soft,
+            settings.max_connections,
+            settings.database_pool_size,
+        )
+    {
+        tracing::warn!(
+            "{warning}; lower TESSERA_MAX_CONNECTIONS or raise the hard limit (LimitNOFILE=, ulimit -Hn)"
+        );
+    }
     crate::store::migrate_reporting(&settings.database_url).await?;
     let app = App::open(settings, Arc::new(SystemClock)).await?;
     let addr = app.settings.addr;
@@ -182,6 +195,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         app.settings.public_url.url,
         crate::config::redact_url(&app.settings.database_url)
     );
+    let limits = crate::listener::Limits::from_settings(&app.settings);
+    match open_files {
+        Some(files) => eprintln!("{}; {files}", limits.describe()),
+        None => eprintln!("{}", limits.describe()),
+    }
     if no_users {
         eprintln!(
             "no users yet: create an admin with `tessera user create --email you@example.com --role admin`"
@@ -200,10 +218,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 settings: Arc::clone(&app.settings),
             });
             let stop = cancel.clone();
-            Some(tokio::spawn(crate::listener::serve(
+            Some(tokio::spawn(crate::listener::serve_with(
                 listener,
                 router,
-                crate::listener::HEADER_READ_TIMEOUT,
+                crate::listener::Limits::metrics(),
                 async move { stop.cancelled().await },
             )))
         }
@@ -214,13 +232,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown.await;
         core.shutdown.cancel();
     };
-    crate::listener::serve(
-        listener,
-        app.router(),
-        crate::listener::HEADER_READ_TIMEOUT,
-        shutdown,
-    )
-    .await;
+    crate::listener::serve_with(listener, app.router(), limits, shutdown).await;
     cancel.cancel();
     let _ = background.await;
     if let Some(metrics) = metrics {

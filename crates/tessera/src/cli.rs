@@ -365,6 +365,21 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
                             .find(|k| k.status == crate::core::keys::KeyStatus::Active)
                     })
                     .and_then(|k| std::time::Duration::try_from(now - k.created_at).ok());
+                // What re-keying emails left unresolved (a dry run: the
+                // step itself already ran when the app was opened).
+                let key_of = |email: &str| crate::core::accounts::email_key(email);
+                match app
+                    .core
+                    .stores
+                    .users
+                    .rekey_emails(crate::store::rekey::EMAIL_KEYS_STEP, &key_of, false, now)
+                    .await
+                {
+                    Ok(outcome) => {
+                        local.extend(crate::doctor::accounts::email_key_findings(&outcome))
+                    }
+                    Err(e) => eprintln!("(could not check the stored email keys: {e})"),
+                }
                 app.close().await;
                 if crate::store::Kind::of(&settings.database_url)
                     == Ok(crate::store::Kind::Postgres)
@@ -394,6 +409,10 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
         }
     };
     let mut findings = crate::doctor::check(&settings, key_age);
+    findings.extend(crate::doctor::connections(
+        &settings,
+        crate::fd_limit::attainable(),
+    ));
     findings.extend(local);
     let mut out = std::io::stdout().lock();
     if args.url.is_some() {

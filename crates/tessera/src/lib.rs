@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod doctor;
+pub mod fd_limit;
 pub mod http;
 pub mod inspect;
 pub mod listener;

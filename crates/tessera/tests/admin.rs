@@ -263,6 +263,16 @@ async fn every_event_type_is_audited_without_any_secret() {
     secrets.push(second.cookie.split('=').nth(1).unwrap().into());
     t.send(Req::delete(&format!("/v1/sessions/{}", second.session_id)).session(&user))
         .await;
+    let guess = "a wrong current password";
+    secrets.push(guess.into());
+    let r = t
+        .send(
+            Req::post("/v1/account/password")
+                .session(&user)
+                .json(json!({"current_password": guess, "new_password": "a new password!!"})),
+        )
+        .await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
     let r = t
         .send(
             Req::post("/v1/account/password")

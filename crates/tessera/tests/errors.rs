@@ -59,7 +59,9 @@ async fn malformed_bodies_get_400_415_422() {
     // proxy or log keeps the first, is refused in JSON and in forms.
     t.send(Req::post("/v1/accounts").raw(
         "application/json",
-        format!(r#"{{"email":"dup@example.com","password":"{PASSWORD}","email":"other@example.com"}}"#),
+        format!(
+            r#"{{"email":"dup@example.com","password":"{PASSWORD}","email":"other@example.com"}}"#
+        ),
     ))
     .await
     .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");

@@ -1,6 +1,8 @@
 //! The accept loop: real TCP, a header-read timeout against slow clients
 //! (kept per connection: it must neither cut a response in progress nor let
-//! an idle connection live on), and the peer address reaching handlers.
+//! an idle connection live on), the peer address reaching handlers, and the
+//! requests hyper refuses itself answered in the contract's error shape.
+//! Floods and connection caps are in `overload_connections.rs`.
 
 mod common;
 
@@ -184,4 +186,72 @@ async fn shutdown_stops_accepting() {
         assert!(Instant::now() < deadline, "still accepting after shutdown");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// hyper refuses some requests itself, before the application sees them;
+/// they get the contract's JSON error like every other refusal.
+#[tokio::test]
+async fn requests_hyper_refuses_get_the_json_error_shape() {
+    let t = TestApp::new().await;
+    let (addr, stop) = start(&t, Duration::from_secs(5)).await;
+    let many_headers: String = (0..120).map(|i| format!("X-Header-{i}: y\r\n")).collect();
+    let huge_header = format!("X-Big: {}\r\n", "y".repeat(500 * 1024));
+    let cases = [
+        // More than 100 header fields.
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+            "431",
+        ),
+        // A header section larger than hyper's read buffer.
+        (
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{huge_header}\r\n"),
+            "431",
+        ),
+        // A request target over 65,534 bytes.
+        (
+            format!(
+                "GET /healthz?q={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(70_000)
+            ),
+            "414",
+        ),
+        // Not HTTP at all.
+        ("HELLO THERE\r\n\r\n".to_owned(), "400"),
+    ];
+    for (request, status) in cases {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // The server may answer (and close) before reading all of a huge
+        // request: a failed write is fine, the answer is what counts.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let answer = read_to_close(&mut stream).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {answer}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"], "invalid_request", "{status}: {body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+    }
+
+    // The application's own errors are untouched, and the server serves on.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    assert!(answer.contains(r#""error":"not_found""#), "{answer}");
+    stop.cancel();
 }

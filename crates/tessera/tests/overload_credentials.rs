@@ -178,8 +178,14 @@ async fn a_login_flood_leaves_the_server_answering() {
         counts.keys().all(|s| [401, 429, 503].contains(s)),
         "only refusals: {counts:?}"
     );
-    assert!(counts.contains_key(&503), "the flood outran the pool: {counts:?}");
-    assert!(slowest_health < Duration::from_secs(1), "{slowest_health:?}");
+    assert!(
+        counts.contains_key(&503),
+        "the flood outran the pool: {counts:?}"
+    );
+    assert!(
+        slowest_health < Duration::from_secs(1),
+        "{slowest_health:?}"
+    );
     let r = node
         .send(
             node.post("/v1/sessions")

@@ -114,7 +114,13 @@ async fn an_older_database_reports_only_the_migrations_it_lacks() {
 /// Runs `serve` until it answers /healthz, stops it with SIGTERM and
 /// returns everything it wrote on stderr.
 fn serve_once(db: &str) -> String {
+    serve_once_with(db, &[])
+}
+
+/// [`serve_once`] with these environment variables.
+fn serve_once_with(db: &str, env: &[(&str, &str)]) -> String {
     let mut child = tessera(db)
+        .envs(env.iter().copied())
         .args(["serve", "--addr", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -192,4 +198,40 @@ fn serve_says_where_it_listens_which_store_and_how_to_create_the_first_admin() {
     );
     assert!(!second.contains("no users yet"), "{second}");
     assert!(!second.contains("applying migration"), "{second}");
+}
+
+/// Short lifetimes are accepted, and a lifetime set alone brings down the
+/// defaults that must fit under it instead of failing on them: with only
+/// the absolute timeout set to 1h, the idle timeout (default 2h) follows it.
+#[test]
+fn serve_starts_with_only_a_short_absolute_session_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("a.db").display());
+    let err = serve_once_with(&db, &[("TESSERA_SESSION_ABSOLUTE_TIMEOUT", "1h")]);
+    assert!(err.contains("listening on http://127.0.0.1:"), "{err}");
+    let err = serve_once_with(
+        &db,
+        &[
+            ("TESSERA_SESSION_IDLE_TIMEOUT", "2s"),
+            ("TESSERA_ACCESS_TOKEN_TTL", "5s"),
+            ("TESSERA_REFRESH_TOKEN_TTL", "10s"),
+            ("TESSERA_KEY_ROTATION_INTERVAL", "30s"),
+        ],
+    );
+    assert!(err.contains("listening on http://127.0.0.1:"), "{err}");
+
+    // Two lifetimes the user set that cannot both hold: refused, naming both.
+    let (code, _, err) = run(
+        tessera(&db)
+            .env("TESSERA_SESSION_IDLE_TIMEOUT", "3h")
+            .env("TESSERA_SESSION_ABSOLUTE_TIMEOUT", "1h")
+            .args(["serve", "--addr", "127.0.0.1:0"]),
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("TESSERA_SESSION_IDLE_TIMEOUT")
+            && err.contains("TESSERA_SESSION_ABSOLUTE_TIMEOUT"),
+        "{err}"
+    );
 }

@@ -1262,6 +1262,230 @@ async fn lookups_by_unstorable_text_find_nothing(backend: Backend) {
     );
 }
 
+// --- re-keying emails (the data step after the schema migrations) -------
+
+/// A user with an email and a key as an older release would have stored.
+async fn add_keyed_user(s: &Stores, id: &str, email: &str, key: &str) {
+    let mut u = user(id);
+    u.email = email.into();
+    s.users
+        .insert_user(&u, key, "$argon2id$stub")
+        .await
+        .unwrap();
+}
+
+async fn id_by_key(s: &Stores, key: &str) -> Option<String> {
+    s.users
+        .credentials_by_email(key)
+        .await
+        .unwrap()
+        .map(|(u, _)| u.id)
+}
+
+fn ids(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Only non-ASCII emails are looked at; a key changes (or changes hands)
+/// unless users would then share one: none of those changes, and they are
+/// reported; a refused email is reported and kept; nothing is merged or
+/// deleted; a dry run writes nothing; a run that leaves something
+/// unresolved is not recorded, so the next one reports it again.
+async fn rekeying_emails_never_merges_and_reports_collisions(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    // (id, email, key stored, key the current rules give; None: refused)
+    let rows: [(&str, &str, &str, Option<&str>); 10] = [
+        (
+            "usr_1",
+            "Zoe\u{308}@example.org",
+            "zoe\u{308}@example.org",
+            Some("zoë@example.org"),
+        ),
+        ("usr_2", "ä-swap-1", "k-a", Some("k-b")),
+        ("usr_3", "ä-swap-2", "k-b", Some("k-a")),
+        (
+            "usr_4",
+            "straße@example.de",
+            "straße@example.de",
+            Some("strasse@example.de"),
+        ),
+        ("usr_5", "STRASSE@example.de", "strasse@example.de", None),
+        (
+            "usr_6",
+            "E\u{301}@example.org",
+            "e\u{301}@example.org",
+            Some("é@example.org"),
+        ),
+        ("usr_7", "É@example.org", "é-old", Some("é@example.org")),
+        (
+            "usr_8",
+            "zero\u{200b}width@example.org",
+            "zero\u{200b}width@example.org",
+            None,
+        ),
+        (
+            "usr_9",
+            "ö@example.org",
+            "ö@example.org",
+            Some("ö@example.org"),
+        ),
+        ("usr_10", "plain@example.org", "plain@example.org", None),
+    ];
+    for (id, email, key, _) in rows {
+        add_keyed_user(&f.a, id, email, key).await;
+    }
+    let asked = std::sync::Mutex::new(Vec::new());
+    let key_of = |email: &str| {
+        asked.lock().unwrap().push(email.to_owned());
+        rows.iter()
+            .find(|r| r.1 == email)
+            .and_then(|r| r.3.map(str::to_owned))
+    };
+    let expected = tessera::store::rekey::RekeyOutcome {
+        already_done: false,
+        scanned: 8,
+        changed: ids(&["usr_1", "usr_2", "usr_3"]),
+        collisions: vec![ids(&["usr_4", "usr_5"]), ids(&["usr_6", "usr_7"])],
+        refused: ids(&["usr_8"]),
+        done: false,
+    };
+
+    let dry =
+        f.a.users
+            .rekey_emails("step", &key_of, false, t0())
+            .await
+            .unwrap();
+    assert_eq!(dry, expected);
+    assert_eq!(
+        id_by_key(&f.a, "zoe\u{308}@example.org").await.as_deref(),
+        Some("usr_1")
+    );
+    assert_eq!(
+        id_by_key(&f.a, "zoë@example.org").await,
+        None,
+        "a dry run writes nothing"
+    );
+
+    let run =
+        f.a.users
+            .rekey_emails("step", &key_of, true, t0())
+            .await
+            .unwrap();
+    assert_eq!(run, expected);
+    assert!(
+        asked.lock().unwrap().iter().all(|e| !e.is_ascii()),
+        "ASCII emails are never looked at: {:?}",
+        asked.lock().unwrap()
+    );
+    let node = f.node().await;
+    for (key, id) in [
+        ("zoë@example.org", Some("usr_1")),
+        ("zoe\u{308}@example.org", None),
+        ("k-b", Some("usr_2")),
+        ("k-a", Some("usr_3")),
+        // The collisions: every member keeps its key.
+        ("straße@example.de", Some("usr_4")),
+        ("strasse@example.de", Some("usr_5")),
+        ("e\u{301}@example.org", Some("usr_6")),
+        ("é-old", Some("usr_7")),
+        ("é@example.org", None),
+        ("zero\u{200b}width@example.org", Some("usr_8")),
+        ("ö@example.org", Some("usr_9")),
+        ("plain@example.org", Some("usr_10")),
+    ] {
+        assert_eq!(id_by_key(&node, key).await.as_deref(), id, "{key}");
+    }
+    let all = UserQuery {
+        limit: 100,
+        ..UserQuery::default()
+    };
+    let users = node.users.list_users(&all).await.unwrap();
+    assert_eq!(users.len(), rows.len(), "nothing merged or deleted");
+    for (id, email, _, _) in rows {
+        let u = users.iter().find(|u| u.id == id).unwrap();
+        assert_eq!(u.email, email, "the email itself is never changed");
+    }
+
+    // Not recorded while unresolved: the next run reports the same again.
+    let again = node
+        .users
+        .rekey_emails("step", &key_of, true, t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        tessera::store::rekey::RekeyOutcome {
+            changed: vec![],
+            ..expected
+        }
+    );
+}
+
+/// Once nothing is left unresolved the step is recorded: later calls read
+/// nothing (a user stored since with an old key is not even looked at),
+/// whichever node asks; another step name runs anew. Two nodes running the
+/// step at once: one changes the keys, the other finds nothing to do.
+async fn a_resolved_rekeying_is_recorded_and_racing_runs_serialise(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_keyed_user(&f.a, "usr_a", "Ä@example.org", "ä-old").await;
+    add_keyed_user(&f.a, "usr_b", "b@example.org", "b@example.org").await;
+    let key_of = |email: &str| Some(email.to_lowercase().replace("-old", ""));
+    let barrier = Arc::new(Barrier::new(2));
+    let mut racers = Vec::new();
+    for node in [f.a.clone(), b.clone()] {
+        let barrier = Arc::clone(&barrier);
+        racers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            node.users
+                .rekey_emails("step", &key_of, true, t0())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut changed = Vec::new();
+    for r in racers {
+        let outcome = r.await.unwrap();
+        assert!(outcome.done && !outcome.unresolved(), "{outcome:?}");
+        changed.extend(outcome.changed);
+    }
+    assert_eq!(changed, ["usr_a"], "exactly one run changes the key");
+    assert_eq!(
+        id_by_key(&b, "ä@example.org").await.as_deref(),
+        Some("usr_a")
+    );
+
+    add_keyed_user(&f.a, "usr_c", "Ö@example.org", "Ö-stale").await;
+    let later = b
+        .users
+        .rekey_emails("step", &key_of, true, t0())
+        .await
+        .unwrap();
+    assert!(
+        later.already_done && later.done && later.scanned == 0,
+        "{later:?}"
+    );
+    assert_eq!(id_by_key(&f.a, "Ö-stale").await.as_deref(), Some("usr_c"));
+    let dry = b
+        .users
+        .rekey_emails("step", &key_of, false, t0())
+        .await
+        .unwrap();
+    assert!(dry.already_done, "{dry:?}");
+
+    let next =
+        f.a.users
+            .rekey_emails("step-2", &key_of, true, t0())
+            .await
+            .unwrap();
+    assert_eq!(next.changed, ["usr_c"]);
+    assert_eq!(next.scanned, 2);
+    assert_eq!(
+        id_by_key(&b, "ö@example.org").await.as_deref(),
+        Some("usr_c")
+    );
+}
+
 /// A closed backend fails its calls (with an error, at once); it neither
 /// panics nor hangs. Liveness answers while open.
 async fn a_closed_backend_fails_closed(backend: Backend) {
@@ -1318,5 +1542,7 @@ conformance!(
     clients_are_stored_by_id,
     the_audit_log_pages_newest_first,
     lookups_by_unstorable_text_find_nothing,
+    rekeying_emails_never_merges_and_reports_collisions,
+    a_resolved_rekeying_is_recorded_and_racing_runs_serialise,
     a_closed_backend_fails_closed,
 );

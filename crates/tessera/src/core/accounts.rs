@@ -20,7 +20,7 @@ use super::{Tessera, time::serde_rfc3339};
 
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 1024;
-const EMAIL_MAX_LEN: usize = 254;
+const EMAIL_MAX_LEN: usize = tessera_wire::email::MAX_LEN;
 /// Longer than any id Tessera makes (`usr_` and 22 characters).
 pub(crate) const ID_MAX_LEN: usize = 64;
 
@@ -127,64 +127,38 @@ impl fmt::Debug for Password {
     }
 }
 
-/// A syntactically acceptable email and its case-folded key.
+/// A syntactically acceptable email: the form shown for it, and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
+    /// What the user typed, trimmed and in NFC; case kept.
     pub display: String,
+    /// The uniqueness key the users table holds and a login looks up: the
+    /// address's compatibility caseless form (NFKC and full Unicode case
+    /// folding, so NFC and NFD spellings, `STRASSE`/`straße` and fullwidth
+    /// letters are one account). See `tessera_wire::email`, which also says
+    /// why full folding and not `str::to_lowercase`.
     pub key: String,
 }
 
-/// Validates an email address with deliberately conservative rules: one `@`,
-/// a non-empty local part of at most 64 bytes, a dotted domain, no whitespace,
-/// control characters or the characters RFC 5322 only allows quoted. Unicode
-/// letters are allowed (RFC 6531); the key is the lowercase form.
+/// Validates an email address with deliberately conservative rules
+/// (`tessera_wire::email::canonical`): one `@`, a non-empty local part of at
+/// most 64 bytes, a dotted domain, at most 254 bytes, no whitespace, control
+/// or default-ignorable (invisible) characters, none of the characters RFC
+/// 5322 only allows quoted. Unicode letters are allowed (RFC 6531).
 pub fn parse_email(raw: &str) -> CoreResult<Email> {
-    let invalid = |why: &str| CoreError::Validation(format!("email is not valid: {why}"));
-    let email = raw.trim();
-    if email.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    if email.len() > EMAIL_MAX_LEN {
-        return Err(invalid("it is longer than 254 bytes"));
-    }
-    if email.chars().any(|c| {
-        c.is_whitespace() || c.is_control() || is_invisible(c) || "<>()[]\\,;:\"`".contains(c)
-    }) {
-        return Err(invalid("it contains a space, control or special character"));
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return Err(invalid("it has no @"));
-    };
-    if local.is_empty() || local.len() > 64 || domain.contains('@') {
-        return Err(invalid("the part before @ is empty, too long or repeated"));
-    }
-    let labels_ok = domain.split('.').all(|label| {
-        !label.is_empty() && !label.starts_with('-') && !label.ends_with('-') && label.len() <= 63
-    });
-    if !domain.contains('.') || !labels_ok {
-        return Err(invalid("the domain is not a dotted host name"));
-    }
-    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-        return Err(invalid("the part before @ has misplaced dots"));
-    }
-    Ok(Email {
-        display: email.to_owned(),
-        key: email.to_lowercase(),
-    })
+    tessera_wire::email::canonical(raw)
+        .map(|c| Email {
+            display: c.display,
+            key: c.key,
+        })
+        .map_err(|why| CoreError::Validation(format!("email is not valid: {why}")))
 }
 
-/// Invisible formatting characters (bidi overrides, zero-width joiners, soft
-/// hyphen, BOM) that would let two different addresses look identical.
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FEFF}'
-    )
+/// The key of a stored email under the current rules, or `None` when the
+/// rules now refuse it (e.g. it holds an invisible character that was
+/// accepted when it was registered): what `store::rekey` re-keys with.
+pub fn email_key(stored: &str) -> Option<String> {
+    tessera_wire::email::canonical(stored).ok().map(|c| c.key)
 }
 
 /// Role names: short, lowercase ASCII letters, digits, `_`, `-`, `:` and `.`.
@@ -224,8 +198,29 @@ pub struct NewAccount {
 }
 
 impl Tessera {
-    /// Creates an account. Validation happens before the (expensive) hash.
+    /// Creates an account for an operator (the CLI, tests). Validation
+    /// happens before the (expensive) hash.
     pub async fn register(&self, new: NewAccount) -> CoreResult<User> {
+        self.register_as(new, super::passwords::Principals::nobody())
+            .await
+    }
+
+    /// Creates an account a client asked for: its hash counts towards the
+    /// client address's fair share of the hashing pool, like a login's.
+    pub async fn register_from(
+        &self,
+        new: NewAccount,
+        client: &super::sessions::ClientInfo,
+    ) -> CoreResult<User> {
+        let who = super::passwords::Principals::new(client.ip_addr(), None);
+        self.register_as(new, who).await
+    }
+
+    async fn register_as(
+        &self,
+        new: NewAccount,
+        who: super::passwords::Principals,
+    ) -> CoreResult<User> {
         let email = parse_email(&new.email)?;
         new.password.check_policy()?;
         let roles = validate_roles(&new.roles)?;
@@ -240,10 +235,7 @@ impl Tessera {
                 "an account with this email already exists",
             ));
         }
-        let password_hash = self
-            .passwords
-            .hash(&super::passwords::Principals::nobody(), new.password)
-            .await?;
+        let password_hash = self.passwords.hash(&who, new.password).await?;
         let user = User {
             id: new_id("usr"),
             email: email.display,
@@ -292,6 +284,19 @@ impl Tessera {
     pub async fn list_users(&self, query: &UserQuery) -> CoreResult<Vec<User>> {
         check_len("q", query.email_contains.as_deref(), EMAIL_MAX_LEN)?;
         check_len("cursor", query.after_id.as_deref(), ID_MAX_LEN)?;
+        // Keys are normalised and folded (`Email::key`); so is the text
+        // searched for, or `straße` would not find the key `strasse@…`.
+        let folded = query
+            .email_contains
+            .as_deref()
+            .map(tessera_wire::email::key);
+        if folded != query.email_contains {
+            let query = UserQuery {
+                email_contains: folded,
+                ..query.clone()
+            };
+            return Ok(self.stores.users.list_users(&query).await?);
+        }
         Ok(self.stores.users.list_users(query).await?)
     }
 
@@ -387,6 +392,10 @@ mod tests {
             "' OR 1=1 --@example.com",
             "a\u{0}@example.com",
             "a\u{202e}@example.com",
+            "a\u{200b}@example.com",
+            "a\u{180e}@example.com",
+            "a\u{fe0f}@example.com",
+            "a\u{e0001}@example.com",
             ".a@example.com",
             "a..b@example.com",
             "a@-example.com",
@@ -396,6 +405,34 @@ mod tests {
         }
         let long_local = format!("{}@example.com", "a".repeat(65));
         assert!(parse_email(&long_local).is_err());
+    }
+
+    #[test]
+    fn emails_are_normalised_before_the_key_and_errors_keep_their_words() {
+        let nfd = parse_email("Zoe\u{308}@example.org").unwrap();
+        let nfc = parse_email("Zoë@example.org").unwrap();
+        assert_eq!(nfd, nfc);
+        assert_eq!(nfc.display, "Zoë@example.org");
+        assert_eq!(nfc.key, "zoë@example.org");
+        assert_eq!(
+            parse_email("STRASSE@example.de").unwrap().key,
+            parse_email("straße@example.de").unwrap().key
+        );
+        let message = |raw: &str| match parse_email(raw) {
+            Err(CoreError::Validation(m)) => m,
+            other => panic!("{raw:?}: {other:?}"),
+        };
+        assert_eq!(message("plain"), "email is not valid: it has no @");
+        assert_eq!(
+            message(&"a".repeat(300)),
+            "email is not valid: it is longer than 254 bytes"
+        );
+        assert!(message("a\u{200b}b@example.com").contains("invisible character (U+200B)"));
+        assert_eq!(
+            email_key("Zoe\u{308}@example.org").as_deref(),
+            Some("zoë@example.org")
+        );
+        assert_eq!(email_key("a\u{fe0f}@example.org"), None);
     }
 
     #[test]

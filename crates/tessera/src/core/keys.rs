@@ -3,8 +3,10 @@
 //! The ring holds one active key (signs every new token) and every earlier key
 //! that may still have live tokens. A key rotated out at `t` stays published in
 //! the JWKS and accepted until `t + access TTL + leeway`, when the last token it
-//! signed has expired; then it is retired (no longer accepted, its private half
-//! wiped from the store). Verification reads only this ring: no database.
+//! signed has expired; then it is retired (no longer accepted). Accepting needs
+//! only the public half, so the private half is wiped from the store when the
+//! key is rotated out, not when it retires (`signing.rs`). Verification reads
+//! only this ring: no database.
 //! With HS256 there is one symmetric key from the configuration, never
 //! published.
 
@@ -71,7 +73,8 @@ impl TokenAlg {
     }
 }
 
-/// A signing key as stored. `private_pkcs8` is `None` once retired.
+/// A signing key as stored. `private_pkcs8` is `None` once it was rotated
+/// out (and wiped).
 #[derive(Clone)]
 pub struct StoredKey {
     pub kid: String,

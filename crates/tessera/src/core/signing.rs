@@ -1,6 +1,13 @@
 //! Key lifecycle on the service: the first key, rotation (by hand, by
 //! interval, or when the configured algorithm changes), reloading after
-//! another process rotated, and wiping retired private keys.
+//! another process rotated, and wiping private keys that sign no more.
+//!
+//! A key rotated out keeps verifying until its tokens expired, but that
+//! needs only its public half: its private half is wiped from the store by
+//! the rotation itself, before it returns, and the store is asked to scrub
+//! older copies from its files ([`crate::store::Backend::scrub`]). The
+//! minute-by-minute sweep wipes again as a backstop (a rotation by an older
+//! version, or a wipe that failed).
 
 use std::sync::Arc;
 
@@ -146,6 +153,11 @@ impl Tessera {
         self.publish(super::events::Change::KeysChanged).await?;
         self.reload_keys().await?;
         tracing::info!(kid = %key.kid, alg = key.alg.as_str(), "signing key rotated");
+        // The rotation stands whatever happens to the wipe (the sweep tries
+        // again); its failure is logged, not returned.
+        if let Err(e) = self.wipe_private_halves(now).await {
+            tracing::warn!(error = %e, "wiping the rotated-out key's private half failed; the sweep tries again");
+        }
         self.audit(
             "key_rotated",
             actor,
@@ -225,15 +237,32 @@ impl Tessera {
         Ok(keys)
     }
 
-    /// Forgets private halves of retired keys and drops them from the ring.
+    /// Wipes the private half of every key rotated out by `now` (they sign
+    /// nothing any more; verifying needs only the public half) and, when
+    /// one was wiped, has the store scrub older copies from its files.
+    async fn wipe_private_halves(&self, now: OffsetDateTime) -> CoreResult<()> {
+        let wiped = self.stores.keys.wipe_retired(now).await?;
+        if wiped > 0 {
+            tracing::info!(
+                count = wiped,
+                "private halves of rotated-out signing keys wiped"
+            );
+            // Not a failed request: the store keeps trying by itself.
+            if let Err(e) = self.stores.backend.scrub().await {
+                tracing::warn!(error = %e, "older copies of the wiped keys are still in the database files");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sweep: wipes private halves a rotation left (see the module doc) and
+    /// drops retired keys from the ring.
     pub(crate) async fn retire_keys(&self) -> CoreResult<()> {
         if self.key_policy.alg == TokenAlg::HS256 {
             return Ok(());
         }
-        let cutoff = self.now() - self.key_policy.grace;
-        if self.stores.keys.wipe_retired(cutoff).await? > 0 {
-            tracing::info!("retired signing keys wiped");
-        }
-        self.reload_keys().await
+        let wiped = self.wipe_private_halves(self.now()).await;
+        self.reload_keys().await?;
+        wiped
     }
 }

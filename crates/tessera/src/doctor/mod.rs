@@ -8,6 +8,7 @@
 //! requests. A misconfigured proxy or a broken deployment shows there even
 //! when the configuration file is right.
 
+pub mod accounts;
 pub mod database;
 pub mod probe;
 pub mod remote;
@@ -188,6 +189,7 @@ pub fn check(s: &Settings, active_key_age: Option<Duration>) -> Vec<Finding> {
             _ => {}
         }
     }
+    out.extend(lifetimes(s));
     if s.ip_rate_limit == 0 {
         out.push(finding(
             Warning,
@@ -219,9 +221,198 @@ pub fn check(s: &Settings, active_key_age: Option<Duration>) -> Vec<Finding> {
     out
 }
 
+/// How often the housekeeping sweep looks at key rotation (see
+/// `core::events`): a shorter interval rotates only that often.
+const ROTATION_CHECKED_EVERY: Duration = Duration::from_secs(60);
+
+/// Lifetimes the configuration accepts (any positive duration) but that
+/// probably do not do what was meant.
+fn lifetimes(s: &Settings) -> Vec<Finding> {
+    use Severity::Warning;
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    let mut out = Vec::new();
+    let minute = Duration::from_secs(60);
+    if s.session_absolute_timeout < minute {
+        out.push(finding(
+            Warning,
+            format!(
+                "sessions end {} after sign-in, used or not: users must sign in again that often",
+                show(s.session_absolute_timeout)
+            ),
+            "set TESSERA_SESSION_ABSOLUTE_TIMEOUT in hours or days (default 30d); seconds suit test suites, not people",
+        ));
+    } else if s.session_idle_timeout < minute {
+        out.push(finding(
+            Warning,
+            format!(
+                "sessions end after {} without a request: a user reading a page is signed out",
+                show(s.session_idle_timeout)
+            ),
+            "set TESSERA_SESSION_IDLE_TIMEOUT in minutes or hours (default 2h); seconds suit test suites, not people",
+        ));
+    }
+    // Activity is written only when the last write is `touch` old, so a
+    // session in use can idle out `idle - touch` after its last request.
+    if s.session_touch_interval > s.session_idle_timeout / 2 {
+        out.push(finding(
+            Warning,
+            format!(
+                "session activity is recorded at most every {}, over half the idle timeout ({}): a session in use can idle out {} after its last request",
+                show(s.session_touch_interval),
+                show(s.session_idle_timeout),
+                show(s.session_idle_timeout - s.session_touch_interval)
+            ),
+            "unset TESSERA_SESSION_TOUCH_INTERVAL (it defaults to a tenth of the idle timeout, at most 60s)",
+        ));
+    }
+    // `exp` gets the leeway, so a token is accepted for TTL + leeway.
+    if s.clock_leeway >= s.access_token_ttl {
+        out.push(finding(
+            Warning,
+            format!(
+                "TESSERA_CLOCK_LEEWAY ({}) is not shorter than the access token lifetime ({}): tokens are accepted until {} after issue, mostly on the leeway",
+                show(s.clock_leeway),
+                show(s.access_token_ttl),
+                show(s.access_token_ttl + s.clock_leeway)
+            ),
+            "lower TESSERA_CLOCK_LEEWAY to what clocks really disagree by (seconds, with NTP), or lengthen TESSERA_ACCESS_TOKEN_TTL",
+        ));
+    }
+    if s.refresh_token_ttl < s.access_token_ttl {
+        out.push(finding(
+            Warning,
+            format!(
+                "refresh tokens ({}) expire before the access tokens issued with them ({}): when a client needs to refresh it cannot, and must sign in again",
+                show(s.refresh_token_ttl),
+                show(s.access_token_ttl)
+            ),
+            "make TESSERA_REFRESH_TOKEN_TTL longer than TESSERA_ACCESS_TOKEN_TTL (defaults 30d and 10m)",
+        ));
+    }
+    // A rotated-out key stays published and accepted until its tokens
+    // expired; rotating faster than that keeps several keys live at once.
+    let grace = s.access_token_ttl + s.clock_leeway;
+    if let Some(interval) = s.key_rotation_interval
+        && s.token_alg != TokenAlg::HS256
+        && interval < grace
+    {
+        let every = interval.max(ROTATION_CHECKED_EVERY);
+        let live = grace.as_secs().div_ceil(every.as_secs().max(1)) + 1;
+        let checked = if interval < ROTATION_CHECKED_EVERY {
+            " (rotation is checked once a minute, so it happens at most that often)"
+        } else {
+            ""
+        };
+        out.push(finding(
+            Warning,
+            format!(
+                "signing keys rotate every {}{checked}, sooner than a rotated-out key retires ({}: access token lifetime plus leeway): about {live} keys are published and accepted at once",
+                show(interval),
+                show(grace)
+            ),
+            "rotate no more often than TESSERA_ACCESS_TOKEN_TTL + TESSERA_CLOCK_LEEWAY (e.g. TESSERA_KEY_ROTATION_INTERVAL=30d); to get rid of a key at once use `tessera keys rotate --retire-previous`",
+        ));
+    }
+    if s.audit_retention < Duration::from_secs(7 * 86_400) {
+        out.push(finding(
+            Warning,
+            format!(
+                "audit events are kept only {}: an incident noticed later has no trail",
+                show(s.audit_retention)
+            ),
+            "keep them for weeks or months (TESSERA_AUDIT_RETENTION, default 90d)",
+        ));
+    }
+    if crate::store::Kind::of(&s.database_url).is_ok_and(|k| k == crate::store::Kind::Postgres)
+        && s.database_statement_timeout < Duration::from_millis(100)
+    {
+        out.push(finding(
+            Warning,
+            format!(
+                "PostgreSQL statements are cancelled after {}: a commit that waits on a busy disk or another node's lock takes longer, and its request fails with 503",
+                show(s.database_statement_timeout)
+            ),
+            "set TESSERA_DATABASE_STATEMENT_TIMEOUT to a second or more (default 5s)",
+        ));
+    }
+    out
+}
+
+/// The open-file limit `tessera serve` would run with here (`limit`: the
+/// hard limit, to which it raises the soft one) against the connection
+/// caps. A service manager may set other limits than this shell's; the
+/// start banner shows the one in force.
+pub fn connections(s: &Settings, limit: Option<u64>) -> Vec<Finding> {
+    use Severity::{Info, Warning};
+    let mut out = Vec::new();
+    match limit {
+        None => out.push(finding(
+            Info,
+            format!(
+                "connections: at most {}, {} per client address (no open-file limit on this platform)",
+                s.max_connections, s.max_connections_per_ip
+            ),
+            "none needed",
+        )),
+        Some(limit) => match crate::fd_limit::shortfall(
+            limit,
+            s.max_connections,
+            s.database_pool_size,
+        ) {
+            Some(problem) => out.push(finding(
+                Warning,
+                format!("{problem} (the limit of this shell; the start banner shows the server's)"),
+                format!(
+                    "raise the hard limit (systemd: LimitNOFILE=; a shell: ulimit -Hn) or lower TESSERA_MAX_CONNECTIONS to {} or less",
+                    limit.saturating_sub(crate::fd_limit::reserve(s.database_pool_size))
+                ),
+            )),
+            None => out.push(finding(
+                Info,
+                format!(
+                    "open-file limit {limit} (serve raises its soft limit to it): room for the {} connections allowed, {} per client address",
+                    s.max_connections, s.max_connections_per_ip
+                ),
+                "none needed",
+            )),
+        },
+    }
+    if s.max_connections_per_ip >= s.max_connections {
+        out.push(finding(
+            Warning,
+            format!(
+                "one client address may hold every connection (TESSERA_MAX_CONNECTIONS_PER_IP {} ≥ TESSERA_MAX_CONNECTIONS {}): a flood from one address shuts everyone else out",
+                s.max_connections_per_ip, s.max_connections
+            ),
+            "keep TESSERA_MAX_CONNECTIONS_PER_IP well below TESSERA_MAX_CONNECTIONS (default: a quarter, at most 256); list proxies in TESSERA_TRUSTED_PROXIES, which are exempt",
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_caps_are_checked_against_the_open_file_limit() {
+        let s = Settings::from_pairs(&[("max_connections", "5000")]).unwrap();
+        let f = connections(&s, Some(1_048_576));
+        assert!(has(&f, Severity::Info, "open-file limit 1048576"), "{f:?}");
+        let f = connections(&s, Some(1024));
+        assert!(
+            has(&f, Severity::Warning, "open-file limit (1024)"),
+            "{f:?}"
+        );
+        assert!(f.iter().any(|x| x.fix.contains("752")), "{f:?}");
+        let s = Settings::from_pairs(&[
+            ("max_connections", "100"),
+            ("max_connections_per_ip", "100"),
+        ])
+        .unwrap();
+        let f = connections(&s, Some(1_048_576));
+        assert!(has(&f, Severity::Warning, "every connection"), "{f:?}");
+    }
 
     fn has(f: &[Finding], severity: Severity, needle: &str) -> bool {
         f.iter()
@@ -276,6 +467,50 @@ mod tests {
         ])
         .unwrap();
         assert!(has(&check(&s, None), Severity::Warning, "HS256"));
+    }
+
+    /// Short and lopsided lifetimes start (the configuration accepts any
+    /// positive duration); the doctor says what each one does.
+    #[test]
+    fn unusual_lifetimes_are_explained() {
+        let s = Settings::from_pairs(&[
+            ("session_idle_timeout", "20s"),
+            ("session_touch_interval", "15s"),
+            ("access_token_ttl", "30s"),
+            ("refresh_token_ttl", "20s"),
+            ("key_rotation_interval", "30s"),
+            ("audit_retention", "1d"),
+            ("database_url", "postgres://tessera@127.0.0.1/tessera"),
+            ("database_statement_timeout", "20ms"),
+        ])
+        .unwrap();
+        let f = check(&s, None);
+        for needle in [
+            "sessions end after 20s without a request",
+            "at most every 15s",
+            "TESSERA_CLOCK_LEEWAY (1m) is not shorter than the access token lifetime (30s)",
+            "refresh tokens (20s) expire before the access tokens issued with them (30s)",
+            "signing keys rotate every 30s",
+            "once a minute",
+            "audit events are kept only 1day",
+            "statements are cancelled after 20ms",
+        ] {
+            assert!(has(&f, Severity::Warning, needle), "{needle}: {f:#?}");
+        }
+        assert!(f.iter().all(|x| !x.fix.is_empty()));
+
+        let s = Settings::from_pairs(&[("session_absolute_timeout", "30s")]).unwrap();
+        let f = check(&s, None);
+        assert!(
+            has(&f, Severity::Warning, "sessions end 30s after sign-in"),
+            "{f:#?}"
+        );
+        assert!(!has(&f, Severity::Warning, "without a request"), "{f:#?}");
+        // Statement timeouts are PostgreSQL's; SQLite has none to warn about.
+        let s = Settings::from_pairs(&[("database_statement_timeout", "20ms")]).unwrap();
+        assert!(!has(&check(&s, None), Severity::Warning, "statements"));
+        let s = Settings::from_pairs(&[("key_rotation_interval", "1h")]).unwrap();
+        assert!(!has(&check(&s, None), Severity::Warning, "rotate every"));
     }
 
     #[test]

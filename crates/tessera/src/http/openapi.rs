@@ -248,8 +248,12 @@ const WHITE_SPACE: &str =
     r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
 /// Control characters (`char::is_control`).
 const CONTROL: &str = r"\x00-\x1f\x7f-\x9f";
-/// The invisible formatting characters `core::accounts` refuses.
-const INVISIBLE: &str = r"\xad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff";
+/// The invisible characters `tessera_wire::email` refuses, as far as a
+/// pattern without the `u` flag can name them: Unicode's
+/// `Default_Ignorable_Code_Point` below U+FFFF, U+2800 and U+FFF9..U+FFFB.
+/// Those above (U+1BCA0..U+1BCA3, U+1D173..U+1D17A, U+E0000..U+E0FFF) are
+/// refused too and named in the description.
+const INVISIBLE: &str = r"\xad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb";
 /// Characters RFC 5322 only allows quoted, and `@`.
 const SPECIAL: &str = r#"<>()\[\]\\,;:"`@"#;
 
@@ -267,11 +271,18 @@ pub fn email_schema() -> Object {
             "^[{WHITE_SPACE}]*{atom}(?:\\.{atom})*@{label}(?:\\.{label})+[{WHITE_SPACE}]*$"
         )))
         .description(Some(
-            "Unique case-insensitively. Surrounding whitespace is trimmed; then one `@`, a local \
-             part of at most 64 bytes without leading, trailing or doubled dots, a host name of at \
-             least two dot-separated labels (each 1 to 63 bytes, not starting or ending with `-`), \
-             at most 254 bytes in all, and no whitespace, control or invisible characters or any \
-             of ``<>()[]\\,;:\"` ``. Unicode letters are fine (RFC 6531).",
+            "Unique case-insensitively and whatever its Unicode spelling: addresses are compared \
+             by their NFKC form with full Unicode case folding, so NFC and NFD spellings, \
+             `straße` and `STRASSE`, fullwidth `ａ` and `a`, the ligature `ﬁ` and `fi` are one \
+             address (the account shows it as typed, in NFC). Surrounding whitespace is trimmed; \
+             then one `@`, a local part of at most 64 bytes without leading, trailing or doubled \
+             dots, a host name of at least two dot-separated labels (each 1 to 63 bytes, not \
+             starting or ending with `-`), at most 254 bytes in all, and no whitespace, control \
+             characters, any of ``<>()[]\\,;:\"` ``, or invisible characters: Unicode's \
+             default-ignorable code points (zero-width spaces and joiners, bidi controls, the soft \
+             hyphen, variation selectors, tags U+E0000..U+E0FFF, fillers) and U+2800. A character \
+             whose compatibility form is one of these counts as it (a fullwidth `＠` is an `@`). \
+             Unicode letters are fine (RFC 6531).",
         ))
         .examples(["alice@example.com"])
         .build()

@@ -252,6 +252,17 @@ impl UserStore for CachingUserStore {
         self.forget(id);
         changed
     }
+
+    /// Keys are not cached: nothing to drop.
+    async fn rekey_emails(
+        &self,
+        step: &str,
+        key_of: &crate::store::rekey::KeyFn<'_>,
+        apply: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<crate::store::rekey::RekeyOutcome> {
+        self.inner.rekey_emails(step, key_of, apply, at).await
+    }
 }
 
 impl ChangeListener for CachingUserStore {
@@ -339,6 +350,16 @@ mod tests {
         }
 
         async fn set_status(&self, _: &str, _: UserStatus, _: OffsetDateTime) -> StoreResult<bool> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
+        async fn rekey_emails(
+            &self,
+            _: &str,
+            _: &crate::store::rekey::KeyFn<'_>,
+            _: bool,
+            _: OffsetDateTime,
+        ) -> StoreResult<crate::store::rekey::RekeyOutcome> {
             Err(StoreError::Backend("not used here".into()))
         }
     }

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod migrate;
 pub mod postgres;
+pub mod rekey;
 pub mod sqlite;
 mod write_queue;
 
@@ -96,6 +97,33 @@ pub trait UserStore: Send + Sync {
         status: UserStatus,
         at: OffsetDateTime,
     ) -> StoreResult<bool>;
+    /// Gives users the email keys `key_of` makes from their emails: the
+    /// data step named `step` (see `rekey`), after the key's definition
+    /// changed.
+    ///
+    /// Only users whose email holds a non-ASCII character are looked at
+    /// (`key_of` must give an ASCII email the key it has). For those, in
+    /// one transaction that no write to users on any node interleaves
+    /// with: a user whose `key_of` differs from its key gets that key,
+    /// unless two or more users would then share a key (whether theirs
+    /// changes or not): none of those changes, and they are returned as one
+    /// collision. A user whose `key_of` is `None` keeps its key and is
+    /// returned as refused. Nothing else is written: no user is merged,
+    /// deleted or otherwise changed (not even `updated_at`).
+    ///
+    /// When nothing is left unresolved (no collision, nothing refused), the
+    /// step is recorded as done at `at`, and every later call with the same
+    /// `step` answers `already_done` at the cost of one read. With `apply`
+    /// false nothing is written (a dry run: what a call would do now, for
+    /// `tessera doctor`). Racing calls are serialised: one does the work;
+    /// the others find it recorded, or nothing left to change.
+    async fn rekey_emails(
+        &self,
+        step: &str,
+        key_of: &rekey::KeyFn<'_>,
+        apply: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<rekey::RekeyOutcome>;
 }
 
 /// Browser sessions, stored by the SHA-256 of their cookie value.
@@ -238,7 +266,8 @@ pub trait KeyStore: Send + Sync {
         at: OffsetDateTime,
     ) -> StoreResult<bool>;
     /// Drops the private half of keys rotated out at or before `before`;
-    /// returns how many. The active key is never wiped.
+    /// returns how many. The active key is never wiped. Older copies in
+    /// the backend's files are [`Backend::scrub`]'s business.
     async fn wipe_retired(&self, before: OffsetDateTime) -> StoreResult<u64>;
     /// The server-wide secret `name`, stored as `fresh` if it does not exist
     /// yet (the first process to get there wins; all see the same value).
@@ -345,6 +374,16 @@ pub trait Backend: Send + Sync {
     /// Lands what was written behind, then closes the connections; later
     /// calls fail.
     async fn close(&self);
+    /// After a secret was wiped (a rotated-out key's private half), removes
+    /// the older copies the backend's files still hold, as far as the
+    /// backend can. SQLite zeroes freed space as it writes
+    /// (`secure_delete`), and this empties its write-ahead log, whose older
+    /// page images still hold what was wiped. PostgreSQL cannot do that on
+    /// demand (a dead row version stays in its page until VACUUM and reuse,
+    /// and in the WAL and its archives: `docs/security-model.md`), so there
+    /// it does nothing. It may hold writes up for a moment: call it after
+    /// rare events, never per request.
+    async fn scrub(&self) -> StoreResult<()>;
 }
 
 /// The stores the core works with.
@@ -410,13 +449,18 @@ pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Stores> {
 }
 
 /// Applies pending schema migrations of the database at `url`, one line per
-/// migration on standard error (`serve` and the CLI run this first).
+/// migration on standard error, then the data steps (`rekey`) that follow
+/// them (`serve` and the CLI run this first).
 pub async fn migrate_reporting(url: &str) -> anyhow::Result<usize> {
     let mut report = migrate::stderr_reporter(url);
-    match Kind::of(url).map_err(anyhow::Error::msg)? {
+    let applied = match Kind::of(url).map_err(anyhow::Error::msg)? {
         Kind::Sqlite => sqlite::migrate::apply_migrations(url, &mut report).await,
         Kind::Postgres => postgres::migrate::apply_migrations(url, &mut report).await,
-    }
+    }?;
+    // Then the data steps over existing rows: emails re-keyed when the
+    // key's definition changed (logged; never merged, see `rekey`).
+    rekey::run(url).await?;
+    Ok(applied)
 }
 
 /// Whether `url` names a database that does not exist yet and would be

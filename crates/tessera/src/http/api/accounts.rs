@@ -54,11 +54,14 @@ pub async fn register(
     state.core.check_ip_rate(&client).await?;
     let user = state
         .core
-        .register(NewAccount {
-            email: body.email,
-            password: Password::new(body.password),
-            roles: Vec::new(),
-        })
+        .register_from(
+            NewAccount {
+                email: body.email,
+                password: Password::new(body.password),
+                roles: Vec::new(),
+            },
+            &client,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,

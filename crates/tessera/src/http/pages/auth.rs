@@ -278,11 +278,14 @@ pub async fn register(
     let password = Password::new(form.password);
     let created = state
         .core
-        .register(NewAccount {
-            email: email.clone(),
-            password: password.clone(),
-            roles: Vec::new(),
-        })
+        .register_from(
+            NewAccount {
+                email: email.clone(),
+                password: password.clone(),
+                roles: Vec::new(),
+            },
+            &client,
+        )
         .await;
     if let Err(e) = created {
         let message = match &e {
