@@ -359,7 +359,12 @@ impl Settings {
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
         let values: BTreeMap<String, Value> = figment
             .extract()
-            .map_err(|e| ConfigError(format!("configuration cannot be read: {e}")))?;
+            .map_err(|e| {
+                ConfigError(format!(
+                    "configuration cannot be read: {}",
+                    without_source_lines(&e.to_string())
+                ))
+            })?;
         let raw = Raw {
             figment,
             values,
@@ -450,6 +455,15 @@ impl Settings {
             ));
         }
         let token_alg = raw.parse("token_alg", "EdDSA", crate::core::keys::TokenAlg::parse)?;
+        if matches!(
+            raw.values.get("hs256_secret"),
+            Some(Value::Dict(..) | Value::Array(..))
+        ) {
+            return Err(ConfigError(format!(
+                "invalid setting TESSERA_HS256_SECRET (from {}): expected a string",
+                raw.source("hs256_secret")
+            )));
+        }
         let hs256_secret = raw.text("hs256_secret").map(SecretSetting);
         raw.note(
             "hs256_secret",
@@ -897,6 +911,24 @@ fn value_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A parse error's text without the lines of the file it quotes: a TOML
+/// syntax error shows the offending line with a caret under it, and that
+/// line may be `hs256_secret = "…`. Position and reason are kept.
+fn without_source_lines(message: &str) -> String {
+    let quoted = |line: &str| {
+        let t = line.trim_start();
+        t.starts_with('|')
+            || t.split_once('|')
+                .is_some_and(|(n, _)| !n.is_empty() && n.trim().bytes().all(|b| b.is_ascii_digit()))
+    };
+    message
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !quoted(l))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// Durations in the contract's forms (`90s`, `10m`, `2h`, `30d`) or any
 /// humantime form (`1h 30m`).
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -973,6 +1005,26 @@ fn parse_public_url(s: &str) -> Option<PublicUrl> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A syntax error on the secret's line quoted the line, and with it
+    /// the secret, in the start-up error (found by fuzz/config).
+    #[test]
+    fn a_broken_config_file_is_reported_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        let secret = "kept-out-of-errors-0123456789abcdef";
+        std::fs::write(&path, format!("token_alg = \"HS256\"\nhs256_secret = \"{secret}\n")).unwrap();
+        let e = Settings::load(Some(&path), &Flags::default()).unwrap_err();
+        assert!(!e.0.contains(secret), "{}", e.0);
+        assert!(e.0.contains("line 2"), "the position is kept: {}", e.0);
+
+        let e = Settings::from_figment(&Figment::from(Toml::string(&format!(
+            "token_alg = \"HS256\"\nhs256_secret = [\"{secret}\"]"
+        ))))
+        .unwrap_err();
+        assert!(e.0.contains("expected a string"), "{}", e.0);
+        assert!(!e.0.contains(secret), "{}", e.0);
+    }
 
     #[test]
     fn defaults_are_secure_and_complete() {

@@ -93,8 +93,11 @@ impl RevocationSet {
             return;
         };
         match r {
+            // Kept until the latest expiry heard of, as for families, so the
+            // order revocations arrive in never shortens one.
             Revocation::Token { jti, exp } => {
-                sets.tokens.insert(jti.clone(), *exp);
+                let e = sets.tokens.entry(jti.clone()).or_insert(*exp);
+                *e = (*e).max(*exp);
             }
             Revocation::Family { sid, exp } => {
                 let e = sets.families.entry(sid.clone()).or_insert(*exp);
