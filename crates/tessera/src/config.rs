@@ -357,14 +357,12 @@ impl Settings {
     }
 
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
-        let values: BTreeMap<String, Value> = figment
-            .extract()
-            .map_err(|e| {
-                ConfigError(format!(
-                    "configuration cannot be read: {}",
-                    without_source_lines(&e.to_string())
-                ))
-            })?;
+        let values: BTreeMap<String, Value> = figment.extract().map_err(|e| {
+            ConfigError(format!(
+                "configuration cannot be read: {}",
+                without_source_lines(&e.to_string())
+            ))
+        })?;
         let raw = Raw {
             figment,
             values,
@@ -1013,7 +1011,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tessera.toml");
         let secret = "kept-out-of-errors-0123456789abcdef";
-        std::fs::write(&path, format!("token_alg = \"HS256\"\nhs256_secret = \"{secret}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("token_alg = \"HS256\"\nhs256_secret = \"{secret}\n"),
+        )
+        .unwrap();
         let e = Settings::load(Some(&path), &Flags::default()).unwrap_err();
         assert!(!e.0.contains(secret), "{}", e.0);
         assert!(e.0.contains("line 2"), "the position is kept: {}", e.0);
