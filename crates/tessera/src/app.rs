@@ -154,6 +154,33 @@ fn with_caches(stores: Stores, settings: &Settings) -> (Stores, Vec<Arc<dyn Chan
     (stores, listeners)
 }
 
+/// The banner's lines for people: which address to open in a browser and,
+/// when the listen address differs from the public URL, why the listen
+/// address will not do (forms are accepted only from the public URL's
+/// origin, see `http::csrf`).
+fn browser_hint(listening: std::net::SocketAddr, public: &crate::config::PublicUrl) -> String {
+    let listen = format!("http://{listening}");
+    if url::Url::parse(&public.url).is_ok_and(|u| u.port() == Some(0)) {
+        return format!(
+            "the public URL {} names port 0, which no browser can open: set TESSERA_PUBLIC_URL \
+             to the address browsers use (here http://localhost:{}), or listen on a fixed port",
+            public.url,
+            listening.port()
+        );
+    }
+    let listen_origin = url::Url::parse(&listen).map(|u| u.origin().ascii_serialization());
+    if listen_origin.is_ok_and(|o| o.eq_ignore_ascii_case(&public.origin)) {
+        return format!("open {} in a browser", public.url);
+    }
+    format!(
+        "open {} in a browser (the public URL)\n  \
+         {listen}, the listen address, will not work for signing in from a browser: a page \
+         opened there sends {listen} as its origin, and Tessera accepts forms only from pages at \
+         its public URL (set TESSERA_PUBLIC_URL to change it)",
+        public.url
+    )
+}
+
 /// `tessera serve`: runs until SIGTERM or Ctrl-C, then drains in-flight
 /// requests and stops.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -173,12 +200,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             "{warning}; lower TESSERA_MAX_CONNECTIONS or raise the hard limit (LimitNOFILE=, ulimit -Hn)"
         );
     }
+    // The addresses first: a port in use (or not ours to take) stops
+    // start-up before a database is created or migrated.
+    let addr = settings.addr;
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} (TESSERA_ADDR, {}); nothing was created",
+            settings.source_of("addr")
+        )
+    })?;
+    let metrics_listener = match settings.metrics_addr {
+        Some(metrics_addr) => Some(TcpListener::bind(metrics_addr).await.with_context(|| {
+            format!(
+                "cannot listen on {metrics_addr} (TESSERA_METRICS_ADDR, {}); nothing was created",
+                settings.source_of("metrics_addr")
+            )
+        })?),
+        None => None,
+    };
     crate::store::migrate_reporting(&settings.database_url).await?;
     let app = App::open(settings, Arc::new(SystemClock)).await?;
-    let addr = app.settings.addr;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (TESSERA_ADDR)"))?;
     let local = listener.local_addr()?;
     let no_users = app
         .core
@@ -195,6 +236,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         app.settings.public_url.url,
         crate::config::redact_url(&app.settings.database_url)
     );
+    eprintln!("{}", browser_hint(local, &app.settings.public_url));
     let limits = crate::listener::Limits::from_settings(&app.settings);
     match open_files {
         Some(files) => eprintln!("{}; {files}", limits.describe()),
@@ -207,11 +249,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let cancel = CancellationToken::new();
     let background = app.spawn_background(cancel.clone());
-    let metrics = match app.settings.metrics_addr {
-        Some(metrics_addr) => {
-            let listener = TcpListener::bind(metrics_addr).await.with_context(|| {
-                format!("cannot listen on {metrics_addr} (TESSERA_METRICS_ADDR)")
-            })?;
+    let metrics = match metrics_listener {
+        Some(listener) => {
             eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
             let router = http::metrics_router(AppState {
                 core: Arc::clone(&app.core),
@@ -273,5 +312,49 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down: finishing requests in flight");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::browser_hint;
+
+    fn hint(listen: &str, public_url: &str) -> String {
+        let settings =
+            crate::config::Settings::from_pairs(&[("public_url", public_url)]).expect("settings");
+        browser_hint(listen.parse().expect("addr"), &settings.public_url)
+    }
+
+    #[test]
+    fn the_banner_names_the_address_to_open_and_why_the_listen_address_will_not_do() {
+        assert_eq!(
+            hint("127.0.0.1:8080", "http://127.0.0.1:8080"),
+            "open http://127.0.0.1:8080 in a browser"
+        );
+        assert_eq!(
+            hint("127.0.0.1:80", "http://127.0.0.1/"),
+            "open http://127.0.0.1 in a browser"
+        );
+        let differ = hint("127.0.0.1:8080", "http://localhost:8080");
+        assert!(
+            differ.starts_with("open http://localhost:8080 in a browser (the public URL)\n"),
+            "{differ}"
+        );
+        assert!(
+            differ.contains("http://127.0.0.1:8080, the listen address, will not work"),
+            "{differ}"
+        );
+        let proxied = hint("[::]:8080", "https://auth.example.com");
+        assert!(
+            proxied.starts_with("open https://auth.example.com in a browser"),
+            "{proxied}"
+        );
+        assert!(
+            proxied.contains("http://[::]:8080, the listen address"),
+            "{proxied}"
+        );
+        let zero = hint("127.0.0.1:41234", "http://localhost:0");
+        assert!(zero.contains("names port 0"), "{zero}");
+        assert!(zero.contains("http://localhost:41234"), "{zero}");
     }
 }

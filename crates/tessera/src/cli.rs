@@ -36,6 +36,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (creates the database and schema if missing).
     Serve(ServeArgs),
+    /// Create the database (SQLite) or schema (PostgreSQL) if missing and
+    /// apply pending schema migrations, then exit. Other commands never
+    /// create a database: they stop and say where they looked.
+    Migrate,
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -194,6 +198,7 @@ impl Cli {
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(_) => app::serve(settings).await,
+        Command::Migrate => migrate(&settings).await,
         Command::Token(TokenCommand::Inspect { token }) => inspect_token(&token),
         Command::Config(ConfigCommand::Show) => show_config(&settings),
         Command::Doctor(args) => doctor(settings, args).await,
@@ -204,9 +209,11 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 Command::Client(cmd) => run_client(&app, cmd).await,
                 Command::Keys(cmd) => run_keys(&app, cmd).await,
                 Command::Sessions(cmd) => run_sessions(&app, cmd).await,
-                Command::Serve(_) | Command::Token(_) | Command::Config(_) | Command::Doctor(_) => {
-                    Ok(())
-                }
+                Command::Serve(_)
+                | Command::Migrate
+                | Command::Token(_)
+                | Command::Config(_)
+                | Command::Doctor(_) => Ok(()),
             };
             app.close().await;
             result
@@ -215,9 +222,101 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Opens the app for a command, reporting schema migrations on stderr.
+/// The database must be there already, with Tessera's schema: only `serve`
+/// and `migrate` create one (a command run from the wrong directory would
+/// otherwise "succeed" on a new empty database the server never reads).
 async fn open_app(settings: Settings) -> anyhow::Result<App> {
+    require_database(&settings).await?;
     crate::store::migrate_reporting(&settings.database_url).await?;
     App::open_for_cli(settings, Arc::new(SystemClock)).await
+}
+
+/// Stops (a [`ConfigError`](crate::config::ConfigError): exit status 2)
+/// unless the configured database exists and holds Tessera's schema; the
+/// message says where this command looked, where that setting came from
+/// and how to point the command at the right database.
+async fn require_database(settings: &Settings) -> anyhow::Result<()> {
+    use crate::store::Presence;
+    let url = &settings.database_url;
+    let shown = crate::config::redact_url(url);
+    let from = match settings.source_of("database_url") {
+        "default" => "the default".to_owned(),
+        source => format!("from {source}"),
+    };
+    let setting = format!("TESSERA_DATABASE_URL={shown}, {from}");
+    let found = crate::store::presence(url)
+        .await
+        .with_context(|| format!("checking the database ({setting})"))?;
+    let postgres = crate::store::Kind::of(url) == Ok(crate::store::Kind::Postgres);
+    // A relative SQLite path is read from the working directory.
+    let relative = !postgres && {
+        let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        !std::path::Path::new(path).is_absolute()
+    };
+    let cwd = match std::env::current_dir() {
+        Ok(dir) if relative => format!(
+            "; a relative path, read from the working directory {}",
+            dir.display()
+        ),
+        _ => String::new(),
+    };
+    let mut start_anew = "tessera migrate".to_owned();
+    let problem = match found {
+        Presence::Ready => return Ok(()),
+        Presence::NoDatabase(message) => {
+            start_anew = "create the database (e.g. createdb), then tessera migrate".to_owned();
+            format!(
+                "no database {shown}: the server says {message} ({setting}). Nothing was created: Tessera never creates a PostgreSQL database"
+            )
+        }
+        Presence::Missing(path) => format!(
+            "no database at {} ({setting}{cwd}). Nothing was created: only `tessera serve` and `tessera migrate` create a database",
+            path.display()
+        ),
+        Presence::NoSchema => {
+            let at = match crate::store::sqlite::migrate::file_path(url) {
+                Some(path) if !postgres => format!("the file {}", path.display()),
+                _ => format!("the database {shown}"),
+            };
+            format!(
+                "{at} has no Tessera schema: it is empty, or another program's ({setting}{cwd}). Nothing was changed: only `tessera serve` and `tessera migrate` create the schema"
+            )
+        }
+    };
+    let example = if postgres {
+        "postgres://tessera@db.example.com/tessera"
+    } else {
+        "sqlite:///var/lib/tessera/tessera.db"
+    };
+    Err(crate::config::ConfigError(format!(
+        "{problem}.\n  To reach the server's database, point this command at it: --database-url {example}, TESSERA_DATABASE_URL={example}, or --config FILE (the configuration the server reads).\n  To start a new one here on purpose: {start_anew}"
+    ))
+    .into())
+}
+
+/// `tessera migrate`: what `serve` does to the database before serving
+/// (the first signing key is still made by `serve`, which knows the
+/// algorithm the servers sign with).
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let url = &settings.database_url;
+    let created = match crate::store::presence(url).await? {
+        crate::store::Presence::Missing(path) => Some(path),
+        _ => None,
+    };
+    let applied = crate::store::migrate_reporting(url).await?;
+    let shown = crate::config::redact_url(url);
+    let mut out = std::io::stdout().lock();
+    match (created, applied) {
+        (Some(path), _) => writeln!(
+            out,
+            "created the database {} ({shown}): {applied} migrations applied",
+            path.display()
+        )?,
+        (None, 0) => writeln!(out, "the database {shown} is up to date")?,
+        (None, n) => writeln!(out, "the database {shown}: {n} migrations applied")?,
+    }
+    Ok(())
 }
 
 async fn run_sessions(app: &App, cmd: SessionsCommand) -> anyhow::Result<()> {
@@ -322,6 +421,15 @@ fn show_config(settings: &Settings) -> anyhow::Result<()> {
     for e in &settings.effective {
         writeln!(out, "{:<width$} = {:<30} # {}", e.key, e.value, e.source)?;
     }
+    for warning in settings.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    if !settings.kubernetes_variables.is_empty() {
+        eprintln!(
+            "ignored {}: Kubernetes sets these for a Service named `tessera`; they are not settings",
+            settings.kubernetes_variables.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -345,11 +453,23 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut local = Vec::new();
-    let key_age = if crate::store::database_missing(&settings.database_url) {
-        eprintln!(
-            "(no database at {} yet: key age and database clock not checked)",
+    let not_yet = match crate::store::presence(&settings.database_url).await {
+        Ok(crate::store::Presence::Missing(path)) => {
+            Some(format!("no database at {}", path.display()))
+        }
+        Ok(crate::store::Presence::NoSchema) => Some(format!(
+            "no Tessera schema in {}",
             crate::config::redact_url(&settings.database_url)
-        );
+        )),
+        Ok(crate::store::Presence::NoDatabase(message)) => Some(format!(
+            "no database {} ({message})",
+            crate::config::redact_url(&settings.database_url)
+        )),
+        // Not there or not reachable: opening it below says why.
+        Ok(crate::store::Presence::Ready) | Err(_) => None,
+    };
+    let key_age = if let Some(not_yet) = not_yet {
+        eprintln!("({not_yet} yet: key age and database clock not checked)");
         None
     } else {
         match open_app(settings.clone()).await {
@@ -409,6 +529,14 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
         }
     };
     let mut findings = crate::doctor::check(&settings, key_age);
+    findings.extend(
+        settings
+            .incompatibilities()
+            .into_iter()
+            .map(|(problem, fix)| {
+                crate::doctor::Finding::new(crate::inspect::Severity::Warning, problem, fix)
+            }),
+    );
     findings.extend(crate::doctor::connections(
         &settings,
         crate::fd_limit::attainable(),

@@ -308,12 +308,130 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Every setting's effective value and origin.
     pub effective: Vec<Effective>,
+    /// `TESSERA_*` variables left out because Kubernetes set them for a
+    /// Service named `tessera` ([`is_kubernetes_service_variable`]).
+    pub kubernetes_variables: Vec<String>,
 }
 
 /// A setting that cannot be used; its `Display` is the one line to print.
+/// The binary exits with status 2 on it (as on a usage error): nothing ran,
+/// and the fix is in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// How values from [`Flags`] are named in errors and `config show`.
+const FLAG_LAYER: &str = "command-line flag";
+
+/// The flags as a configuration layer named [`FLAG_LAYER`] (figment would
+/// name it after the Rust type), so a value from it is reported as the flag
+/// that gave it (`--addr`).
+struct FlagLayer(Flags);
+
+impl figment::Provider for FlagLayer {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(FLAG_LAYER)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Serialized::defaults(&self.0).data()
+    }
+}
+
+/// The protocols a Kubernetes Service port can have.
+const SERVICE_PROTOCOLS: [&str; 3] = ["tcp", "udp", "sctp"];
+
+/// Whether `name=value` is one of the variables Kubernetes puts in every
+/// container of a namespace for a Service named `tessera` (the docker-link
+/// style ones, `enableServiceLinks`), rather than a setting:
+/// `TESSERA_SERVICE_HOST` (the cluster IP), `TESSERA_SERVICE_PORT` and
+/// `TESSERA_SERVICE_PORT_<PORT NAME>` (port numbers), `TESSERA_PORT`
+/// (`tcp://10.0.0.1:8080`), and for each port `TESSERA_PORT_<N>_<PROTO>`
+/// (the same URL form), `…_PROTO` (`tcp`), `…_PORT` (`N`) and `…_ADDR` (the
+/// cluster IP). The value must have the shape Kubernetes gives it too, so
+/// `TESSERA_PORT=8080`, someone's guess at a setting (there is none named
+/// `port`: the port is part of `addr`), is still refused as unknown.
+pub fn is_kubernetes_service_variable(name: &str, value: &str) -> bool {
+    let Some(rest) = name.strip_prefix("TESSERA_") else {
+        return false;
+    };
+    let is_port = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && s.parse::<u16>().is_ok_and(|p| p > 0)
+    };
+    let is_ip = |s: &str| s.parse::<std::net::IpAddr>().is_ok();
+    // `<proto>://<cluster IP>:<port>` (an IPv6 address in brackets).
+    let is_url = |s: &str, proto: &str, port: Option<&str>| {
+        s.strip_prefix(proto)
+            .and_then(|s| s.strip_prefix("://"))
+            .and_then(|s| s.parse::<SocketAddr>().ok())
+            .is_some_and(|a| a.port() > 0 && port.is_none_or(|p| a.port().to_string() == p))
+    };
+    match rest {
+        "SERVICE_HOST" => is_ip(value),
+        "SERVICE_PORT" => is_port(value),
+        "PORT" => SERVICE_PROTOCOLS.iter().any(|p| is_url(value, p, None)),
+        _ => {
+            if let Some(port_name) = rest.strip_prefix("SERVICE_PORT_") {
+                // A port's name (lower-case letters, digits, `-`), upper-cased
+                // with `-` turned into `_`.
+                return !port_name.is_empty()
+                    && port_name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                    && is_port(value);
+            }
+            let Some(port) = rest.strip_prefix("PORT_") else {
+                return false;
+            };
+            let mut parts = port.splitn(3, '_');
+            let (Some(number), Some(proto)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            let Some(proto) = SERVICE_PROTOCOLS
+                .iter()
+                .find(|p| p.to_ascii_uppercase() == proto)
+            else {
+                return false;
+            };
+            if !is_port(number) {
+                return false;
+            }
+            match parts.next() {
+                None => is_url(value, proto, Some(number)),
+                Some("PROTO") => value == *proto,
+                Some("PORT") => value == number,
+                Some("ADDR") => is_ip(value),
+                Some(_) => false,
+            }
+        }
+    }
+}
+
+/// The names of the `vars` (the process's environment) that Kubernetes set
+/// for a Service named `tessera`, sorted: left out of the settings. A name
+/// that is a setting's is never left out.
+fn kubernetes_variables(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<String> {
+    let mut names: Vec<String> = vars
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .filter(|(name, value)| {
+            let key = name
+                .strip_prefix("TESSERA_")
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            !SETTINGS.iter().any(|(k, _, _)| *k == key)
+                && is_kubernetes_service_variable(name, value)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    names
+}
 
 /// Values given on the command line (highest precedence).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -343,10 +461,20 @@ impl Settings {
             }
             None => figment = figment.merge(Toml::file("tessera.toml")),
         }
+        let kubernetes = kubernetes_variables(std::env::vars_os());
+        let skipped: Vec<String> = kubernetes
+            .iter()
+            .map(|name| name["TESSERA_".len()..].to_owned())
+            .collect();
         let figment = figment
-            .merge(Env::prefixed("TESSERA_"))
-            .merge(Serialized::defaults(flags));
-        Self::from_figment(&figment)
+            .merge(
+                Env::prefixed("TESSERA_")
+                    .filter(move |key| !skipped.iter().any(|s| s.as_str() == key)),
+            )
+            .merge(FlagLayer(flags.clone()));
+        let mut settings = Self::from_figment(&figment)?;
+        settings.kubernetes_variables = kubernetes;
+        Ok(settings)
     }
 
     /// Settings from explicit key/value pairs over the defaults (for tests and
@@ -637,6 +765,7 @@ impl Settings {
                 }
             })?,
             effective: Vec::new(),
+            kubernetes_variables: Vec::new(),
         };
         let mut settings = settings;
         settings.effective = raw.seen.take();
@@ -686,11 +815,45 @@ impl Settings {
         }
         if self.cookie_secure && !self.public_url.is_https && !self.public_url.is_loopback {
             out.push(format!(
-                "public URL {} is plain HTTP: browsers will not store Secure cookies from it; put TLS in front",
+                "public URL {} is plain HTTP on a host other than localhost: browsers will not keep Tessera's Secure session cookie from it, so signing in from a browser will not stick; serve it over HTTPS (TLS at a proxy in front) and set TESSERA_PUBLIC_URL=https://…, or, for development only, set TESSERA_COOKIE_SECURE=false",
                 self.public_url.url
             ));
         }
+        out.extend(
+            self.incompatibilities()
+                .into_iter()
+                .map(|(problem, fix)| format!("{problem}; {fix}")),
+        );
         out
+    }
+
+    /// Settings that each load but do not go together: (what is wrong, the
+    /// fix). Warnings, not errors: what runs is safe (an unused secret
+    /// signs nothing), only not what the operator seems to expect.
+    pub fn incompatibilities(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.hs256_secret.is_some() && self.token_alg != crate::core::keys::TokenAlg::HS256 {
+            out.push((
+                format!(
+                    "TESSERA_HS256_SECRET is set (from {}) but TESSERA_TOKEN_ALG is {} (from {}): the secret is not used, tokens are signed with {} and HS256 tokens are not accepted",
+                    self.source_of("hs256_secret"),
+                    self.token_alg.as_str(),
+                    self.source_of("token_alg"),
+                    self.token_alg.as_str(),
+                ),
+                "unset TESSERA_HS256_SECRET, or set TESSERA_TOKEN_ALG=HS256 if services verify tokens with that secret".to_owned(),
+            ));
+        }
+        out
+    }
+
+    /// Where `key`'s effective value came from (`default`, `TOML file
+    /// /path`, the environment, `command-line flag --name`).
+    pub fn source_of(&self, key: &str) -> &str {
+        self.effective
+            .iter()
+            .find(|e| e.key == key)
+            .map_or("default", |e| e.source.as_str())
     }
 }
 
@@ -706,24 +869,55 @@ impl Raw<'_> {
         for key in self.values.keys() {
             if !SETTINGS.iter().any(|(k, _, _)| k == key) {
                 let source = self.source(key);
+                let known = SETTINGS
+                    .iter()
+                    .map(|(k, _, _)| *k)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                // A file key is named as it is written there.
+                let named = if self.given_in_file(key) {
+                    format!("key {key}")
+                } else {
+                    format!("setting {}", env_name(key))
+                };
+                let hint = if key == "port" {
+                    " (the port is part of TESSERA_ADDR, e.g. 0.0.0.0:8080)"
+                } else {
+                    ""
+                };
                 return Err(ConfigError(format!(
-                    "unknown setting {} ({source}); known settings: {}",
-                    env_name(key),
-                    SETTINGS
-                        .iter()
-                        .map(|(k, _, _)| *k)
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "unknown {named} ({source}){hint}; known settings: {known}"
                 )));
             }
         }
         Ok(())
     }
 
+    /// Where `key`'s value came from, as the operator would look for it:
+    /// `default`, `TOML file /etc/tessera/tessera.toml` (the whole path),
+    /// the environment, or `command-line flag --addr`.
     fn source(&self, key: &str) -> String {
+        let Some(m) = self.figment.find_metadata(key) else {
+            return "default".to_owned();
+        };
+        match &m.source {
+            _ if m.name == FLAG_LAYER => format!("{FLAG_LAYER} --{}", key.replace('_', "-")),
+            Some(figment::Source::File(path)) => format!(
+                "{} {}",
+                m.name,
+                std::path::absolute(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .display()
+            ),
+            _ => m.name.to_string(),
+        }
+    }
+
+    /// Whether `key`'s value came from a configuration file.
+    fn given_in_file(&self, key: &str) -> bool {
         self.figment
             .find_metadata(key)
-            .map_or_else(|| "default".to_owned(), |m| m.name.to_string())
+            .is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))))
     }
 
     fn text(&self, key: &str) -> Option<String> {
@@ -793,7 +987,13 @@ impl Raw<'_> {
         let Some((key, _, _)) = SETTINGS.iter().find(|(k, _, _)| *k == key) else {
             return;
         };
-        let value = shown(key, text);
+        // A default is never a secret: an unset secret shows as unset, not
+        // as a redacted value that would suggest one is configured.
+        let value = if given {
+            shown(key, text)
+        } else {
+            text.to_owned()
+        };
         let source = if given {
             self.source(key)
         } else {
@@ -1395,7 +1595,128 @@ mod tests {
             let s = Settings::load(None, &flags).unwrap();
             assert_eq!(s.addr.port(), 9003);
             assert_eq!(s.public_url.origin, "http://localhost:9003");
+            let shown = |key: &str| s.effective.iter().find(|e| e.key == key).unwrap().clone();
+            assert_eq!(shown("addr").source, "command-line flag --addr");
+            let file = shown("session_idle_timeout").source;
+            assert!(
+                file.starts_with("TOML file /") && file.ends_with("/tessera.toml"),
+                "{file}"
+            );
             Ok(())
         });
+    }
+
+    #[test]
+    fn kubernetes_service_variables_are_recognised_by_name_and_value() {
+        for (name, value) in [
+            ("TESSERA_SERVICE_HOST", "10.96.0.10"),
+            ("TESSERA_SERVICE_HOST", "fd00::10"),
+            ("TESSERA_SERVICE_PORT", "8080"),
+            ("TESSERA_SERVICE_PORT_HTTP", "8080"),
+            ("TESSERA_SERVICE_PORT_METRICS_2", "9090"),
+            ("TESSERA_PORT", "tcp://10.96.0.10:8080"),
+            ("TESSERA_PORT", "udp://[fd00::10]:53"),
+            ("TESSERA_PORT_8080_TCP", "tcp://10.96.0.10:8080"),
+            ("TESSERA_PORT_53_UDP", "udp://10.96.0.10:53"),
+            ("TESSERA_PORT_36412_SCTP", "sctp://10.96.0.10:36412"),
+            ("TESSERA_PORT_8080_TCP_PROTO", "tcp"),
+            ("TESSERA_PORT_8080_TCP_PORT", "8080"),
+            ("TESSERA_PORT_8080_TCP_ADDR", "10.96.0.10"),
+        ] {
+            assert!(
+                is_kubernetes_service_variable(name, value),
+                "{name}={value}"
+            );
+        }
+        for (name, value) in [
+            // A real setting's name is never one of them.
+            ("TESSERA_ADDR", "tcp://10.96.0.10:8080"),
+            // The right names with values Kubernetes never gives them.
+            ("TESSERA_PORT", "8080"),
+            ("TESSERA_PORT", "http://10.96.0.10:8080"),
+            ("TESSERA_SERVICE_HOST", "tessera.default.svc"),
+            ("TESSERA_SERVICE_PORT", "0"),
+            ("TESSERA_SERVICE_PORT_HTTP", "http"),
+            ("TESSERA_PORT_8080_TCP", "tcp://10.96.0.10:9090"),
+            ("TESSERA_PORT_8080_TCP_PROTO", "udp"),
+            ("TESSERA_PORT_8080_TCP_PORT", "9090"),
+            ("TESSERA_PORT_8080_TCP_ADDR", "localhost"),
+            // Shapes that are not Kubernetes'.
+            ("TESSERA_PORT_8080_HTTP", "tcp://10.96.0.10:8080"),
+            ("TESSERA_PORT_8080_tcp", "tcp://10.96.0.10:8080"),
+            ("TESSERA_PORT_HTTP_TCP", "tcp://10.96.0.10:8080"),
+            ("TESSERA_PORT_8080_TCP_HOST", "10.96.0.10"),
+            ("TESSERA_SERVICE_PORT_", "8080"),
+            ("TESSERA_SERVICE_PORT_http", "8080"),
+            ("TESSERA_SERVICE_HOSTNAME", "10.96.0.10"),
+            ("TESSERA_METRICS_SERVICE_HOST", "10.96.0.11"),
+            ("OTHER_SERVICE_HOST", "10.96.0.10"),
+        ] {
+            assert!(
+                !is_kubernetes_service_variable(name, value),
+                "{name}={value}"
+            );
+        }
+        // No setting can be shadowed: a variable named like a setting is
+        // always read as that setting.
+        for (key, _, _) in SETTINGS {
+            let name = env_name(key);
+            let vars = [(name.clone().into(), "tcp://10.96.0.10:8080".into())];
+            assert!(kubernetes_variables(vars.into_iter()).is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn kubernetes_service_variables_are_left_out_and_listed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_PORT", "tcp://10.96.0.10:8080");
+            jail.set_env("TESSERA_SERVICE_HOST", "10.96.0.10");
+            jail.set_env("TESSERA_PORT_8080_TCP_ADDR", "10.96.0.10");
+            let s = Settings::load(None, &Flags::default()).unwrap();
+            assert_eq!(
+                s.kubernetes_variables,
+                [
+                    "TESSERA_PORT",
+                    "TESSERA_PORT_8080_TCP_ADDR",
+                    "TESSERA_SERVICE_HOST"
+                ]
+            );
+            jail.set_env("TESSERA_SESION_IDLE_TIMEOUT", "1h");
+            let e = Settings::load(None, &Flags::default()).unwrap_err();
+            assert!(
+                e.0.contains("unknown setting TESSERA_SESION_IDLE_TIMEOUT"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unset_secrets_show_as_unset_and_a_stray_hs256_secret_is_reported() {
+        let s = Settings::from_pairs(&[]).unwrap();
+        let secret = s
+            .effective
+            .iter()
+            .find(|e| e.key == "hs256_secret")
+            .unwrap();
+        assert_eq!(secret.value, "(unset)");
+        assert!(s.incompatibilities().is_empty());
+        let key = "0123456789abcdef0123456789abcdef";
+        let s = Settings::from_pairs(&[("token_alg", "ES256"), ("hs256_secret", key)]).unwrap();
+        let found = s.incompatibilities();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].0.contains("TESSERA_HS256_SECRET") && found[0].0.contains("ES256"),
+            "{found:?}"
+        );
+        assert!(!format!("{found:?}").contains(key));
+        assert!(
+            s.warnings()
+                .iter()
+                .any(|w| w.contains("TESSERA_HS256_SECRET"))
+        );
+        let s = Settings::from_pairs(&[("token_alg", "HS256"), ("hs256_secret", key)]).unwrap();
+        assert!(s.incompatibilities().is_empty());
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tessera::cli::{self, Cli};
-use tessera::config::{LogFormat, Settings};
+use tessera::config::{ConfigError, LogFormat, Settings};
 
 fn init_logging(settings: &Settings, serving: bool) {
     let default = if serving {
@@ -34,6 +34,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings, cli.is_serve());
+    if !settings.kubernetes_variables.is_empty() {
+        tracing::info!(
+            "ignored {}: Kubernetes sets these for a Service named `tessera`; they are not settings",
+            settings.kubernetes_variables.join(", ")
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,7 +54,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tessera: {e:#}");
-            ExitCode::FAILURE
+            // As for a bad setting: nothing ran, the fix is in the
+            // configuration (e.g. no database where it points).
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

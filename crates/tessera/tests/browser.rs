@@ -84,10 +84,17 @@ async fn bind_loopback() -> (Vec<TcpListener>, u16) {
 }
 
 async fn start_tessera() -> Server {
+    start_tessera_on("localhost").await
+}
+
+/// Tessera on loopback with the public URL `http://<host>:<port>` (a host
+/// other than localhost is mapped to loopback by the browser's
+/// `--host-resolver-rules`, see [`open_browser_with`]).
+async fn start_tessera_on(host: &str) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let (listeners, port) = bind_loopback().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let base = format!("http://localhost:{port}");
+    let base = format!("http://{host}:{port}");
     let db = format!("sqlite://{}", dir.path().join("tessera.db").display());
     let settings = Settings::from_pairs(&[
         ("database_url", db.as_str()),
@@ -262,28 +269,35 @@ struct Browser {
 }
 
 async fn open_browser(driver: &Driver) -> Browser {
+    open_browser_with(driver, &[]).await
+}
+
+/// [`open_browser`] with more Chromium arguments.
+async fn open_browser_with(driver: &Driver, extra_args: &[&str]) -> Browser {
     let profile = tempfile::tempdir().expect("profile dir");
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--disable-quic".to_owned(),
+        "--no-first-run".to_owned(),
+        "--window-size=1024,768".to_owned(),
+        // No crash handler process outliving a killed browser.
+        "--disable-crash-reporter".to_owned(),
+        format!("--user-data-dir={}", profile.path().display()),
+    ];
+    args.extend(extra_args.iter().map(|a| (*a).to_owned()));
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": CHROMIUM,
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-quic",
-                "--no-first-run",
-                "--window-size=1024,768",
-                // No crash handler process outliving a killed browser.
-                "--disable-crash-reporter",
-                format!("--user-data-dir={}", profile.path().display()),
-            ],
+            "args": args,
         }),
     );
     let mut last_error = String::new();
@@ -944,5 +958,114 @@ async fn forms_posted_from_another_origin_are_refused() {
     let victim = s.second_device("victim@example.com", PASSWORD).await;
     assert!(s.session_is_alive(&victim).await);
     stop.cancel();
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------
+// A browser on the wrong address, and a browser that refuses the cookie
+
+/// The issue as a newcomer met it: `serve` listens on `127.0.0.1:P`, the
+/// public URL is `http://localhost:P`, and the browser opened the former.
+/// Signing in is refused (that cannot change: the page's origin is not the
+/// public URL's), but the page says which address to open, and its button
+/// goes there; signing in there works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_on_the_listen_address_says_to_open_the_public_url() {
+    let h = harness().await;
+    let (s, b) = (&h.server, &h.browser);
+    s.app
+        .core
+        .register(NewAccount {
+            email: "nina@example.com".into(),
+            password: Password::new(PASSWORD.into()),
+            roles: Vec::new(),
+        })
+        .await
+        .expect("account");
+    let listen = format!("http://127.0.0.1:{}", s.addr.port());
+    b.goto(&format!("{listen}/login")).await;
+    b.wait_for_path("/login").await;
+    b.fill("#email", "nina@example.com").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#login-form button[type=submit]").await;
+    let message = b.text_of(".alert-error").await;
+    for needed in [
+        format!("sent from a page at {listen}"),
+        format!("its public URL, {}", s.base),
+        "reloading will not help".to_owned(),
+        format!("open {} in your browser", s.base),
+        format!("set TESSERA_PUBLIC_URL to {listen}"),
+    ] {
+        assert!(message.contains(&needed), "{needed:?} in {message}");
+    }
+    assert!(b.body().await.contains("csrf_failed"));
+    b.screenshot("csrf-wrong-address.png").await;
+    // The button leads to the public URL, where signing in works.
+    b.click("#continue-to").await;
+    b.wait_for_path("/login").await;
+    assert_eq!(b.host_port().await, s.base.trim_start_matches("http://"));
+    b.submit_login(s, "nina@example.com", PASSWORD).await;
+    b.wait_for_path("/account").await;
+    assert_eq!(b.text_of("#profile-email").await, "nina@example.com");
+    h.finish().await;
+}
+
+/// Plain HTTP on a host other than localhost, for real: Chromium resolves
+/// `tessera.test` to loopback (`--host-resolver-rules`) but does not treat it
+/// as a secure context, so it drops the `Secure` `__Host-` session cookie.
+/// A correct sign-in then lands back on the login page, which now says why
+/// and what to do instead of showing an empty form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_that_drops_the_secure_cookie_is_told_why() {
+    let turn = BROWSER_TURN.lock().await;
+    let server = start_tessera_on("tessera.test").await;
+    let driver = start_driver().await;
+    let browser = open_browser_with(
+        &driver,
+        &["--host-resolver-rules=MAP tessera.test 127.0.0.1"],
+    )
+    .await;
+    let h = Harness {
+        server,
+        driver,
+        browser,
+        _turn: turn,
+    };
+    let (s, b) = (&h.server, &h.browser);
+    s.app
+        .core
+        .register(NewAccount {
+            email: "olga@example.com".into(),
+            password: Password::new(PASSWORD.into()),
+            roles: Vec::new(),
+        })
+        .await
+        .expect("account");
+    b.submit_login(s, "olga@example.com", PASSWORD).await;
+    let explanation = b.text_of("#cookie-refused").await;
+    assert_eq!(b.path().await, "/login");
+    for needed in [
+        "your browser refused the session cookie",
+        "plain HTTP",
+        s.base.as_str(),
+        "HTTPS",
+        "TESSERA_COOKIE_SECURE=false",
+    ] {
+        assert!(explanation.contains(needed), "{needed:?} in {explanation}");
+    }
+    // The browser really holds no session cookie, and the page consumed
+    // the marker.
+    let cookies = b.client.get_all_cookies().await.expect("cookies");
+    assert!(
+        cookies
+            .iter()
+            .all(|c| !c.name().contains("tessera_session") && c.name() != "tessera_signed_in"),
+        "{cookies:?}"
+    );
+    b.screenshot("login-cookie-refused.png").await;
+    // Reloading shows the plain form again (the explanation was consumed).
+    b.goto(&s.url("/login")).await;
+    b.wait_for_path("/login").await;
+    assert_eq!(b.count("#cookie-refused").await, 0);
     h.finish().await;
 }

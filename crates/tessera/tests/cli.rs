@@ -410,3 +410,168 @@ fn the_annotated_example_config_documents_every_setting_and_loads() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("TOML file"));
 }
+
+/// A setting's error names where to fix it: the file (whole path) for a
+/// file key, the flag for a flag's value; one line, exit status 2, and
+/// nothing created.
+#[test]
+fn config_errors_name_the_file_or_the_flag_that_gave_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let db = format!("sqlite://{}", path.display());
+    let config = dir.path().join("tessera.toml");
+    let refused = |cmd: &mut Command, expect: &[&str]| {
+        let (code, _, err) = run(cmd, "");
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        for needle in expect {
+            assert!(err.contains(needle), "{needle:?} not in: {err}");
+        }
+    };
+    let file = format!("TOML file {}", config.display());
+
+    std::fs::write(&config, "session_idle_timeout = \"soon\"\n").unwrap();
+    refused(
+        tessera(&db).args(["--config", config.to_str().unwrap(), "serve"]),
+        &[
+            "TESSERA_SESSION_IDLE_TIMEOUT",
+            &format!("(from {file})"),
+            "\"soon\"",
+        ],
+    );
+    std::fs::write(&config, "sesion_idle_timeout = \"1h\"\n").unwrap();
+    refused(
+        tessera(&db).args(["--config", config.to_str().unwrap(), "serve"]),
+        &[&format!("unknown key sesion_idle_timeout ({file})")],
+    );
+    // The file found in the working directory is named by its whole path.
+    std::fs::write(&config, "addr = \"nowhere\"\n").unwrap();
+    refused(
+        tessera(&db).current_dir(dir.path()).args(["serve"]),
+        &[
+            "TESSERA_ADDR",
+            &format!(
+                "(from TOML file {}",
+                dir.path()
+                    .canonicalize()
+                    .unwrap()
+                    .join("tessera.toml")
+                    .display()
+            ),
+        ],
+    );
+    refused(
+        tessera(&db).args(["serve", "--addr", "nowhere"]),
+        &[
+            "TESSERA_ADDR (from command-line flag --addr)",
+            "\"nowhere\"",
+        ],
+    );
+    refused(
+        tessera(&db).args(["serve", "--public-url", "ftp://example.com"]),
+        &["(from command-line flag --public-url)"],
+    );
+    refused(
+        tessera(&db).args(["--database-url", "mysql://example.com/db", "user", "list"]),
+        &["(from command-line flag --database-url)"],
+    );
+    assert!(!path.exists(), "nothing is created on a bad setting");
+}
+
+#[test]
+fn config_show_shows_an_unset_secret_as_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("u.db").display());
+    let (code, out, err) = run(tessera(&db).args(["config", "show"]), "");
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("hs256_secret "))
+        .unwrap_or_else(|| panic!("no hs256_secret in {out}"));
+    assert!(
+        line.contains("(unset)") && line.contains("default") && !line.contains("redacted"),
+        "{line}"
+    );
+    assert!(!out.contains("[redacted]"), "nothing secret is set: {out}");
+}
+
+/// An HS256 secret configured while tokens are signed with another
+/// algorithm signs nothing: reported as a warning (what runs is safe, only
+/// not what the operator seems to expect), by `config show`, the doctor
+/// and `serve`'s start-up log.
+#[test]
+fn an_hs256_secret_with_another_algorithm_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let db = format!("sqlite://{}", path.display());
+    let secret = "an-hs256-secret-of-at-least-32-bytes!";
+    // ES256 signs; the HS256 secret is left over.
+    let with = || {
+        let mut cmd = tessera(&db);
+        cmd.env("TESSERA_TOKEN_ALG", "ES256")
+            .env("TESSERA_HS256_SECRET", secret);
+        cmd
+    };
+    let warning = "TESSERA_HS256_SECRET is set";
+    let (code, out, err) = run(with().args(["config", "show"]), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(warning)
+            && err.contains("TESSERA_TOKEN_ALG is ES256")
+            && err.contains("not used"),
+        "{err}"
+    );
+    assert!(!out.contains(secret) && !err.contains(secret));
+
+    let (code, out, err) = run(with().args(["doctor"]), "");
+    assert_eq!(code, 0, "a warning, not a danger: {out}{err}");
+    assert!(out.contains(&format!("warning: {warning}")), "{out}");
+    assert!(out.contains("unset TESSERA_HS256_SECRET"), "{out}");
+
+    let mut child = with()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut text = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut buf = [0u8; 256];
+        let n = stderr.read(&mut buf).unwrap();
+        text.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&text).contains("listening on") {
+            break;
+        }
+        assert!(
+            n > 0 && Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    stderr.read_to_end(&mut text).unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = String::from_utf8_lossy(&text);
+    let line = text
+        .lines()
+        .find(|l| l.contains(warning))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(!text.contains(secret));
+
+    // HS256 itself, with its secret: nothing to report.
+    let (code, _, err) = run(
+        tessera(&db)
+            .env("TESSERA_TOKEN_ALG", "HS256")
+            .env("TESSERA_HS256_SECRET", secret)
+            .args(["config", "show"]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains(warning), "{err}");
+}

@@ -932,3 +932,417 @@ async fn jwt_cookie_mode_pages_point_to_the_api() {
     let r = t.send(Req::get("/account")).await;
     assert_eq!(location(&r), "/login");
 }
+
+// ---------------------------------------------------------------------------
+// Refusals that say what to do, and sign-ins whose cookie does not come back
+
+/// The text of the page's error alert (`role="alert"`).
+fn alert_text(html: &str) -> String {
+    let start = html
+        .find("role=\"alert\"")
+        .and_then(|i| html[i..].find('>').map(|j| i + j + 1))
+        .unwrap_or_else(|| panic!("an alert in the page: {html}"));
+    let end = html[start..].find("</div>").expect("end of alert") + start;
+    html[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn a_form_from_another_address_of_this_server_is_refused_with_the_fix() {
+    let t = TestApp::new().await;
+    t.register("alice@example.com").await;
+    // The browser opened the listen address, not the public URL.
+    let r = t
+        .send(
+            Req::post("/login")
+                .header("origin", "http://127.0.0.1:8080")
+                .header("sec-fetch-site", "same-origin")
+                .form(&[("email", "alice@example.com"), ("password", PASSWORD)]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert_html(&r);
+    assert_page_headers(&r);
+    assert!(r.set_cookie(COOKIE).is_none());
+    let html = r.text();
+    assert!(html.contains("Request refused") && html.contains("csrf_failed"));
+    let alert = alert_text(&html);
+    for needed in [
+        "sent from a page at http://127.0.0.1:8080",
+        "its public URL, http://localhost:8080",
+        "reloading will not help",
+        "open http://localhost:8080 in your browser",
+        "set TESSERA_PUBLIC_URL to http://127.0.0.1:8080",
+    ] {
+        assert!(alert.contains(needed), "{needed:?} in {alert}");
+    }
+    // Its button leads to the public URL, not back to the wrong address.
+    assert!(
+        html.contains("href=\"http://localhost:8080/\" id=\"continue-to\""),
+        "{html}"
+    );
+
+    // `Origin: null`: `Referer` tells where the page was, and only its
+    // scheme, host and port are repeated.
+    let r = t
+        .send(
+            Req::post("/login")
+                .header("origin", "null")
+                .header(
+                    "referer",
+                    "http://127.0.0.1:8080/login?token=s3cr3t&x=<b>bold</b>",
+                )
+                .form(&[("email", "alice@example.com"), ("password", PASSWORD)]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let html = r.text();
+    assert!(
+        alert_text(&html).contains("sent from a page at http://127.0.0.1:8080,"),
+        "{html}"
+    );
+    for never in ["s3cr3t", "/login?", "bold", "<b>"] {
+        assert!(!html.contains(never), "{never:?} echoed: {html}");
+    }
+    // Markup in `Origin` never reaches the page: only a parsed origin is
+    // shown, and what does not parse is not shown at all.
+    for (origin, shown) in [
+        (
+            "http://evil.example/\"><script>alert(1)</script>",
+            Some("http://evil.example"),
+        ),
+        ("http://<img src=x>/", None),
+        ("javascript:alert(1)", None),
+    ] {
+        let r = t
+            .send(
+                Req::post("/register")
+                    .header("origin", origin)
+                    .form(&[("email", "x@example.com")]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{origin}");
+        let html = r.text();
+        for never in ["<script", "alert(1)", "<img", "src=x"] {
+            assert!(!html.contains(never), "{never:?} echoed: {html}");
+        }
+        let alert = alert_text(&html);
+        match shown {
+            Some(o) => assert!(
+                alert.contains(&format!("sent from a page at {o},")),
+                "{alert}"
+            ),
+            None => assert!(alert.contains("sent from another origin"), "{alert}"),
+        }
+        assert!(alert.contains("open http://localhost:8080 in your browser"));
+    }
+
+    // A signed-in form from the wrong address reads the same.
+    let login = t.login("alice@example.com").await;
+    let b = page_session(&t, &login).await;
+    let r = t
+        .send(
+            Req::post("/logout")
+                .header("cookie", &b.cookie)
+                .header("origin", "http://127.0.0.1:8080")
+                .form(&[("csrf_token", b.csrf.as_str())]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let alert = alert_text(&r.text());
+    assert!(
+        alert.contains("sent from a page at http://127.0.0.1:8080"),
+        "{alert}"
+    );
+    assert!(
+        alert.contains("open http://localhost:8080 in your browser"),
+        "{alert}"
+    );
+    assert!(alive(&t, &b.cookie).await);
+}
+
+#[tokio::test]
+async fn api_csrf_refusals_name_the_origin_the_public_url_and_the_fix() {
+    let t = TestApp::new().await;
+    let login = t.signed_in("alice@example.com").await;
+    let from_listen_address = |req: Req| req.header("origin", "http://127.0.0.1:8080");
+    for req in [
+        // No session yet: login and account creation.
+        from_listen_address(
+            Req::post("/v1/sessions")
+                .json(serde_json::json!({"email": "alice@example.com", "password": PASSWORD})),
+        ),
+        from_listen_address(
+            Req::post("/v1/accounts")
+                .json(serde_json::json!({"email": "bob@example.com", "password": PASSWORD})),
+        ),
+        // Cookie-authenticated, with the right CSRF token.
+        from_listen_address(Req::delete("/v1/session").session(&login)),
+    ] {
+        let r = t.send(req).await;
+        r.assert_error(StatusCode::FORBIDDEN, "csrf_failed");
+        let d = r.json()["error_description"].as_str().unwrap().to_owned();
+        for needed in [
+            "comes from http://127.0.0.1:8080",
+            "public URL http://localhost:8080",
+            "open http://localhost:8080 in the browser",
+            "TESSERA_PUBLIC_URL=http://127.0.0.1:8080",
+        ] {
+            assert!(d.contains(needed), "{needed:?} in {d}");
+        }
+    }
+    assert!(alive(&t, &login.cookie).await);
+    // Only the origin is repeated, never the rest of what was sent.
+    let r = t
+        .send(
+            Req::post("/v1/sessions")
+                .header("origin", "null")
+                .header("referer", "https://other.example/p?code=s3cr3t")
+                .json(serde_json::json!({"email": "alice@example.com", "password": PASSWORD})),
+        )
+        .await;
+    r.assert_error(StatusCode::FORBIDDEN, "csrf_failed");
+    let d = r.json()["error_description"].as_str().unwrap().to_owned();
+    assert!(d.contains("comes from https://other.example,"), "{d}");
+    assert!(!d.contains("s3cr3t") && !d.contains("/p"), "{d}");
+}
+
+/// Log lines written on this thread while `f` runs (the tests run on a
+/// current-thread runtime, so the request is handled on this thread).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_refused_origin_is_logged_once_a_minute_naming_both_origins() {
+    // Addresses no other test uses: the rate limit is per process.
+    let public = "http://localhost:18471";
+    let t = TestApp::with(&[("public_url", public)]).await;
+    let (logs, _guard) = Logs::capture();
+    let refused = |origin: &str| {
+        Req::post("/login")
+            .header("origin", origin)
+            .form(&[("email", "alice@example.com"), ("password", PASSWORD)])
+    };
+    for _ in 0..2 {
+        let r = t.send(refused("http://127.0.0.1:18471")).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    // An API call with the same wrong origin is the same refusal.
+    let r = t
+        .send(
+            Req::post("/v1/sessions")
+                .header("origin", "http://127.0.0.1:18471")
+                .json(serde_json::json!({"email": "a@example.com", "password": PASSWORD})),
+        )
+        .await;
+    r.assert_error(StatusCode::FORBIDDEN, "csrf_failed");
+    let warned = |origin: &str| -> Vec<String> {
+        logs.lines()
+            .into_iter()
+            .filter(|l| {
+                l.contains("WARN") && l.contains(&format!("refused a request from {origin}"))
+            })
+            .collect()
+    };
+    let lines = warned("http://127.0.0.1:18471");
+    assert_eq!(lines.len(), 1, "{:#?}", logs.lines());
+    let line = &lines[0];
+    assert!(line.contains(&format!("public URL is {public}")), "{line}");
+    assert!(
+        line.contains(&format!(
+            "browsers must open {public}, not http://127.0.0.1:18471"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains("TESSERA_PUBLIC_URL=http://127.0.0.1:18471"),
+        "{line}"
+    );
+    // Another origin gets its own line.
+    let r = t.send(refused("http://127.0.0.2:18471")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        warned("http://127.0.0.2:18471").len(),
+        1,
+        "{:#?}",
+        logs.lines()
+    );
+    assert_eq!(warned("http://127.0.0.1:18471").len(), 1);
+}
+
+/// The sign-in marker's `Set-Cookie`, if the response has one.
+const MARKER: &str = "tessera_signed_in";
+
+#[tokio::test]
+async fn a_sign_in_whose_cookie_does_not_come_back_is_explained() {
+    // Plain HTTP on a host other than localhost: no browser keeps the
+    // `Secure` session cookie.
+    let public = "http://tessera.test:8080";
+    let t = TestApp::with(&[("public_url", public)]).await;
+    t.register("alice@example.com").await;
+    let r = t
+        .send(
+            Req::post("/login")
+                .header("origin", public)
+                .form(&[("email", "alice@example.com"), ("password", PASSWORD)]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(location(&r), "/account");
+    let session = r.set_cookie(COOKIE).expect("the session cookie");
+    assert_eq!(session.attr("Secure"), Some(None));
+    // The marker: no secret, not Secure (so it survives plain HTTP),
+    // short-lived, invisible to scripts.
+    let marker = r.set_cookie(MARKER).expect("the sign-in marker");
+    assert_eq!(marker.value, "1");
+    assert_eq!(marker.attr("Secure"), None);
+    assert_eq!(marker.attr("Max-Age"), Some(Some("60")));
+    assert_eq!(marker.attr("HttpOnly"), Some(None));
+    assert_eq!(marker.attr("Path"), Some(Some("/")));
+    let marker_cookie = format!("{MARKER}=1");
+
+    // The browser dropped the session cookie and kept the marker.
+    let r = t
+        .send(Req::get("/account").header("cookie", &marker_cookie))
+        .await;
+    assert_eq!(location(&r), "/login");
+    let r = t
+        .send(Req::get("/login").header("cookie", &marker_cookie))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_page_headers(&r);
+    let html = r.text();
+    assert!(html.contains("id=\"cookie-refused\""), "{html}");
+    for needed in [
+        "your browser refused the session cookie",
+        "plain HTTP",
+        public,
+        "<code>Secure</code>",
+        "HTTPS",
+        "TESSERA_COOKIE_SECURE=false",
+        "which this is not",
+    ] {
+        assert!(html.contains(needed), "{needed:?} in {html}");
+    }
+    // Shown once: the page drops the marker.
+    let cleared = r.set_cookie(MARKER).expect("the marker is dropped");
+    assert_eq!(cleared.attr("Max-Age"), Some(Some("0")));
+    // The form is still there.
+    assert!(html.contains("id=\"login-form\""));
+
+    // Not shown without the marker, after signing out, with a session
+    // cookie (live or dead), or with the cookie dropped by the server.
+    let r = t.send(Req::get("/login")).await;
+    assert!(!r.text().contains("cookie-refused"));
+    let r = t
+        .send(Req::get("/login?done=signed_out").header("cookie", &marker_cookie))
+        .await;
+    assert!(!r.text().contains("cookie-refused"));
+    let login = t.login("alice@example.com").await;
+    let r = t
+        .send(Req::get("/login").header("cookie", &format!("{}; {marker_cookie}", login.cookie)))
+        .await;
+    assert_eq!(location(&r), "/account");
+    let dead = format!("{COOKIE}={}; {marker_cookie}", "A".repeat(43));
+    let r = t.send(Req::get("/login").header("cookie", &dead)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.text().contains("cookie-refused"));
+    let r = t.send(Req::get("/account").header("cookie", &dead)).await;
+    assert_eq!(location(&r), "/login");
+    assert_eq!(
+        r.set_cookie(MARKER)
+            .expect("marker dropped with the dead session")
+            .attr("Max-Age"),
+        Some(Some("0"))
+    );
+
+    // Registering signs in too, and gets the same help.
+    let r = t
+        .send(Req::post("/register").header("origin", public).form(&[
+            ("email", "bob@example.com"),
+            ("password", PASSWORD),
+            ("confirm_password", PASSWORD),
+        ]))
+        .await;
+    assert_eq!(location(&r), "/account?done=welcome");
+    assert!(r.set_cookie(MARKER).is_some());
+}
+
+#[tokio::test]
+async fn the_sign_in_marker_is_only_used_where_a_browser_may_refuse_the_cookie() {
+    // On http://localhost, Chromium and Firefox keep Secure cookies, Safari
+    // does not: the marker is set and the explanation names Safari.
+    let t = TestApp::new().await;
+    t.register("alice@example.com").await;
+    let r = form_login(&t, "alice@example.com", PASSWORD).await;
+    assert!(r.set_cookie(MARKER).is_some());
+    let r = t
+        .send(Req::get("/login").header("cookie", &format!("{MARKER}=1")))
+        .await;
+    let html = r.text();
+    assert!(html.contains("id=\"cookie-refused\""), "{html}");
+    assert!(html.contains("Safari"), "{html}");
+    assert!(html.contains("TESSERA_COOKIE_SECURE=false"), "{html}");
+
+    // Over HTTPS, or with cookies that are not Secure, there is nothing to
+    // explain: no marker, and a planted one changes nothing.
+    for pairs in [
+        vec![("public_url", "https://auth.example.com")],
+        vec![
+            ("public_url", "http://tessera.test:8080"),
+            ("cookie_secure", "false"),
+        ],
+    ] {
+        let t = TestApp::with(&pairs).await;
+        t.register("alice@example.com").await;
+        let origin = pairs[0].1;
+        let r = t
+            .send(
+                Req::post("/login")
+                    .header("origin", origin)
+                    .form(&[("email", "alice@example.com"), ("password", PASSWORD)]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{pairs:?}: {}", r.text());
+        assert!(r.set_cookie(MARKER).is_none(), "{pairs:?}");
+        let r = t
+            .send(Req::get("/login").header("cookie", &format!("{MARKER}=1")))
+            .await;
+        assert!(!r.text().contains("cookie-refused"), "{pairs:?}");
+    }
+}

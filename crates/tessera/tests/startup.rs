@@ -1,7 +1,11 @@
 //! What the operator sees when a database is opened: each schema migration
-//! applied is reported on stderr (by `serve` and by any CLI command), and
-//! `serve` says where it listens, which store it uses and, on a database
-//! without users, how to create the first administrator.
+//! applied is reported on stderr (by `serve`, `migrate` and any CLI
+//! command), only `serve` and `migrate` create a database (any other
+//! command says where it looked instead), `serve` takes its port before it
+//! creates anything and says where it listens, which store it uses and, on
+//! a database without users, how to create the first administrator; and
+//! the variables Kubernetes sets for a Service named `tessera` are not
+//! mistaken for settings.
 
 mod common;
 
@@ -41,14 +45,19 @@ fn migrations() -> (usize, String, String) {
 }
 
 #[test]
-fn cli_commands_report_each_migration_they_apply() {
+fn migrate_reports_each_migration_it_applies() {
     let (total, first, last) = migrations();
     assert!(total >= 2);
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("m.db").display());
+    let path = dir.path().join("m.db");
+    let db = format!("sqlite://{}", path.display());
 
-    let (code, _, err) = run(tessera(&db).args(["user", "list"]), "");
+    let (code, out, err) = run(tessera(&db).args(["migrate"]), "");
     assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("created the database {}", path.display())),
+        "{out}"
+    );
     assert!(
         err.contains(&format!("{total} of {total} schema migrations to apply")),
         "{err}"
@@ -72,6 +81,10 @@ fn cli_commands_report_each_migration_they_apply() {
     // Nothing left to apply: nothing said.
     let (code, _, err) = run(tessera(&db).args(["keys", "list"]), "");
     assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("migration"), "{err}");
+    let (code, out, err) = run(tessera(&db).args(["migrate"]), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("is up to date"), "{out}");
     assert!(!err.contains("migration"), "{err}");
 }
 
@@ -200,6 +213,59 @@ fn serve_says_where_it_listens_which_store_and_how_to_create_the_first_admin() {
     assert!(!second.contains("applying migration"), "{second}");
 }
 
+/// The banner tells people which address to open in a browser and, when
+/// the listen address differs from the public URL, that the listen address
+/// will not work for signing in, and why; a plain-HTTP public URL off
+/// localhost gets a warning naming the fixes.
+#[test]
+fn serve_says_which_address_to_open_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("b.db").display());
+
+    let err = serve_once_with(&db, &[("TESSERA_PUBLIC_URL", "http://localhost:8080")]);
+    let listen = err
+        .split("tessera listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("open http://localhost:8080 in a browser")),
+        "{err}"
+    );
+    let why = err
+        .lines()
+        .find(|l| l.contains("will not work for signing in from a browser"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        why.contains(&format!("http://{listen}, the listen address")),
+        "{why}"
+    );
+    assert!(
+        why.contains("accepts forms only from pages at its public URL")
+            && why.contains("TESSERA_PUBLIC_URL"),
+        "{why}"
+    );
+    assert!(!err.contains("TESSERA_COOKIE_SECURE"), "{err}");
+
+    // Plain HTTP on another host: sign-in cannot stick, and the warning
+    // says what to do.
+    let err = serve_once_with(&db, &[("TESSERA_PUBLIC_URL", "http://tessera.test:8080")]);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("open http://tessera.test:8080 in a browser")),
+        "{err}"
+    );
+    let warning = err
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("is plain HTTP"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        warning.contains("TESSERA_COOKIE_SECURE=false") && warning.contains("HTTPS"),
+        "{warning}"
+    );
+}
+
 /// Short lifetimes are accepted, and a lifetime set alone brings down the
 /// defaults that must fit under it instead of failing on them: with only
 /// the absolute timeout set to 1h, the idle timeout (default 2h) follows it.
@@ -234,4 +300,377 @@ fn serve_starts_with_only_a_short_absolute_session_timeout() {
             && err.contains("TESSERA_SESSION_ABSOLUTE_TIMEOUT"),
         "{err}"
     );
+}
+
+/// `tessera` with no database setting of its own, run in `dir` (as an
+/// operator's shell in the wrong directory would be).
+fn tessera_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.current_dir(dir)
+        .env_remove("TESSERA_DATABASE_URL")
+        .env("TESSERA_HASH_THREADS", "1")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The finding: `user create --role admin` run in another directory
+/// "succeeded" on a new empty database, and the login then failed.
+#[test]
+fn a_command_in_an_empty_directory_creates_nothing_and_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().canonicalize().unwrap();
+    let create_admin = [
+        "user",
+        "create",
+        "--email",
+        "admin@example.com",
+        "--role",
+        "admin",
+        "--password-stdin",
+    ];
+
+    // The default `sqlite://tessera.db`, relative to the working directory.
+    let (code, out, err) = run(
+        tessera_in(&here).args(create_admin),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 2, "a configuration error: {out}{err}");
+    assert_eq!(
+        files_in(&here),
+        Vec::<String>::new(),
+        "nothing created: {err}"
+    );
+    let looked_at = here.join("tessera.db");
+    for needle in [
+        format!("no database at {}", looked_at.display()),
+        "TESSERA_DATABASE_URL=sqlite://tessera.db, the default".to_owned(),
+        format!("working directory {}", here.display()),
+        "Nothing was created".to_owned(),
+        "--database-url sqlite:///".to_owned(),
+        "TESSERA_DATABASE_URL=sqlite:///".to_owned(),
+        "--config FILE".to_owned(),
+        "tessera migrate".to_owned(),
+    ] {
+        assert!(err.contains(&needle), "{needle:?} not in: {err}");
+    }
+    assert!(!out.contains("created"), "{out}");
+
+    // Every other command that opens the database stops the same way.
+    for args in [
+        &["user", "list"][..],
+        &["keys", "list"],
+        &["keys", "rotate"],
+        &["client", "create", "billing"],
+        &["sessions", "revoke-all", "--yes"],
+    ] {
+        let (code, _, err) = run(tessera_in(&here).args(args), "");
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("no database at"), "{args:?}: {err}");
+    }
+    assert_eq!(files_in(&here), Vec::<String>::new());
+
+    // Where the setting came from: a flag, the environment, a file.
+    let (code, _, err) = run(
+        tessera_in(&here).args(["--database-url", "sqlite://flag.db", "user", "list"]),
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "no database at {}",
+            here.join("flag.db").display()
+        )) && err.contains("from command-line flag --database-url"),
+        "{err}"
+    );
+    let elsewhere = here.join("elsewhere.db");
+    let (code, _, err) = run(
+        tessera_in(&here)
+            .env(
+                "TESSERA_DATABASE_URL",
+                format!("sqlite://{}", elsewhere.display()),
+            )
+            .args(["user", "list"]),
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("no database at {}", elsewhere.display()))
+            && err.contains("environment")
+            && !err.contains("working directory"),
+        "an absolute path needs no working directory: {err}"
+    );
+    let config = tempfile::tempdir().unwrap();
+    let config_file = config.path().join("tessera.toml");
+    std::fs::write(&config_file, "database_url = \"sqlite://from-file.db\"\n").unwrap();
+    let (code, _, err) = run(
+        tessera_in(&here).args(["--config", config_file.to_str().unwrap(), "user", "list"]),
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("from TOML file {}", config_file.display())),
+        "{err}"
+    );
+    assert_eq!(files_in(&here), Vec::<String>::new());
+
+    // An existing file that is not a Tessera database is left as it was.
+    std::fs::write(here.join("empty.db"), b"").unwrap();
+    let (code, _, err) = run(
+        tessera_in(&here).args(["--database-url", "sqlite://empty.db", "user", "list"]),
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the file {} has no Tessera schema",
+            here.join("empty.db").display()
+        )),
+        "{err}"
+    );
+    assert_eq!(files_in(&here), ["empty.db"]);
+    assert_eq!(std::fs::metadata(here.join("empty.db")).unwrap().len(), 0);
+    std::fs::remove_file(here.join("empty.db")).unwrap();
+
+    // `serve` still creates the database; then the command works.
+    let db = format!("sqlite://{}", looked_at.display());
+    let first = serve_once(&db);
+    assert!(first.contains("applying migration 1/"), "{first}");
+    assert!(looked_at.exists());
+    let (code, out, err) = run(
+        tessera_in(&here).args(create_admin),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("admin@example.com"), "{out}");
+}
+
+/// `migrate` is the one command besides `serve` that creates a database.
+#[test]
+fn migrate_creates_the_database_other_commands_then_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = dir.path().canonicalize().unwrap();
+    let (code, out, err) = run(tessera_in(&here).args(["migrate"]), "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "created the database {}",
+            here.join("tessera.db").display()
+        )),
+        "{out}"
+    );
+    assert!(err.contains("applying migration 1/"), "{err}");
+    let (code, _, err) = run(
+        tessera_in(&here).args([
+            "user",
+            "create",
+            "--email",
+            "a@example.com",
+            "--password-stdin",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+/// On the store the suite runs on (`TEST_STORE`): a command given a fresh
+/// store (a SQLite file not there yet, or a new empty PostgreSQL database)
+/// changes nothing in it and says so; `migrate` sets it up.
+#[tokio::test]
+async fn a_command_on_a_fresh_store_changes_nothing_until_it_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = common::fresh_store_url(dir.path()).await;
+    let postgres = db.starts_with("postgres");
+
+    let (code, _, err) = run(tessera(&db).args(["user", "list"]), "");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tessera migrate"), "{err}");
+    if postgres {
+        assert!(
+            err.contains("has no Tessera schema") && err.contains("--database-url postgres://"),
+            "{err}"
+        );
+        assert!(!schema_exists(&db).await, "no schema was created");
+    } else {
+        assert!(err.contains("no database at"), "{err}");
+        assert_eq!(files_in(dir.path()), Vec::<String>::new());
+    }
+    // The doctor does not set it up either.
+    let (_, _, err) = run(tessera(&db).args(["doctor"]), "");
+    assert!(err.contains("yet: key age"), "{err}");
+    if postgres {
+        assert!(!schema_exists(&db).await, "the doctor created no schema");
+    }
+
+    let (code, _, err) = run(tessera(&db).args(["migrate"]), "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(tessera(&db).args(["user", "list"]), "");
+    assert_eq!(code, 0, "{err}");
+    if postgres {
+        assert!(schema_exists(&db).await);
+        // A PostgreSQL database that is not there: the same kind of stop
+        // (Tessera never creates one, `serve` included).
+        let (base, _) = db.rsplit_once('/').unwrap();
+        let nowhere = format!("{base}/t_not_there");
+        let (code, _, err) = run(tessera(&nowhere).args(["user", "list"]), "");
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!("no database {nowhere}"))
+                && err.contains("does not exist")
+                && err.contains("never creates a PostgreSQL database"),
+            "{err}"
+        );
+    }
+}
+
+/// Whether the PostgreSQL database at `url` holds Tessera's bookkeeping
+/// table.
+async fn schema_exists(url: &str) -> bool {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let exists: bool = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    conn.close().await.unwrap();
+    exists
+}
+
+/// "Check the port before creating anything": a port in use stops `serve`
+/// before the database is created.
+#[test]
+fn a_port_in_use_stops_serve_before_any_database_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let db = format!("sqlite://{}", path.display());
+
+    let (code, _, err) = run(
+        tessera(&db).args(["serve", "--addr", &format!("127.0.0.1:{port}")]),
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && err.contains("command-line flag --addr")
+            && err.contains("nothing was created"),
+        "{err}"
+    );
+    assert!(!path.exists(), "no database left behind: {err}");
+    assert!(!err.contains("migration"), "{err}");
+
+    // The metrics address too.
+    let (code, _, err) = run(
+        tessera(&db)
+            .env("TESSERA_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .args(["serve", "--addr", "127.0.0.1:0"]),
+        "",
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (TESSERA_METRICS_ADDR"
+        )),
+        "{err}"
+    );
+    assert!(!path.exists(), "no database left behind: {err}");
+    drop(taken);
+}
+
+/// What a pod in a namespace with a Service named `tessera` (ports `http`
+/// 8080/TCP and `metrics` 9090/TCP) finds in its environment.
+const KUBERNETES_SERVICE_ENV: &[(&str, &str)] = &[
+    ("TESSERA_SERVICE_HOST", "10.96.12.34"),
+    ("TESSERA_SERVICE_PORT", "8080"),
+    ("TESSERA_SERVICE_PORT_HTTP", "8080"),
+    ("TESSERA_SERVICE_PORT_METRICS", "9090"),
+    ("TESSERA_PORT", "tcp://10.96.12.34:8080"),
+    ("TESSERA_PORT_8080_TCP", "tcp://10.96.12.34:8080"),
+    ("TESSERA_PORT_8080_TCP_PROTO", "tcp"),
+    ("TESSERA_PORT_8080_TCP_PORT", "8080"),
+    ("TESSERA_PORT_8080_TCP_ADDR", "10.96.12.34"),
+    ("TESSERA_PORT_9090_TCP", "tcp://10.96.12.34:9090"),
+    ("TESSERA_PORT_9090_TCP_PROTO", "tcp"),
+    ("TESSERA_PORT_9090_TCP_PORT", "9090"),
+    ("TESSERA_PORT_9090_TCP_ADDR", "10.96.12.34"),
+];
+
+#[test]
+fn kubernetes_service_variables_are_ignored_and_other_unknown_ones_still_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
+
+    let err = serve_once_with(&db, KUBERNETES_SERVICE_ENV);
+    assert!(err.contains("listening on http://127.0.0.1:"), "{err}");
+    let ignored = err
+        .lines()
+        .find(|l| l.contains("Kubernetes"))
+        .unwrap_or_else(|| panic!("no line about the ignored variables: {err}"));
+    assert!(ignored.contains("INFO"), "{ignored}");
+    for (name, _) in KUBERNETES_SERVICE_ENV {
+        assert!(ignored.contains(name), "{name} not in {ignored}");
+    }
+
+    let (code, out, err) = run(
+        tessera(&db)
+            .envs(KUBERNETES_SERVICE_ENV.iter().copied())
+            .args(["config", "show"]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Kubernetes") && err.contains("TESSERA_SERVICE_HOST"),
+        "{err}"
+    );
+    assert!(
+        !out.contains("service_host") && !out.to_lowercase().contains("tessera_port"),
+        "{out}"
+    );
+
+    // A misspelt setting among them is still refused, naming it.
+    let (code, _, err) = run(
+        tessera(&db)
+            .envs(KUBERNETES_SERVICE_ENV.iter().copied())
+            .env("TESSERA_SESION_IDLE_TIMEOUT", "1h")
+            .args(["serve", "--addr", "127.0.0.1:0"]),
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unknown setting TESSERA_SESION_IDLE_TIMEOUT"),
+        "{err}"
+    );
+
+    // Only Kubernetes' shapes: the same names with other values, or other
+    // names, are unknown settings as before.
+    for (name, value) in [
+        ("TESSERA_PORT", "8080"),
+        ("TESSERA_SERVICE_HOST", "auth.example.com"),
+        ("TESSERA_PORT_8080_TCP_PORT", "9090"),
+        ("TESSERA_PORT_8080_HTTP", "tcp://10.96.12.34:8080"),
+        ("TESSERA_SERVICE_PORT_HTTP", "http"),
+        ("TESSERA_METRICS_SERVICE_HOST", "10.96.12.35"),
+    ] {
+        let (code, _, err) = run(tessera(&db).env(name, value).args(["config", "show"]), "");
+        assert_eq!(code, 2, "{name}={value}: {err}");
+        assert!(err.contains(&format!("unknown setting {name}")), "{err}");
+    }
+    let (_, _, err) = run(
+        tessera(&db)
+            .env("TESSERA_PORT", "8080")
+            .args(["config", "show"]),
+        "",
+    );
+    assert!(err.contains("the port is part of TESSERA_ADDR"), "{err}");
 }

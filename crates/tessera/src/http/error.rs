@@ -68,7 +68,7 @@ impl ApiError {
         )
     }
 
-    pub fn csrf_failed(description: &'static str) -> Self {
+    pub fn csrf_failed(description: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "csrf_failed", description)
     }
 

@@ -5,6 +5,19 @@
 //! victim into the attacker's account). A login destroys any session the
 //! browser already carried (no fixation), and a wrong email and a wrong
 //! password read the same.
+//!
+//! A browser that refuses the `Secure` session cookie (plain HTTP off
+//! localhost, or Safari even on `http://localhost`) would land back on an
+//! empty login form after a correct password, with no word why. So when the
+//! public URL is plain HTTP and cookies are `Secure`, a page sign-in also
+//! sets a marker cookie, `tessera_signed_in`, that is *not* `Secure` (so it
+//! survives where the session cookie does not), lives a minute, and carries
+//! no secret (its value is `1`). A login page requested with the marker but
+//! without any of Tessera's cookies means the session cookie did not come
+//! back: the page says why and what to do. The marker only ever changes
+//! that explanation, so a planted one can do no more than show it; the
+//! login page consumes it, and signing out (`done=…`) or a dropped dead
+//! session never shows it.
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -34,6 +47,83 @@ struct LoginPage {
     email: String,
     next: &'static str,
     jwt_mode: bool,
+    /// The sign-in worked but its cookie did not come back.
+    cookie_refused: Option<CookieRefused>,
+}
+
+/// What the login page says when the browser refused the session cookie.
+struct CookieRefused {
+    /// The plain-HTTP public URL the browser uses.
+    public_url: String,
+    /// Whether that is localhost (where only Safari refuses the cookie).
+    loopback: bool,
+}
+
+/// The "a page sign-in just happened" marker (see the module docs).
+pub(super) const LOGIN_MARKER: &str = "tessera_signed_in";
+
+/// Whether browsers may refuse this server's session cookie: it is
+/// `Secure` and the public URL is plain HTTP.
+fn cookie_may_be_refused(state: &AppState) -> bool {
+    state.settings.cookie_secure && !state.settings.public_url.is_https
+}
+
+/// `Set-Cookie` for the marker: deliberately not `Secure` and without the
+/// `__Host-` prefix (both would make browsers drop it exactly where it is
+/// needed); a minute is plenty for the redirect that follows a sign-in.
+fn login_marker() -> HeaderValue {
+    HeaderValue::from_static("tessera_signed_in=1; Path=/; HttpOnly; SameSite=Lax; Max-Age=60")
+}
+
+/// `Set-Cookie` that drops the marker.
+pub(super) fn clear_login_marker() -> HeaderValue {
+    HeaderValue::from_static("tessera_signed_in=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+/// The 303 after a successful page sign-in: the session cookie and, where
+/// a browser may refuse it, the marker.
+fn signed_in_redirect(state: &AppState, location: &str, session: HeaderValue) -> Response {
+    let mut response = see_other_with_cookie(location, session);
+    if cookie_may_be_refused(state) {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, login_marker());
+    }
+    response
+}
+
+/// When the last "cookie refused" WARN line was written: at most one a
+/// minute (anyone can send the marker; the log must not grow with it).
+static LAST_REFUSED_COOKIE_WARNING: std::sync::Mutex<Option<std::time::Instant>> =
+    std::sync::Mutex::new(None);
+
+/// Whether a once-a-minute log line may be written now (and if so, notes
+/// that it was).
+fn warn_now(last: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
+    let now = std::time::Instant::now();
+    let mut last = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *last {
+        Some(at) if now.saturating_duration_since(at) < std::time::Duration::from_secs(60) => false,
+        _ => {
+            *last = Some(now);
+            true
+        }
+    }
+}
+
+/// Whether the request carries any of Tessera's own (possibly `Secure`)
+/// cookies: the session cookie, or the jwt-cookie mode's two.
+fn carries_tessera_cookie(headers: &HeaderMap, state: &AppState) -> bool {
+    let s = &state.settings;
+    [
+        s.session_cookie_name(),
+        s.access_cookie_name(),
+        s.refresh_cookie_name(),
+    ]
+    .iter()
+    .any(|name| read_cookie(headers, name).is_some())
 }
 
 #[derive(Template)]
@@ -96,7 +186,11 @@ pub async fn root(State(state): State<AppState>, parts: Parts) -> Result<Respons
 
 fn signed_out_redirect(state: &AppState, to: &str, dead_cookie: bool) -> Response {
     if dead_cookie {
-        see_other_with_cookie(to, clear_session_cookie(&state.settings))
+        let mut response = see_other_with_cookie(to, clear_session_cookie(&state.settings));
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, clear_login_marker());
+        response
     } else {
         see_other(to)
     }
@@ -121,6 +215,25 @@ pub async fn login_page(
         "registered" => Some(Flash::ok("Your account is ready. Sign in to continue.")),
         _ => None,
     };
+    // A sign-in a moment ago whose cookie did not come back (and not a
+    // sign-out, which ends the cookie on purpose).
+    let marker = read_cookie(&parts.headers, LOGIN_MARKER).is_some();
+    let cookie_refused = (marker
+        && cookie_may_be_refused(&state)
+        && query.done.is_empty()
+        && !carries_tessera_cookie(&parts.headers, &state))
+    .then(|| CookieRefused {
+        public_url: state.settings.public_url.url.clone(),
+        loopback: state.settings.public_url.is_loopback,
+    });
+    if cookie_refused.is_some() && warn_now(&LAST_REFUSED_COOKIE_WARNING) {
+        tracing::warn!(
+            public_url = %state.settings.public_url.url,
+            "a browser signed in but did not keep the Secure session cookie: the public URL is \
+             plain HTTP; serve Tessera over HTTPS (or, for development only, set \
+             TESSERA_COOKIE_SECURE=false)"
+        );
+    }
     let page = LoginPage {
         nav: Nav::anonymous("login"),
         flash,
@@ -128,12 +241,18 @@ pub async fn login_page(
         email: String::new(),
         next,
         jwt_mode: jwt_mode(&state),
+        cookie_refused,
     };
     let mut response = render(StatusCode::OK, &page);
     if dead_cookie {
         response
             .headers_mut()
             .append(header::SET_COOKIE, clear_session_cookie(&state.settings));
+    }
+    if marker {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, clear_login_marker());
     }
     Ok(response)
 }
@@ -169,6 +288,7 @@ pub async fn login(
             email,
             next,
             jwt_mode: jwt_mode(&state),
+            cookie_refused: None,
         };
         render(status, &page)
     };
@@ -197,7 +317,8 @@ pub async fn login(
         )
         .await;
     match result {
-        Ok(new) => see_other_with_cookie(
+        Ok(new) => signed_in_redirect(
+            &state,
             next,
             set_session(&state, &new.secret, new.auth.session.expires_at),
         ),
@@ -306,7 +427,8 @@ pub async fn register(
         .login(&email, password, carried.as_ref(), client)
         .await
     {
-        Ok(new) => see_other_with_cookie(
+        Ok(new) => signed_in_redirect(
+            &state,
             "/account?done=welcome",
             set_session(&state, &new.secret, new.auth.session.expires_at),
         ),

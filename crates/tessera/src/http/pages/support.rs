@@ -31,7 +31,7 @@ use crate::core::sessions::{Authenticated, csrf_token_for};
 use crate::http::AppState;
 use crate::http::caller::session_secret;
 use crate::http::cookies::{clear_session_cookie, read_cookie};
-use crate::http::csrf::check_fresh_request;
+use crate::http::csrf::{Refusal, Seen, check_fresh_request, check_provenance};
 
 /// Name of the hidden form field carrying the session's CSRF token.
 pub const CSRF_FIELD: &str = "csrf_token";
@@ -98,6 +98,8 @@ struct ErrorPage<'a> {
     title: &'a str,
     message: &'a str,
     code: &'a str,
+    /// Where the page's button leads instead of `/` (an absolute URL).
+    continue_to: Option<&'a str>,
 }
 
 /// Renders a template with a status; a rendering failure (a bug) is a bare
@@ -136,6 +138,9 @@ pub enum PageError {
         code: &'static str,
         retry_after: Option<u64>,
         nav: Option<Box<Nav>>,
+        /// Where the button leads instead of `/`: the public URL, when the
+        /// browser is on another address of this server.
+        continue_to: Option<String>,
     },
 }
 
@@ -153,6 +158,7 @@ impl PageError {
             code,
             retry_after: None,
             nav: None,
+            continue_to: None,
         }
     }
 
@@ -165,6 +171,7 @@ impl PageError {
                 message,
                 code,
                 retry_after,
+                continue_to,
                 ..
             } => Self::Page {
                 status,
@@ -173,6 +180,7 @@ impl PageError {
                 code,
                 retry_after,
                 nav: Some(Box::new(with)),
+                continue_to,
             },
             other => other,
         }
@@ -189,6 +197,40 @@ impl PageError {
                  ({reason}). Nothing was changed. If you sent it, reload the page and try again."
             ),
         )
+    }
+
+    /// A form refused on provenance: where it was sent from, the public URL
+    /// (`public_origin`) and the fix; reloading would not help.
+    pub fn refused(refusal: &Refusal, public_origin: &str) -> Self {
+        let from = match (refusal, refusal.seen()) {
+            (Refusal::ForeignOrigin(_), Seen::Origin(o)) => format!("from a page at {o}"),
+            (Refusal::CrossSite(_), Seen::Origin(o)) => format!("from another site ({o})"),
+            (_, Seen::Null) => "from a page whose origin the browser hides (Origin: null)".into(),
+            (Refusal::ForeignOrigin(_), Seen::Unknown) => "from another origin".into(),
+            (Refusal::CrossSite(_), Seen::Unknown) => "from another site".into(),
+        };
+        let operator = match refusal.seen() {
+            Seen::Origin(o) => format!(
+                " If you run this server and {o} is the address people should use, set \
+                 TESSERA_PUBLIC_URL to {o} and restart Tessera."
+            ),
+            _ => String::new(),
+        };
+        Self::Page {
+            status: StatusCode::FORBIDDEN,
+            title: "Request refused",
+            message: format!(
+                "Tessera refused this form because it was sent {from}, and Tessera accepts \
+                 forms only from its own pages at its public URL, {public_origin}. Nothing was \
+                 changed, and reloading will not help: open {public_origin} in your browser and \
+                 try there.{operator}"
+            )
+            .into(),
+            code: "csrf_failed",
+            retry_after: None,
+            nav: None,
+            continue_to: Some(format!("{public_origin}/")),
+        }
     }
 
     pub fn bad_form(message: impl Into<Cow<'static, str>>) -> Self {
@@ -252,6 +294,7 @@ impl PageError {
             code,
             retry_after: retry_after(&e),
             nav: None,
+            continue_to: None,
         }
     }
 }
@@ -346,6 +389,11 @@ impl IntoResponse for PageError {
                 let mut response = see_other(location);
                 if let Some(cookie) = clear {
                     response.headers_mut().append(header::SET_COOKIE, cookie);
+                    // The session ended here: a sign-in marker still held
+                    // must not read as a refused cookie on the login page.
+                    response
+                        .headers_mut()
+                        .append(header::SET_COOKIE, super::auth::clear_login_marker());
                 }
                 response
             }
@@ -356,6 +404,7 @@ impl IntoResponse for PageError {
                 code,
                 retry_after,
                 nav,
+                continue_to,
             } => {
                 let page = ErrorPage {
                     nav: nav.map(|n| *n).unwrap_or_default(),
@@ -363,6 +412,7 @@ impl IntoResponse for PageError {
                     title,
                     message: &message,
                     code,
+                    continue_to: continue_to.as_deref(),
                 };
                 let mut response = render(status, &page);
                 if let Some(secs) = retry_after {
@@ -409,9 +459,10 @@ pub fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
 // ---------------------------------------------------------------------------
 // CSRF
 
-/// The request-header half of [`check_session_form`], checked before the
-/// body is read: the same provenance rule as login and register.
-fn check_provenance(headers: &HeaderMap, public_origin: &str) -> Result<(), &'static str> {
+/// The request-header half of [`check_session_form`]: the same provenance
+/// rule as login and register ([`SignedInForm`] checks it first, before the
+/// body is read, and shows the full [`PageError::refused`] page).
+fn form_provenance(headers: &HeaderMap, public_origin: &str) -> Result<(), &'static str> {
     check_fresh_request(headers, public_origin)
         .map_err(|_| "the request comes from another origin or site")
 }
@@ -427,7 +478,7 @@ pub fn check_session_form(
     expected: &str,
     presented: Option<&str>,
 ) -> Result<(), &'static str> {
-    check_provenance(headers, public_origin)?;
+    form_provenance(headers, public_origin)?;
     match presented {
         Some(token) if !token.is_empty() && secrets_equal(token, expected) => Ok(()),
         Some(t) if !t.is_empty() => Err("the form's security token is wrong"),
@@ -443,8 +494,8 @@ impl FromRequestParts<AppState> for PageFresh {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
-        check_fresh_request(&parts.headers, &state.settings.public_url.origin)
-            .map_err(|e| PageError::csrf(e.description))?;
+        let origin = &state.settings.public_url.origin;
+        check_provenance(&parts.headers, origin).map_err(|r| PageError::refused(&r, origin))?;
         Ok(PageFresh)
     }
 }
@@ -539,7 +590,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for SignedInForm<T> {
         let who = signed_in(&parts, state).await?;
         let origin = &state.settings.public_url.origin;
         // Provenance first: a foreign post is refused before its body is read.
-        check_provenance(&parts.headers, origin).map_err(PageError::csrf)?;
+        check_provenance(&parts.headers, origin).map_err(|r| PageError::refused(&r, origin))?;
         let headers = parts.headers.clone();
         let bytes = form_bytes(Request::from_parts(parts, body), state).await?;
         let presented = single_field(&bytes, CSRF_FIELD)?;

@@ -23,6 +23,58 @@ pub fn file_missing(url: &str) -> bool {
     }
 }
 
+/// The absolute path of the file `url` names (`None` for `:memory:` or a
+/// URL that does not parse), for messages about it.
+pub fn file_path(url: &str) -> Option<std::path::PathBuf> {
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    (path != std::path::Path::new(":memory:"))
+        .then(|| std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
+}
+
+/// Whether the existing database at `url` holds Tessera's schema (at least
+/// one migration applied). Read without creating or changing anything: no
+/// `create_if_missing`, no journal mode set (an empty file turned to WAL
+/// would no longer be empty).
+pub async fn has_schema(url: &str) -> anyhow::Result<bool> {
+    let mut conn = SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("bad SQLite URL: {e}"))?
+        .busy_timeout(super::BUSY_TIMEOUT)
+        .connect()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                crate::config::redact_url(url)
+            )
+        })?;
+    let applied: anyhow::Result<i64> = async {
+        let tables: i64 = sqlx::query(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&mut conn)
+        .await?
+        .try_get(0)?;
+        if tables == 0 {
+            return Ok(0);
+        }
+        Ok(
+            sqlx::query("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut conn)
+                .await?
+                .try_get(0)?,
+        )
+    }
+    .await;
+    let _ = conn.close().await;
+    Ok(applied.with_context(|| {
+        format!(
+            "cannot read the database {}",
+            crate::config::redact_url(url)
+        )
+    })? > 0)
+}
+
 /// Applies the pending migrations of the database at `url` (creating it if
 /// missing), reporting each one. Returns how many were applied.
 pub async fn apply_migrations(
