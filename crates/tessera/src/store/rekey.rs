@@ -53,6 +53,15 @@ pub struct RekeyOutcome {
 }
 
 impl RekeyOutcome {
+    /// The answer when the step was recorded as done before: nothing read.
+    pub fn already_done() -> Self {
+        Self {
+            already_done: true,
+            done: true,
+            ..Self::default()
+        }
+    }
+
     /// Whether something is left for an operator to resolve.
     pub fn unresolved(&self) -> bool {
         !self.collisions.is_empty() || !self.refused.is_empty()

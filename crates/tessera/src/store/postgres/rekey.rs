@@ -22,14 +22,6 @@ async fn recorded(conn: &mut PgConnection, step: &str) -> StoreResult<bool> {
     Ok(row.is_some())
 }
 
-fn already_done() -> RekeyOutcome {
-    RekeyOutcome {
-        already_done: true,
-        done: true,
-        ..RekeyOutcome::default()
-    }
-}
-
 pub(super) async fn rekey_emails(
     store: &PostgresStore,
     step: &str,
@@ -40,7 +32,7 @@ pub(super) async fn rekey_emails(
     {
         let mut conn = store.pool.acquire().await.map_err(backend)?;
         if recorded(&mut conn, step).await? {
-            return Ok(already_done());
+            return Ok(RekeyOutcome::already_done());
         }
     }
     let mut tx = store.pool.begin().await.map_err(backend)?;
@@ -69,7 +61,7 @@ async fn rekey_in(
 ) -> StoreResult<RekeyOutcome> {
     // Again under the lock: another node may have finished meanwhile.
     if recorded(conn, step).await? {
-        return Ok(already_done());
+        return Ok(RekeyOutcome::already_done());
     }
     let rows = query(
         "SELECT id, email, email_key FROM users

@@ -21,14 +21,6 @@ async fn recorded(conn: &mut SqliteConnection, step: &str) -> StoreResult<bool> 
     Ok(row.is_some())
 }
 
-fn already_done() -> RekeyOutcome {
-    RekeyOutcome {
-        already_done: true,
-        done: true,
-        ..RekeyOutcome::default()
-    }
-}
-
 pub(super) async fn rekey_emails(
     store: &SqliteStore,
     step: &str,
@@ -39,7 +31,7 @@ pub(super) async fn rekey_emails(
     {
         let mut conn = store.read.acquire().await.map_err(backend)?;
         if recorded(&mut conn, step).await? {
-            return Ok(already_done());
+            return Ok(RekeyOutcome::already_done());
         }
     }
     if apply {
@@ -69,7 +61,7 @@ async fn rekey_in(
 ) -> StoreResult<RekeyOutcome> {
     // Again under the lock: another process may have finished meanwhile.
     if recorded(conn, step).await? {
-        return Ok(already_done());
+        return Ok(RekeyOutcome::already_done());
     }
     // `length` counts characters of text and bytes of a blob: they differ
     // exactly when the email holds a non-ASCII character.
