@@ -212,7 +212,8 @@ impl Tessera {
         new: NewAccount,
         client: &super::sessions::ClientInfo,
     ) -> CoreResult<User> {
-        let who = super::passwords::Principals::new(client.ip_addr(), None);
+        let address = client.ip_addr().filter(|_| self.limits.per_address());
+        let who = super::passwords::Principals::new(address, None);
         self.register_as(new, who).await
     }
 

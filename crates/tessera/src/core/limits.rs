@@ -109,6 +109,13 @@ impl Limits {
         }
     }
 
+    /// Whether limits per client address are on (`ip_rate_limit` is not
+    /// 0). Off, every request is taken to come from one gateway, and the
+    /// hashing pool's fair share does not count addresses either.
+    pub fn per_address(&self) -> bool {
+        self.policy.ip_per_minute > 0
+    }
+
     /// Takes one token from the address's bucket.
     pub fn check_ip(&self, ip: Option<IpAddr>, now: OffsetDateTime) -> Result<(), RetryAfter> {
         let (Some(ip), per_minute) = (ip.map(address_key), self.policy.ip_per_minute) else {

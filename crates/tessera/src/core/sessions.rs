@@ -443,7 +443,10 @@ impl Tessera {
         if self.passwords.pool().is_full() {
             return Err(CoreError::Busy);
         }
-        Ok(Principals::new(ip, caller))
+        Ok(Principals::new(
+            ip.filter(|_| self.limits.per_address()),
+            caller,
+        ))
     }
 
     /// Counts a wrong password against the (account, address) backoff and
