@@ -1,6 +1,7 @@
 //! The `tessera` binary: parse the command line, load and validate the
 //! settings once, set up logging, run the command.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,8 +16,13 @@ fn init_logging(settings: &Settings, serving: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(default)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: in a pipe, a file or
+    // the journal they are noise (and `NO_COLOR` turns them off anywhere).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),

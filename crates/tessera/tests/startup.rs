@@ -189,6 +189,14 @@ fn serve_says_where_it_listens_which_store_and_how_to_create_the_first_admin() {
         ),
         "{first}"
     );
+    // The first key is created, not "rotated" (#21, 13); and stderr is a
+    // pipe here, so the log carries no colour codes (#21, 11).
+    assert!(first.contains("first signing key created"), "{first}");
+    assert!(!first.contains("signing key rotated"), "{first}");
+    assert!(
+        !first.contains('\u{1b}'),
+        "colour codes in a pipe: {first:?}"
+    );
 
     let (code, _, err) = run(
         tessera(&db).args([
@@ -211,6 +219,7 @@ fn serve_says_where_it_listens_which_store_and_how_to_create_the_first_admin() {
     );
     assert!(!second.contains("no users yet"), "{second}");
     assert!(!second.contains("applying migration"), "{second}");
+    assert!(!second.contains("first signing key created"), "{second}");
 }
 
 /// The banner tells people which address to open in a browser and, when

@@ -152,7 +152,17 @@ impl Tessera {
         }
         self.publish(super::events::Change::KeysChanged).await?;
         self.reload_keys().await?;
-        tracing::info!(kid = %key.kid, alg = key.alg.as_str(), "signing key rotated");
+        match &current {
+            None => {
+                tracing::info!(kid = %key.kid, alg = key.alg.as_str(), "first signing key created")
+            }
+            Some(previous) => tracing::info!(
+                kid = %key.kid,
+                alg = key.alg.as_str(),
+                previous = %previous,
+                "signing key rotated"
+            ),
+        }
         // The rotation stands whatever happens to the wipe (the sweep tries
         // again); its failure is logged, not returned.
         if let Err(e) = self.wipe_private_halves(now).await {
