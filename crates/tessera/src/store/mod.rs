@@ -491,7 +491,7 @@ pub async fn presence(url: &str) -> anyhow::Result<Presence> {
             }
             sqlite::migrate::has_schema(url).await?
         }
-        Kind::Postgres => match postgres_has_schema(url).await? {
+        Kind::Postgres => match postgres::migrate::has_schema(url).await? {
             Ok(has_schema) => has_schema,
             Err(message) => return Ok(Presence::NoDatabase(message)),
         },
@@ -501,82 +501,6 @@ pub async fn presence(url: &str) -> anyhow::Result<Presence> {
     } else {
         Presence::NoSchema
     })
-}
-
-/// Whether the PostgreSQL database at `url` has at least one of Tessera's
-/// migrations applied (`_sqlx_migrations` on its search path, as the
-/// migrator finds it), or the server's word that there is no such
-/// database. Errors name the database by its redacted URL.
-async fn postgres_has_schema(url: &str) -> anyhow::Result<Result<bool, String>> {
-    use sqlx::{ConnectOptions, Connection, Row};
-    let redacted = crate::config::redact_url(url);
-    // `parse_url`'s errors are already without the password.
-    let options = postgres::parse_url(url).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let hide = |text: String| without_password(text, url);
-    let conn = tokio::time::timeout(Duration::from_secs(10), options.connect())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("cannot connect to the database {redacted}: no connection within 10 s")
-        })?;
-    let mut conn = match conn {
-        Ok(conn) => conn,
-        // invalid_catalog_name: the server is there, the database is not.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
-            return Ok(Err(hide(e.message().to_owned())));
-        }
-        Err(e) => anyhow::bail!(
-            "cannot connect to the database {redacted}: {}",
-            hide(e.to_string())
-        ),
-    };
-    let applied: Result<bool, sqlx::Error> = async {
-        let table: bool = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&mut conn)
-            .await?
-            .try_get(0)?;
-        if !table {
-            return Ok(false);
-        }
-        sqlx::query("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE success)")
-            .fetch_one(&mut conn)
-            .await?
-            .try_get(0)
-    }
-    .await;
-    let _ = conn.close().await;
-    applied.map(Ok).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the database {redacted}: {}",
-            hide(e.to_string())
-        )
-    })
-}
-
-/// `text` with every form of `url`'s password (in `user:password@` or a
-/// `password`/`sslpassword` parameter, as written and percent-decoded)
-/// replaced by `[redacted]`.
-fn without_password(text: String, url: &str) -> String {
-    let Ok(parsed) = url::Url::parse(url) else {
-        return text;
-    };
-    let mut secrets: Vec<String> = parsed
-        .query_pairs()
-        .filter(|(k, _)| k == "password" || k == "sslpassword")
-        .map(|(_, v)| v.into_owned())
-        .collect();
-    if let Some(raw) = parsed.password() {
-        secrets.push(raw.to_owned());
-        let decoded = url::form_urlencoded::parse(format!("p={raw}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned());
-        secrets.extend(decoded);
-    }
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text, |text, secret| {
-            text.replace(secret.as_str(), "[redacted]")
-        })
 }
 
 /// How far the database's clock is from this process's, in seconds

@@ -61,3 +61,52 @@ pub async fn clock_skew(url: &str) -> anyhow::Result<f64> {
         ((before.unix_timestamp_nanos() + after.unix_timestamp_nanos()) / 2 / 1_000_000) as i64;
     Ok((db_ms - local_ms) as f64 / 1000.0)
 }
+
+/// Whether the PostgreSQL database at `url` has at least one of Tessera's
+/// migrations applied (`_sqlx_migrations` on its search path, as the
+/// migrator finds it), or the server's word that there is no such
+/// database. Errors name the database by its redacted URL.
+pub async fn has_schema(url: &str) -> anyhow::Result<Result<bool, String>> {
+    use sqlx::ConnectOptions;
+    let redacted = crate::config::redact_url(url);
+    // `parse_url`'s errors are already without the password.
+    let options = parse_url(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hide = |text: String| scrub(text, url);
+    let conn = tokio::time::timeout(std::time::Duration::from_secs(10), options.connect())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("cannot connect to the database {redacted}: no connection within 10 s")
+        })?;
+    let mut conn = match conn {
+        Ok(conn) => conn,
+        // invalid_catalog_name: the server is there, the database is not.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            return Ok(Err(hide(e.message().to_owned())));
+        }
+        Err(e) => anyhow::bail!(
+            "cannot connect to the database {redacted}: {}",
+            hide(e.to_string())
+        ),
+    };
+    let applied: Result<bool, sqlx::Error> = async {
+        let table: bool = sqlx::query("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await?
+            .try_get(0)?;
+        if !table {
+            return Ok(false);
+        }
+        sqlx::query("SELECT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE success)")
+            .fetch_one(&mut conn)
+            .await?
+            .try_get(0)
+    }
+    .await;
+    let _ = conn.close().await;
+    applied.map(Ok).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the database {redacted}: {}",
+            hide(e.to_string())
+        )
+    })
+}
