@@ -53,6 +53,14 @@ impl App {
         let store_options = StoreOptions {
             pool_size: settings.database_pool_size,
             statement_timeout: settings.database_statement_timeout,
+            redis: settings
+                .redis_url
+                .as_ref()
+                .map(|url| crate::store::redis::RedisOptions {
+                    url: url.clone(),
+                    key_prefix: settings.redis_key_prefix.clone(),
+                }),
+            session_idle: settings.session_idle_timeout,
         };
         let stores = crate::store::open(&settings.database_url, &store_options)
             .await
@@ -236,6 +244,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         app.settings.public_url.url,
         crate::config::redact_url(&app.settings.database_url)
     );
+    if let Some(redis) = &app.settings.redis_url {
+        eprintln!(
+            "sessions and the revocation push in Redis {} (key prefix {:?})",
+            crate::config::shown_redis_url(redis),
+            app.settings.redis_key_prefix
+        );
+    }
     eprintln!("{}", browser_hint(local, &app.settings.public_url));
     let limits = crate::listener::Limits::from_settings(&app.settings);
     match open_files {

@@ -48,8 +48,13 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     (
         "redis_url",
-        "(unset)",
-        "a redis:// URL (not supported by this build yet)",
+        "(unset: sessions in the database)",
+        "a Redis URL: redis:// or rediss:// (one server), several of those comma-separated (a cluster's seed nodes), or redis+sentinel://host:port[,host:port…]/master_name",
+    ),
+    (
+        "redis_key_prefix",
+        "tessera:",
+        "up to 64 printable ASCII characters without braces or spaces, put before every Redis key and channel",
     ),
     (
         "session_idle_timeout",
@@ -263,6 +268,9 @@ pub struct Settings {
     /// How long a node trusts its revocation view without reading the logs
     /// (see `core::events`).
     pub revocation_max_staleness: Duration,
+    /// Sessions and the revocation push in Redis (`store::redis`).
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
     pub session_touch_interval: Duration,
@@ -512,13 +520,31 @@ impl Settings {
             parse_duration(s)
                 .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(600)).contains(d))
         })?;
-        if let Some(text) = raw.text("redis_url") {
-            return Err(raw.error(
-                "redis_url",
-                &text,
-                "Redis is not supported by this build yet; unset it",
-            ));
-        }
+        let redis_url = match raw.text("redis_url").filter(|t| !t.trim().is_empty()) {
+            None => None,
+            Some(text) => match crate::store::redis::target::Target::parse(&text) {
+                Ok(_) => Some(text.trim().to_owned()),
+                Err(why) => {
+                    return Err(raw.error(
+                        "redis_url",
+                        &text,
+                        &format!(
+                            "a Redis URL ({why}): redis:// or rediss://, cluster seed URLs \
+                             comma-separated, or redis+sentinel://host:port/master_name"
+                        ),
+                    ));
+                }
+            },
+        };
+        let redis_key_prefix = raw.parse(
+            "redis_key_prefix",
+            crate::store::redis::DEFAULT_PREFIX,
+            |s| {
+                crate::store::redis::check_prefix(s)
+                    .ok()
+                    .map(|()| s.to_owned())
+            },
+        )?;
         // Any positive lifetime; only the relations between them are
         // enforced (idle ≤ absolute, touch < idle). A side the user did not
         // set follows the side they did, and only ever gets shorter than its
@@ -681,6 +707,8 @@ impl Settings {
             database_pool_size,
             database_statement_timeout,
             revocation_max_staleness,
+            redis_url,
+            redis_key_prefix,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: touch,
@@ -1028,9 +1056,19 @@ impl Raw<'_> {
 fn shown(key: &str, text: &str) -> String {
     match key {
         "hs256_secret" => "[redacted]".to_owned(),
-        "database_url" | "redis_url" => redact_url(text),
+        "database_url" => redact_url(text),
+        // One URL, or several (cluster seeds), each redacted.
+        "redis_url" => shown_redis_url(text),
         _ => text.to_owned(),
     }
+}
+
+/// A Redis URL (one, or several comma-separated) without its passwords.
+pub fn shown_redis_url(text: &str) -> String {
+    text.split(',')
+        .map(|u| redact_url(u.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Query parameters that carry a password (libpq's and sqlx's names).

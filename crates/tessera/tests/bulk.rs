@@ -181,8 +181,12 @@ fn on_terminal(db_url: &str, args: &str, typed: &str) -> (bool, String) {
     );
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("typescript");
+    let store: String = common::cli::store_env(db_url)
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}' "))
+        .collect();
     let inner = format!(
-        "TESSERA_DATABASE_URL='{db_url}' TESSERA_HASH_THREADS=1 '{}' {args}",
+        "{store}TESSERA_HASH_THREADS=1 '{}' {args}",
         env!("CARGO_BIN_EXE_tessera")
     );
     // `script` writes the terminal's output to `log`.

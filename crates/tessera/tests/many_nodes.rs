@@ -212,6 +212,7 @@ async fn logout_everywhere_on_one_node_reaches_the_other(store: Store) {
     let (trials, jitter) = match store {
         Store::Sqlite => (30, Duration::from_millis(250)),
         Store::Postgres => (200, Duration::from_millis(5)),
+        Store::PostgresRedis => (500, Duration::from_millis(5)),
     };
     let p = Pair::start(store).await;
     let mut session_delays = Vec::with_capacity(trials);
@@ -453,7 +454,7 @@ async fn signs_with(node: &Node, family: &mut Tokens, expected: &str) -> Duratio
 async fn two_nodes_racing_one_refresh_token_have_one_winner(store: Store) {
     let rounds = match store {
         Store::Sqlite => 30,
-        Store::Postgres => 100,
+        Store::Postgres | Store::PostgresRedis => 100,
     };
     let p = Pair::start(store).await;
     p.a.register("alice@example.com").await;
@@ -1056,6 +1057,14 @@ macro_rules! many_nodes {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     super::$scenario(super::Store::Postgres).await;
+                }
+            )*
+        }
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Store::PostgresRedis).await;
                 }
             )*
         }

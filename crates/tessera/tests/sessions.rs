@@ -387,7 +387,7 @@ async fn last_seen_is_written_at_most_once_a_minute() {
 async fn a_touch_that_finds_the_session_gone_drops_the_cached_copy() {
     let t = TestApp::new().await;
     let login = t.signed_in("ria@example.com").await;
-    common::db::execute(&t.db_url, "DELETE FROM sessions").await;
+    common::db::delete_all_sessions(&t.db_url).await;
 
     t.advance(Duration::from_secs(61));
     let mut status = t.send(Req::get("/v1/verify").session(&login)).await.status;

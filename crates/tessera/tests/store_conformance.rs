@@ -30,11 +30,13 @@ use tessera::store::{Push, StoreError, StoreOptions, Stores, UserStore};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 
-/// The backends under test.
+/// The store configurations under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Sqlite,
     Postgres,
+    /// PostgreSQL with sessions and the push in Redis.
+    PostgresRedis,
 }
 
 impl Backend {
@@ -42,14 +44,16 @@ impl Backend {
     fn pushes(self) -> bool {
         match self {
             Backend::Sqlite => false,
-            Backend::Postgres => true,
+            Backend::Postgres | Backend::PostgresRedis => true,
         }
     }
 }
 
-/// A fresh, empty database of one backend, and handles ("nodes") on it.
+/// A fresh, empty database of one backend (and, with Redis, a key prefix
+/// of its own on the shared Redis), and handles ("nodes") on it.
 struct Fixture {
     url: String,
+    options: StoreOptions,
     _dir: TempDir,
     /// The first node, opened with the fixture.
     a: Stores,
@@ -57,23 +61,40 @@ struct Fixture {
 
 impl Fixture {
     async fn new(backend: Backend) -> Self {
+        Self::with(backend, StoreOptions::default()).await
+    }
+
+    async fn with(backend: Backend, mut options: StoreOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
-            Backend::Postgres => common::postgres::fresh_postgres_url().await,
+            Backend::Postgres | Backend::PostgresRedis => {
+                common::postgres::fresh_postgres_url().await
+            }
         };
-        let a = open(&url).await;
-        Self { url, _dir: dir, a }
+        if backend == Backend::PostgresRedis {
+            options.redis = Some(tessera::store::redis::RedisOptions {
+                url: common::redis::shared_redis_url().await,
+                key_prefix: common::redis::fresh_prefix(),
+            });
+        }
+        let a = open(&url, &options).await;
+        Self {
+            url,
+            options,
+            _dir: dir,
+            a,
+        }
     }
 
-    /// Another node on the same database.
+    /// Another node on the same database (and Redis).
     async fn node(&self) -> Stores {
-        open(&self.url).await
+        open(&self.url, &self.options).await
     }
 }
 
-async fn open(url: &str) -> Stores {
-    tessera::store::open(url, &StoreOptions::default())
+async fn open(url: &str, options: &StoreOptions) -> Stores {
+    tessera::store::open(url, options)
         .await
         .unwrap_or_else(|e| panic!("open {url}: {e}"))
 }
@@ -111,9 +132,21 @@ fn fresh_hash() -> SecretHash {
     SecretHash(bytes)
 }
 
+/// A session hash for `user_id`, with the user's tag (which every store
+/// accepts, and a store that groups sessions by user requires).
+fn session_hash(user_id: &str) -> SecretHash {
+    let tag = tessera::core::secret::session_tag(user_id);
+    loop {
+        let h = fresh_hash();
+        if h.0[0] == tag {
+            return h;
+        }
+    }
+}
+
 fn session(user_id: &str, id: &str, at: OffsetDateTime) -> SessionRecord {
     SessionRecord {
-        token_hash: fresh_hash(),
+        token_hash: session_hash(user_id),
         id: id.into(),
         user_id: user_id.into(),
         created_at: at,
@@ -453,6 +486,91 @@ async fn idle_and_absolute_expiry(backend: Backend) {
         left,
         BTreeSet::from(["ses_live".to_owned(), "ses_just".to_owned()])
     );
+}
+
+/// A session past its deadline is gone from the store after its
+/// housekeeping: the periodic sweep (`delete_expired`) where the store
+/// keeps records as given, nothing at all where records expire by
+/// themselves (their time to live, counted from `last_seen_at` with the
+/// store's idle timeout, plus the grace). Activity moves the deadline.
+async fn sessions_leave_at_their_deadline(backend: Backend) {
+    let idle = StdDuration::from_millis(400);
+    let f = Fixture::with(
+        backend,
+        StoreOptions {
+            session_idle: idle,
+            ..StoreOptions::default()
+        },
+    )
+    .await;
+    add_user(&f.a, "usr_a").await;
+    let now = OffsetDateTime::now_utc();
+    let idle_out = session("usr_a", "ses_idle", now);
+    let mut kept_busy = session("usr_a", "ses_busy", now);
+    let mut short = session("usr_a", "ses_short", now);
+    short.expires_at = now + ms(200);
+    for s in [&idle_out, &kept_busy, &short] {
+        assert!(f.a.sessions.insert_session(s, None).await.unwrap());
+    }
+    let wait = idle + tessera::store::EXPIRY_GRACE + StdDuration::from_millis(300);
+    let step = wait / 3;
+    for _ in 0..3 {
+        tokio::time::sleep(step).await;
+        kept_busy.last_seen_at = OffsetDateTime::now_utc();
+        let touched = Arc::new(kept_busy.clone());
+        assert!(
+            f.a.sessions
+                .queue_touch(&touched)
+                .await
+                .unwrap()
+                .still_there()
+                .await
+                .unwrap()
+        );
+    }
+    let after = OffsetDateTime::now_utc();
+    if f.a.sessions.expires_by_itself() {
+        assert_eq!(
+            backend,
+            Backend::PostgresRedis,
+            "only Redis expires by itself"
+        );
+    } else {
+        let idle = Duration::try_from(idle).unwrap();
+        assert_eq!(
+            f.a.sessions
+                .delete_expired(after, after - idle)
+                .await
+                .unwrap(),
+            2
+        );
+    }
+    for gone in [&idle_out, &short] {
+        assert!(
+            f.a.sessions
+                .session_by_hash(&gone.token_hash)
+                .await
+                .unwrap()
+                .is_none(),
+            "{} is past its deadline",
+            gone.id
+        );
+    }
+    let busy =
+        f.a.sessions
+            .session_by_hash(&kept_busy.token_hash)
+            .await
+            .unwrap();
+    assert_eq!(busy.map(|s| s.id.clone()).as_deref(), Some("ses_busy"));
+    let listed: Vec<String> =
+        f.a.sessions
+            .sessions_of_user("usr_a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+    assert_eq!(listed, ["ses_busy"]);
 }
 
 /// A queued touch: seen by the list and the sweep as soon as it is queued,
@@ -1519,6 +1637,14 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod postgres_redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(super::Backend::PostgresRedis).await;
+                }
+            )*
+        }
     };
 }
 
@@ -1529,6 +1655,7 @@ conformance!(
     generation_moves_on_invalidation_only,
     a_session_and_its_audit_event_commit_together,
     idle_and_absolute_expiry,
+    sessions_leave_at_their_deadline,
     queued_touches,
     listing_and_bulk_revocation,
     refresh_rotation_and_reuse,

@@ -272,10 +272,14 @@ impl Tessera {
     pub async fn sweep(&self) {
         let now = self.now();
         let idle_cutoff = now - self.policy.sessions.idle;
-        match self.stores.sessions.delete_expired(now, idle_cutoff).await {
-            Ok(n) if n > 0 => tracing::debug!(count = n, "expired sessions deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweeping expired sessions failed"),
+        // A store whose records expire by themselves (Redis) needs no sweep,
+        // and would have to read every session for it.
+        if !self.stores.sessions.expires_by_itself() {
+            match self.stores.sessions.delete_expired(now, idle_cutoff).await {
+                Ok(n) if n > 0 => tracing::debug!(count = n, "expired sessions deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweeping expired sessions failed"),
+            }
         }
         if let Err(e) = self.stores.refresh.delete_expired_refresh(now).await {
             tracing::warn!(error = %e, "sweeping expired refresh tokens failed");

@@ -206,11 +206,11 @@ impl Tessera {
     /// Whether every backing store answers; if not, the name of the one
     /// that does not (`/readyz` says which).
     pub async fn ready(&self) -> Result<(), &'static str> {
-        match self.stores.backend.ping().await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!(store = self.stores.backend.name(), error = %e, "a store does not answer");
-                Err(self.stores.backend.name())
+        match self.stores.backend.unanswering().await {
+            None => Ok(()),
+            Some((name, e)) => {
+                tracing::warn!(store = name, error = %e, "a store does not answer");
+                Err(name)
             }
         }
     }

@@ -60,6 +60,21 @@ impl BearerSecret {
         Self(encoded)
     }
 
+    /// A fresh secret whose hash begins with the byte `tag`: the shape a
+    /// store that keeps a user's sessions together asks for (see
+    /// [`session_tag`]). Draws whole fresh secrets until one fits (256 tries
+    /// on average, well under a millisecond), so the secret is uniform among
+    /// those that fit: 248 bits an attacker must guess, where a plain
+    /// [`BearerSecret::generate`] has 256.
+    pub fn generate_tagged(tag: u8) -> Self {
+        loop {
+            let secret = Self::generate();
+            if secret.hash().0[0] == tag {
+                return secret;
+            }
+        }
+    }
+
     /// Accepts a presented value only if it has the exact shape Tessera issues,
     /// so junk never reaches a store lookup.
     pub fn parse(presented: &str) -> Option<Self> {
@@ -129,6 +144,15 @@ impl fmt::Debug for SecretHash {
     }
 }
 
+/// The byte a session hash of `user_id` begins with when its store keeps
+/// each user's sessions together ([`crate::store::SessionStore::tags_sessions`]):
+/// the first byte of the SHA-256 of the user id. A lookup knows only the
+/// hash, and finds the user's group from its first byte (Redis: the hash
+/// tag that puts a user's sessions and their index in one cluster slot).
+pub fn session_tag(user_id: &str) -> u8 {
+    SecretHash::of(user_id.as_bytes()).0[0]
+}
+
 /// Constant-time equality for secrets presented by clients.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
@@ -178,6 +202,17 @@ mod tests {
         assert!(BearerSecret::parse("short").is_none());
         assert!(BearerSecret::parse(&"a".repeat(44)).is_none());
         assert!(BearerSecret::parse(&format!("{}=", &s.expose()[..42])).is_none());
+    }
+
+    #[test]
+    fn a_tagged_secret_hashes_to_its_tag_and_is_still_well_formed() {
+        for user in ["usr_a", "usr_b", "usr_c"] {
+            let tag = session_tag(user);
+            let s = BearerSecret::generate_tagged(tag);
+            assert_eq!(s.hash().0[0], tag);
+            assert!(BearerSecret::parse(s.expose()).is_some());
+            assert_ne!(s.expose(), BearerSecret::generate_tagged(tag).expose());
+        }
     }
 
     #[test]

@@ -193,6 +193,16 @@ pub fn csrf_token_for(secret: &BearerSecret) -> String {
 }
 
 impl Tessera {
+    /// A new session's cookie value, in the shape the session store asks
+    /// for (grouped by user where it keeps a user's sessions together).
+    fn new_session_secret(&self, user_id: &str) -> BearerSecret {
+        if self.stores.sessions.tags_sessions() {
+            BearerSecret::generate_tagged(super::secret::session_tag(user_id))
+        } else {
+            BearerSecret::generate()
+        }
+    }
+
     /// Checks credentials and starts a session. `replacing` is the session the
     /// request already carried: it is destroyed before anything else happens.
     pub async fn login(
@@ -209,7 +219,7 @@ impl Tessera {
             .check_credentials(email, password, &client, "session")
             .await?;
         let now = self.now();
-        let secret = BearerSecret::generate();
+        let secret = self.new_session_secret(&user.id);
         let record = SessionRecord {
             token_hash: secret.hash(),
             id: new_id("ses"),
@@ -312,7 +322,7 @@ impl Tessera {
         self.revoke_sid(&old.id).await?;
         let user = self.active_user(user_id).await?;
         let now = self.now();
-        let secret = BearerSecret::generate();
+        let secret = self.new_session_secret(user_id);
         let record = SessionRecord {
             token_hash: secret.hash(),
             id: new_id("ses"),

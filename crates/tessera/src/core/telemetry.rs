@@ -38,7 +38,13 @@ pub struct Telemetry {
     /// slot per pair (see [`Telemetry::count_verification`]), registered on
     /// first use like any other series.
     verifications: [OnceLock<Counter>; VERIFICATION_KINDS.len() * VERIFICATION_OUTCOMES.len()],
+    /// The last count of live sessions and when it was made, where counting
+    /// reads every session (a store that expires them by itself).
+    counted_sessions: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// How long a count of live sessions is reused where counting is costly.
+const COSTLY_COUNT_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The `method` label of `tessera_verifications_total`.
 const VERIFICATION_KINDS: [&str; 3] = ["session", "jwt", "none"];
@@ -119,6 +125,7 @@ impl Telemetry {
             counters: RwLock::default(),
             latency: RwLock::default(),
             verifications: Default::default(),
+            counted_sessions: std::sync::Mutex::new(None),
         };
         t.describe();
         t
@@ -272,18 +279,36 @@ fn histogram(out: &mut String, name: &str, help: &str, series: &LatencyHistogram
 }
 
 impl Tessera {
+    /// Live sessions now; where counting reads every session (Redis), a
+    /// count made in the last minute is reused.
+    async fn count_live_sessions(&self) -> crate::store::StoreResult<u64> {
+        let costly = self.stores.sessions.expires_by_itself();
+        if costly
+            && let Ok(last) = self.telemetry.counted_sessions.lock()
+            && let Some((at, n)) = *last
+            && at.elapsed() < COSTLY_COUNT_REUSE
+        {
+            return Ok(n);
+        }
+        let now = self.now();
+        let n = self
+            .stores
+            .sessions
+            .count_live(now, now - self.policy.sessions.idle)
+            .await?;
+        if costly && let Ok(mut last) = self.telemetry.counted_sessions.lock() {
+            *last = Some((std::time::Instant::now(), n));
+        }
+        Ok(n)
+    }
+
     /// The whole `/metrics` document.
     pub async fn render_metrics(&self) -> String {
         let mut out = self.telemetry.render_recorded();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
-        let now = self.now();
-        let active = self
-            .stores
-            .sessions
-            .count_live(now, now - self.policy.sessions.idle)
-            .await;
+        let active = self.count_live_sessions().await;
         match active {
             Ok(n) => gauge(
                 &mut out,

@@ -61,6 +61,14 @@ impl SessionStore for CachingSessionStore {
         Ok(stored)
     }
 
+    fn tags_sessions(&self) -> bool {
+        self.inner.tags_sessions()
+    }
+
+    fn expires_by_itself(&self) -> bool {
+        self.inner.expires_by_itself()
+    }
+
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>> {
         if let Some(hit) = self.cache.get(hash) {
             return Ok(Some(hit));

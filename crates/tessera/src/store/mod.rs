@@ -4,8 +4,9 @@
 //! written on the trait method it belongs to, and `tests/store_conformance.rs`
 //! checks each of them against every backend. [`open`] picks the backend from
 //! the URL's scheme; each backend lives in a folder of its own (`sqlite/`,
-//! `postgres/`), and adding one means a folder, an arm in [`open`], and a
-//! line in the conformance suite. The bounded in-process caches in `cache` wrap the hot
+//! `postgres/`, and `redis/` for sessions and the push beside either), and
+//! adding one means a folder, an arm in [`open`], and a line in the
+//! conformance suite. The bounded in-process caches in `cache` wrap the hot
 //! reads of any backend; they are composed where the app is wired
 //! (`app.rs`), not here and not in the core.
 //!
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod migrate;
 pub mod postgres;
+pub mod redis;
 pub mod rekey;
 pub mod sqlite;
 mod write_queue;
@@ -135,12 +137,43 @@ pub trait UserStore: Send + Sync {
 /// they return: a deleted session is never returned again by any read on
 /// any node (a cache in front is kept coherent by the change log, not by
 /// the store).
+///
+/// Two stores in one: where sessions live in the database, a session and
+/// its audit event commit together; where they live apart from it (Redis,
+/// `redis/`), see [`SessionStore::insert_session`] for what holds instead.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Stores a new session, and `audit` (the event that describes it) in
-    /// the same commit: a login is never recorded without its session, nor
-    /// the other way round. Returns false, having written neither, when the
-    /// session's user no longer exists. Durable when it returns.
+    /// Whether the store keeps each user's sessions together, found by the
+    /// first byte of their hash (Redis Cluster: one slot for a user's
+    /// sessions and their index, so every multi-key step is one script).
+    /// Then a new session's cookie value must come from
+    /// [`crate::core::secret::BearerSecret::generate_tagged`] with
+    /// [`crate::core::secret::session_tag`] of its user; a session hash
+    /// without its user's tag is refused (an error, nothing written).
+    fn tags_sessions(&self) -> bool {
+        false
+    }
+    /// Whether records leave by themselves at their deadlines (Redis: a
+    /// key's time to live is the earlier of idle and absolute expiry,
+    /// counted from the record's own `last_seen_at`, plus
+    /// [`EXPIRY_GRACE`]). Counting and sweeping then read every session, so
+    /// the core skips the periodic sweep and counts seldom; reads are
+    /// unchanged (the core still checks expiry on every one).
+    fn expires_by_itself(&self) -> bool {
+        false
+    }
+    /// Stores a new session, and `audit` (the event that describes it):
+    /// the two are never apart. Where sessions live in the database, they
+    /// commit together: a login is never recorded without its session, nor
+    /// the other way round. Where they live apart (Redis), the event is
+    /// written first and the session only once it is durable: a session is
+    /// never without its event, but an event may remain for a session that
+    /// was never stored (the session write failed, or the process died
+    /// between the two; the caller then got an error, never a session).
+    /// Returns false, having written neither, when the session's user does
+    /// not exist (where sessions live apart from users, a user deleted
+    /// after that check leaves a session the core refuses, as it refuses
+    /// any session whose user is gone). Durable when it returns.
     async fn insert_session(
         &self,
         session: &SessionRecord,
@@ -191,6 +224,12 @@ pub trait SessionStore: Send + Sync {
         idle_cutoff: OffsetDateTime,
     ) -> StoreResult<u64>;
 }
+
+/// How long past its deadline a self-expiring session record may linger
+/// ([`SessionStore::expires_by_itself`]): the store's clock and the core's
+/// may differ a little, and the core's check on every read is the one that
+/// decides; this only bounds how long a dead record takes space.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(1);
 
 /// An activity write that was queued (see [`SessionStore::queue_touch`]).
 pub struct QueuedTouch(oneshot::Receiver<StoreResult<bool>>);
@@ -371,6 +410,12 @@ pub trait Backend: Send + Sync {
     /// What `/readyz` calls it when it does not answer.
     fn name(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;
+    /// Pings every part; the name of the first that does not answer (a
+    /// backend of several parts, such as the database with Redis beside
+    /// it, names the part: `/readyz` says which).
+    async fn unanswering(&self) -> Option<(&'static str, StoreError)> {
+        self.ping().await.err().map(|e| (self.name(), e))
+    }
     /// Lands what was written behind, then closes the connections; later
     /// calls fail.
     async fn close(&self);
@@ -401,13 +446,19 @@ pub struct Stores {
 }
 
 /// How a networked backend sizes and bounds its connections (the embedded
-/// one ignores these).
+/// one ignores these), and where sessions live.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Most connections this process opens.
     pub pool_size: u32,
     /// Longest a statement may run before the backend cancels it.
     pub statement_timeout: Duration,
+    /// Sessions (and the push of the logs) in Redis rather than the
+    /// database: see `redis/`.
+    pub redis: Option<redis::RedisOptions>,
+    /// The session idle timeout: how long a store that expires records by
+    /// itself keeps an unused one.
+    pub session_idle: Duration,
 }
 
 impl Default for StoreOptions {
@@ -415,6 +466,8 @@ impl Default for StoreOptions {
         Self {
             pool_size: 16,
             statement_timeout: Duration::from_secs(5),
+            redis: None,
+            session_idle: Duration::from_secs(2 * 3600),
         }
     }
 }
@@ -440,11 +493,19 @@ impl Kind {
     }
 }
 
-/// Opens (creating and migrating if needed) the backend `url` names.
+/// Opens (creating and migrating if needed) the backend `url` names, with
+/// sessions in Redis when `options` name one.
 pub async fn open(url: &str, options: &StoreOptions) -> StoreResult<Stores> {
-    match Kind::of(url).map_err(StoreError::Backend)? {
-        Kind::Sqlite => Ok(sqlite::SqliteStore::open(url).await?.stores()),
-        Kind::Postgres => Ok(postgres::PostgresStore::open(url, options).await?.stores()),
+    let database = match Kind::of(url).map_err(StoreError::Backend)? {
+        Kind::Sqlite => sqlite::SqliteStore::open(url).await?.stores(),
+        Kind::Postgres => postgres::PostgresStore::open(url, options).await?.stores(),
+    };
+    match &options.redis {
+        None => Ok(database),
+        Some(redis) => {
+            let store = redis::RedisStore::open(redis, options).await?;
+            Ok(store.over(database))
+        }
     }
 }
 

@@ -202,6 +202,7 @@ pub async fn run(url: &str) -> anyhow::Result<RekeyOutcome> {
         &StoreOptions {
             pool_size: 2,
             statement_timeout: STEP_STATEMENT_TIMEOUT,
+            ..StoreOptions::default()
         },
     )
     .await?;

@@ -102,3 +102,36 @@ pub fn at_rest(url: &str) -> Vec<u8> {
         bytes
     }
 }
+
+/// Deletes every session behind the server's back, wherever the suite keeps
+/// them: the `sessions` table, or (under `TEST_STORE=postgres+redis`) the
+/// session keys and user indexes under the database's Redis prefix.
+pub async fn delete_all_sessions(url: &str) {
+    if super::test_store() != super::TestStore::PostgresRedis {
+        execute(url, "DELETE FROM sessions").await;
+        return;
+    }
+    let redis = super::redis::shared_redis_url().await;
+    let client = redis::Client::open(redis.as_str()).expect("Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let pattern = format!("{}*", super::redis_prefix_for(url));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let sessions: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("}s:") || k.contains("}u:"))
+        .collect();
+    if !sessions.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(sessions)
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
+}

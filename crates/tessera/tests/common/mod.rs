@@ -19,6 +19,7 @@ use tower::ServiceExt;
 pub mod db;
 pub mod node;
 pub mod postgres;
+pub mod redis;
 
 pub const ORIGIN: &str = "http://localhost:8080";
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -135,22 +136,99 @@ impl TestApp {
     }
 }
 
-/// The database URL for a test's store, chosen by the environment variable
-/// `TEST_STORE`: `postgres`, a fresh database on the shared PostgreSQL
-/// cluster ([`postgres::fresh_postgres_url`]); unset or `sqlite`, a SQLite
-/// file in `dir`.
-pub async fn fresh_store_url(dir: &std::path::Path) -> String {
+/// The store configuration the suite runs on, from the environment
+/// variable `TEST_STORE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestStore {
+    /// Unset or `sqlite`: a SQLite file in the test's directory.
+    Sqlite,
+    /// `postgres`: a fresh database on the shared PostgreSQL cluster.
+    Postgres,
+    /// `postgres+redis`: that, with sessions and the push in the shared
+    /// Redis under a key prefix of the database's own.
+    PostgresRedis,
+}
+
+pub fn test_store() -> TestStore {
     match std::env::var("TEST_STORE").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("" | "sqlite") => {
-            format!("sqlite://{}", dir.join("tessera.db").display())
+        Err(std::env::VarError::NotPresent) | Ok("" | "sqlite") => TestStore::Sqlite,
+        Ok("postgres") => TestStore::Postgres,
+        Ok("postgres+redis") => TestStore::PostgresRedis,
+        other => {
+            panic!("TEST_STORE must be `sqlite`, `postgres` or `postgres+redis`, not {other:?}")
         }
-        Ok("postgres") => postgres::fresh_postgres_url().await,
-        other => panic!("TEST_STORE must be `sqlite` or `postgres`, not {other:?}"),
     }
 }
 
+/// The database URL for a test's store ([`test_store`]): a SQLite file in
+/// `dir`, or a fresh database on the shared PostgreSQL cluster
+/// ([`postgres::fresh_postgres_url`]).
+pub async fn fresh_store_url(dir: &std::path::Path) -> String {
+    match test_store() {
+        TestStore::Sqlite => format!("sqlite://{}", dir.join("tessera.db").display()),
+        TestStore::Postgres | TestStore::PostgresRedis => postgres::fresh_postgres_url().await,
+    }
+}
+
+/// The settings that put an app on `db_url` as the suite runs: the
+/// database, and under `postgres+redis` the shared Redis with a key prefix
+/// made from the database's URL (so every app, restart and node on that
+/// database shares its sessions, and no other test's).
+pub async fn store_settings(db_url: &str) -> Vec<(String, String)> {
+    let mut out = vec![("database_url".to_owned(), db_url.to_owned())];
+    if test_store() == TestStore::PostgresRedis {
+        out.push(("redis_url".to_owned(), redis::shared_redis_url().await));
+        out.push(("redis_key_prefix".to_owned(), redis_prefix_for(db_url)));
+    }
+    out
+}
+
+/// Databases whose apps keep sessions in Redis whatever `TEST_STORE` says
+/// (tests that choose their store themselves, such as `many_nodes`): the
+/// database URL and its Redis URL.
+static REDIS_BACKED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes every app and command on `db_url` keep sessions in `redis_url`.
+pub fn keep_sessions_in_redis(db_url: &str, redis_url: &str) {
+    if let Ok(mut backed) = REDIS_BACKED.lock() {
+        backed.push((db_url.to_owned(), redis_url.to_owned()));
+    }
+}
+
+/// The Redis URL the apps on `db_url` use, if they use one.
+pub fn redis_url_for(db_url: &str) -> Option<String> {
+    let chosen = REDIS_BACKED
+        .lock()
+        .ok()
+        .and_then(|b| b.iter().find(|(d, _)| d == db_url).map(|(_, r)| r.clone()));
+    chosen.or_else(|| {
+        (test_store() == TestStore::PostgresRedis).then(|| {
+            std::env::var(redis::SHARED_URL_VAR).unwrap_or_else(|_| {
+                panic!(
+                    "TEST_STORE=postgres+redis needs {} (scripts/test sets it)",
+                    redis::SHARED_URL_VAR
+                )
+            })
+        })
+    })
+}
+
+/// The Redis key prefix of the apps on `db_url` under `postgres+redis`.
+pub fn redis_prefix_for(db_url: &str) -> String {
+    // FNV-1a: stable across processes, unlike std's hasher.
+    let hash = db_url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("t{hash:016x}:")
+}
+
 pub async fn open_app(db_url: &str, pairs: &[(&str, &str)], clock: &ManualClock) -> App {
-    let mut all: Vec<(&str, &str)> = vec![("database_url", db_url), ("hash_threads", "2")];
+    let store = store_settings(db_url).await;
+    let mut all: Vec<(&str, &str)> = store
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    all.push(("hash_threads", "2"));
     all.extend_from_slice(pairs);
     let settings = Settings::from_pairs(&all).expect("test settings");
     App::open(settings, Arc::new(clock.clone()))
@@ -462,10 +540,25 @@ pub mod cli {
     /// and no inherited log filter.
     pub fn tessera(db_url: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.env("TESSERA_DATABASE_URL", db_url)
+        cmd.envs(store_env(db_url))
             .env("TESSERA_HASH_THREADS", "1")
             .env_remove("RUST_LOG");
         cmd
+    }
+
+    /// The environment that puts a command on `db_url` as the suite runs
+    /// (under `postgres+redis`, the shared Redis of `scripts/test`, with
+    /// the prefix the in-process apps on that database use).
+    pub fn store_env(db_url: &str) -> Vec<(String, String)> {
+        let mut env = vec![("TESSERA_DATABASE_URL".to_owned(), db_url.to_owned())];
+        if let Some(redis) = super::redis_url_for(db_url) {
+            env.push(("TESSERA_REDIS_URL".to_owned(), redis));
+            env.push((
+                "TESSERA_REDIS_KEY_PREFIX".to_owned(),
+                super::redis_prefix_for(db_url),
+            ));
+        }
+        env
     }
 
     /// Runs `cmd` with `stdin` as its input: (exit code, stdout, stderr).

@@ -53,6 +53,9 @@ pub enum Store {
     Sqlite,
     /// One PostgreSQL database.
     Postgres,
+    /// One PostgreSQL database, sessions and the push in one Redis (the
+    /// suite's shared one, under a prefix of the database's own).
+    PostgresRedis,
 }
 
 impl Store {
@@ -62,6 +65,11 @@ impl Store {
         match self {
             Store::Sqlite => format!("sqlite://{}", dir.join("tessera.db").display()),
             Store::Postgres => super::postgres::fresh_postgres_url().await,
+            Store::PostgresRedis => {
+                let url = super::postgres::fresh_postgres_url().await;
+                super::keep_sessions_in_redis(&url, &super::redis::shared_redis_url().await);
+                url
+            }
         }
     }
 }

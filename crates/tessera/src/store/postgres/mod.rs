@@ -83,8 +83,12 @@ pub struct PostgresStore {
     /// Refresh rotations, new sessions, activity and audit events,
     /// group-committed.
     batcher: WriteBatcher,
-    /// LISTEN/NOTIFY for the logs; stops when the last handle is dropped.
-    listener: Arc<listen::Listener>,
+    /// LISTEN/NOTIFY for the logs, started by the first
+    /// [`EventStore::subscribe`] (never, where Redis pushes instead: then
+    /// no connection is spent on it); stops when the last handle is dropped.
+    listener: Arc<std::sync::OnceLock<listen::Listener>>,
+    /// How the listener connects.
+    listen_options: PgConnectOptions,
 }
 
 /// The error for a failed statement: a uniqueness violation is a
@@ -227,7 +231,8 @@ impl PostgresStore {
             .map_err(|e| failed("cannot connect", &e))?;
         Ok(Self {
             batcher: WriteBatcher::start(batch::PgBatches { pool: pool.clone() }),
-            listener: Arc::new(listen::Listener::start(session)),
+            listener: Arc::new(std::sync::OnceLock::new()),
+            listen_options: session,
             pool,
         })
     }
@@ -689,7 +694,10 @@ impl EventStore for PostgresStore {
     }
 
     fn subscribe(&self) -> Option<watch::Receiver<Push>> {
-        Some(self.listener.subscribe())
+        let listener = self
+            .listener
+            .get_or_init(|| listen::Listener::start(self.listen_options.clone()));
+        Some(listener.subscribe())
     }
 }
 
@@ -710,7 +718,9 @@ impl Backend for PostgresStore {
     async fn close(&self) {
         // Writes queued behind land before the pool closes.
         self.batcher.flush().await;
-        self.listener.stop().await;
+        if let Some(listener) = self.listener.get() {
+            listener.stop().await;
+        }
         self.pool.close().await;
     }
 
