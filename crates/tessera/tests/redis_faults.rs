@@ -1,0 +1,160 @@
+//! Redis going away under a running app: every session check fails closed
+//! (503, never a pass, never a 500), `/readyz` names Redis, a revocation made
+//! while the subscription is down is enforced before any request passes,
+//! and the app heals by itself when Redis is back (no restart).
+//!
+//! Each test has a private Redis (`common::redis::RedisServer`), which it
+//! stops, kills or disconnects; the durable store is the suite's default.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::redis::{RedisServer, cli};
+use common::{Req, TestApp};
+use tokio_util::sync::CancellationToken;
+
+async fn app_on(redis: &RedisServer) -> (TestApp, CancellationToken) {
+    let url = redis.url();
+    let t = TestApp::with(&[("redis_url", &url), ("redis_key_prefix", "faults:")]).await;
+    let cancel = CancellationToken::new();
+    let _follower = t.app.spawn_background(cancel.clone());
+    (t, cancel)
+}
+
+/// Polls `GET path` with `req` until it answers `want`; panics after 10 s.
+async fn until(t: &TestApp, what: &str, want: StatusCode, req: impl Fn() -> Req) {
+    let start = Instant::now();
+    loop {
+        let r = t.send(req()).await;
+        if r.status == want {
+            return;
+        }
+        assert!(
+            r.status != StatusCode::INTERNAL_SERVER_ERROR,
+            "{what}: a 500: {}",
+            r.text()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: still {} after 10 s: {}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_and_the_app_heals_without_a_restart() {
+    let mut redis = RedisServer::start().await;
+    let (t, cancel) = app_on(&redis).await;
+    let login = t.signed_in("ada@example.com").await;
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&login)).await.status,
+        StatusCode::OK
+    );
+
+    redis.kill();
+    // The cached session is not trusted once the subscription is gone.
+    until(
+        &t,
+        "session with Redis down",
+        StatusCode::SERVICE_UNAVAILABLE,
+        || Req::get("/v1/me").session(&login),
+    )
+    .await;
+    let ready = t.send(Req::get("/readyz")).await;
+    ready.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert!(ready.text().contains("Redis"), "{}", ready.text());
+    for _ in 0..20 {
+        let r = t.send(Req::get("/v1/me").session(&login)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    }
+    let r = t
+        .send(
+            Req::post("/v1/sessions").json(
+                serde_json::json!({"email": "ada@example.com", "password": common::PASSWORD}),
+            ),
+        )
+        .await;
+    r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+
+    // Back (empty: this Redis keeps nothing on disk): the old session is
+    // gone, not passed; a new login works; no restart.
+    redis.restart().await;
+    until(&t, "readiness after Redis returns", StatusCode::OK, || {
+        Req::get("/readyz")
+    })
+    .await;
+    until(&t, "the lost session", StatusCode::UNAUTHORIZED, || {
+        Req::get("/v1/me").session(&login)
+    })
+    .await;
+    let again = t.login("ada@example.com").await;
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&again)).await.status,
+        StatusCode::OK
+    );
+    cancel.cancel();
+}
+
+/// `CLIENT KILL TYPE pubsub`: the app notices, distrusts what it cached,
+/// and a logout made by another process meanwhile (written to the logs
+/// behind this app's back) is enforced before any request passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscription_is_noticed_and_caught_up_from_the_log() {
+    let redis = RedisServer::start().await;
+    let (t, cancel) = app_on(&redis).await;
+    let login = t.signed_in("bob@example.com").await;
+    let tokens = t.tokens_for("eve@example.com").await;
+    let bearer = format!("Bearer {}", tokens["access_token"].as_str().unwrap());
+    let me = t
+        .send(Req::get("/v1/me").header("authorization", &bearer))
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text());
+    let eve = me.json()["user"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&login)).await.status,
+        StatusCode::OK
+    );
+    let killed = cli(redis.port(), &["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed, "1", "one subscription killed");
+    // Meanwhile another process (the CLI, on the same stores) logs both
+    // users out everywhere: its announcements may reach nobody.
+    for user in [&login.user_id, &eve] {
+        let (code, out, err) = common::cli::run(
+            common::cli::tessera(&t.db_url)
+                .env("TESSERA_REDIS_URL", redis.url())
+                .env("TESSERA_REDIS_KEY_PREFIX", "faults:")
+                .args(["user", "revoke", user]),
+            "",
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    // The session: the dropped subscription emptied the cache, so the very
+    // first request after the logout reads Redis, and never passes.
+    for _ in 0..50 {
+        let s = t.send(Req::get("/v1/me").session(&login)).await.status;
+        assert_ne!(s, StatusCode::OK, "the revoked session passed");
+    }
+    until(&t, "the revoked session", StatusCode::UNAUTHORIZED, || {
+        Req::get("/v1/me").session(&login)
+    })
+    .await;
+    // The token: refused once the node has read the revocation log (by the
+    // renewed subscription's wake-up, or its poll), and from then on.
+    until(&t, "the revoked token", StatusCode::UNAUTHORIZED, || {
+        Req::get("/v1/me").header("authorization", &bearer)
+    })
+    .await;
+    for _ in 0..50 {
+        let b = t
+            .send(Req::get("/v1/me").header("authorization", &bearer))
+            .await
+            .status;
+        assert_eq!(b, StatusCode::UNAUTHORIZED, "the revoked token");
+    }
+    cancel.cancel();
+}
