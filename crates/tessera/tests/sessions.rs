@@ -813,3 +813,30 @@ async fn a_login_past_the_per_user_cap_ends_the_oldest_session() {
     assert_eq!(revoked[0].detail["session"], logins[0].session_id.as_str());
     assert_eq!(revoked[0].detail["reason"], "session_cap");
 }
+
+/// A session the store gives back after it ended (a restored backup, or a
+/// Redis replica promoted before it had the delete) is still refused: every
+/// ending revokes the session's id in the durable log, and the session path
+/// checks it.
+#[tokio::test]
+async fn an_ended_session_that_the_store_gives_back_is_refused() {
+    let t = TestApp::new().await;
+    let login = t.signed_in("una@example.com").await;
+    let other = t.login("una@example.com").await;
+    let snapshot = common::db::snapshot_sessions(&t.db_url).await;
+    let r = t.send(Req::delete("/v1/session").session(&login)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    common::db::restore_sessions(&t.db_url, snapshot).await;
+    // A fresh app on the same store (nothing cached), as another node.
+    let t = t.restart(&[]).await;
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&login)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the ended session came back"
+    );
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&other)).await.status,
+        StatusCode::OK,
+        "the session that did not end is fine"
+    );
+}

@@ -127,6 +127,20 @@ impl RevocationSet {
                 .is_some_and(|(not_before, _)| c.iat < *not_before)
     }
 
+    /// Whether the session (or token family) `sid` was ended: every session
+    /// that ends (logout, a device revoked, a password change's old session,
+    /// the oldest beyond the per-user cap) revokes its id as a family. The
+    /// session path checks it too, so a session that a store gives back
+    /// after it was deleted (a Redis replica promoted before it had the
+    /// delete, a restored backup) is still refused, for as long as the
+    /// entry is kept. Fails closed if the set is poisoned.
+    pub fn is_sid_revoked(&self, sid: &str) -> bool {
+        let Ok(sets) = self.sets.read() else {
+            return true;
+        };
+        sets.families.contains_key(sid)
+    }
+
     /// The cut-off of a user, if any: new tokens are issued no earlier.
     pub fn user_not_before(&self, sub: &str) -> Option<i64> {
         self.sets.read().ok()?.users.get(sub).map(|(nb, _)| *nb)

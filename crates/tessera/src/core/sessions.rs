@@ -487,6 +487,13 @@ impl Tessera {
         let Some(mut session) = self.stores.sessions.session_by_hash(&hash).await? else {
             return Err(CoreError::Unauthenticated);
         };
+        if self.revocations.is_sid_revoked(&session.id) {
+            // Ended, yet the store gave it back: the durable log wins.
+            if let Err(e) = self.stores.sessions.delete_session_by_hash(&hash).await {
+                tracing::warn!(error = %e, "could not delete a revoked session");
+            }
+            return Err(CoreError::Unauthenticated);
+        }
         let now = self.now();
         match self.policy.sessions.liveness(&session, now) {
             Liveness::Expired => {

@@ -135,3 +135,74 @@ pub async fn delete_all_sessions(url: &str) {
             .expect("DEL");
     }
 }
+
+/// A copy of every stored session, taken behind the server's back, to put
+/// back later with [`restore_sessions`] (as a restored backup, or a Redis
+/// replica promoted before it had the latest deletes, would).
+pub enum SessionSnapshot {
+    /// Kept in the database, in the table `sessions_snapshot`.
+    InDatabase,
+    /// Redis keys and their `DUMP`s.
+    InRedis(Vec<(String, Vec<u8>)>),
+}
+
+pub async fn snapshot_sessions(url: &str) -> SessionSnapshot {
+    if super::test_store() != super::TestStore::PostgresRedis {
+        execute(
+            url,
+            "CREATE TABLE sessions_snapshot AS SELECT * FROM sessions",
+        )
+        .await;
+        return SessionSnapshot::InDatabase;
+    }
+    let mut conn = redis_conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", super::redis_prefix_for(url)))
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    let mut dumps = Vec::new();
+    for key in keys
+        .into_iter()
+        .filter(|k| k.contains("}s:") || k.contains("}u:"))
+    {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("DUMP");
+        dumps.push((key, dump));
+    }
+    SessionSnapshot::InRedis(dumps)
+}
+
+pub async fn restore_sessions(url: &str, snapshot: SessionSnapshot) {
+    match snapshot {
+        SessionSnapshot::InDatabase => {
+            execute(url, "DELETE FROM sessions").await;
+            execute(url, "INSERT INTO sessions SELECT * FROM sessions_snapshot").await;
+        }
+        SessionSnapshot::InRedis(dumps) => {
+            let mut conn = redis_conn().await;
+            for (key, dump) in dumps {
+                let _: () = redis::cmd("RESTORE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(dump)
+                    .arg("REPLACE")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("RESTORE");
+            }
+        }
+    }
+}
+
+async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    let url = super::redis::shared_redis_url().await;
+    redis::Client::open(url.as_str())
+        .expect("Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis")
+}
