@@ -156,5 +156,17 @@ async fn a_killed_subscription_is_noticed_and_caught_up_from_the_log() {
             .status;
         assert_eq!(b, StatusCode::UNAUTHORIZED, "the revoked token");
     }
+    // The metrics say what happened (process-wide counters: at least).
+    let metrics = t.send(Req::get("/metrics")).await.text();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert!(value("tessera_redis_reconnects_total") >= 1.0);
+    assert!(value("tessera_redis_fanout_lag_seconds_count") >= 1.0);
+    assert!(value("tessera_redis_fanout_lag_seconds_sum") >= 0.0);
+    value("tessera_redis_errors_total");
     cancel.cancel();
 }

@@ -278,6 +278,40 @@ fn histogram(out: &mut String, name: &str, help: &str, series: &LatencyHistogram
     series.write(out, name, "");
 }
 
+/// This process's Redis health (`store::redis::health_counters`).
+fn redis_metrics(out: &mut String, h: crate::store::redis::RedisHealth) {
+    use std::fmt::Write as _;
+    for (name, help, value) in [
+        (
+            "tessera_redis_reconnects_total",
+            "Times the Redis push subscription was lost and made again",
+            h.reconnects,
+        ),
+        (
+            "tessera_redis_errors_total",
+            "Redis commands that failed",
+            h.errors,
+        ),
+        (
+            "tessera_redis_unacknowledged_writes_total",
+            "Session writes no Redis replica acknowledged in time (WAIT)",
+            h.wait_shortfalls,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "tessera_redis_fanout_lag_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Delay of revocation fan-out messages, from the publishing node's clock to this node's"
+    );
+    let _ = writeln!(out, "# TYPE {name} summary");
+    let _ = writeln!(out, "{name}_sum {}", h.fanout_lag_seconds);
+    let _ = writeln!(out, "{name}_count {}", h.fanout_heard);
+}
+
 impl Tessera {
     /// Live sessions now; where counting reads every session (Redis), a
     /// count made in the last minute is reused.
@@ -317,6 +351,10 @@ impl Tessera {
                 n as f64,
             ),
             Err(e) => tracing::warn!(error = %e, "counting active sessions failed"),
+        }
+        // Only the Redis session store groups sessions by user tag.
+        if self.stores.sessions.tags_sessions() {
+            redis_metrics(&mut out, crate::store::redis::health_counters());
         }
         gauge(
             &mut out,

@@ -95,7 +95,14 @@ impl ConnectionLike for Link {
                 Box::pin(async move {
                     let mut c = s.current();
                     let answer = c.req_packed_command(cmd).await;
-                    s.after(&answer).await;
+                    if s.after(&answer).await {
+                        // The primary moved: once more, there. Every command
+                        // Tessera sends is idempotent (scripts that set,
+                        // delete or move a time forward; PUBLISH of a
+                        // wake-up), so a command that did reach the old
+                        // primary may run twice.
+                        return s.current().req_packed_command(cmd).await;
+                    }
                     answer
                 })
             }
@@ -116,7 +123,12 @@ impl ConnectionLike for Link {
                 Box::pin(async move {
                     let mut c = s.current();
                     let answer = c.req_packed_commands(pipeline, offset, count).await;
-                    s.after(&answer).await;
+                    if s.after(&answer).await {
+                        return s
+                            .current()
+                            .req_packed_commands(pipeline, offset, count)
+                            .await;
+                    }
                     answer
                 })
             }
@@ -174,18 +186,19 @@ impl SentinelLink {
 
     /// After a command: if it failed on the connection, asks the sentinels
     /// where the primary is now (at most every [`RESOLVE_EVERY`]) and
-    /// connects there.
-    async fn after<T>(&self, answer: &RedisResult<T>) {
-        let Err(e) = answer else { return };
+    /// connects there. True when a new connection is in place (the caller
+    /// may try once more).
+    async fn after<T>(&self, answer: &RedisResult<T>) -> bool {
+        let Err(e) = answer else { return false };
         if !lost_primary(e) {
-            return;
+            return false;
         }
         {
             let Ok(mut at) = self.resolved_at.lock() else {
-                return;
+                return false;
             };
             if at.elapsed() < RESOLVE_EVERY {
-                return;
+                return false;
             }
             *at = Instant::now();
         }
@@ -200,9 +213,16 @@ impl SentinelLink {
             Ok(Ok(manager)) => {
                 self.current.store(Arc::new(manager));
                 tracing::info!("Redis primary looked up again through Sentinel");
+                true
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "Sentinel names no reachable primary yet"),
-            Err(_) => tracing::warn!("Sentinel did not answer in time"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Sentinel names no reachable primary yet");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("Sentinel did not answer in time");
+                false
+            }
         }
     }
 

@@ -69,18 +69,98 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 /// Counters of this process's Redis health, for `/metrics`.
 static RECONNECTS: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicU64 = AtomicU64::new(0);
+static WAIT_SHORTFALLS: AtomicU64 = AtomicU64::new(0);
+/// Fan-out messages heard, and the sum of their delays (µs) from the
+/// sender's clock to this node's.
+static FANOUT_HEARD: AtomicU64 = AtomicU64::new(0);
+static FANOUT_LAG_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// Records a fan-out message's delay from its payload (`<kind> <sent ms>`);
+/// payloads of another shape, or delays outside 0..60 s (clocks apart),
+/// are not counted.
+pub(crate) fn record_fanout(payload: &[u8]) {
+    let Some(sent) = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|p| p.rsplit_once(' '))
+        .and_then(|(_, ms)| ms.parse::<i64>().ok())
+    else {
+        return;
+    };
+    let now = crate::core::time::to_millis(time::OffsetDateTime::now_utc());
+    let Ok(lag_ms) = u64::try_from(now - sent) else {
+        return;
+    };
+    if lag_ms <= 60_000 {
+        FANOUT_HEARD.fetch_add(1, Ordering::Relaxed);
+        FANOUT_LAG_MICROS.fetch_add(lag_ms * 1000, Ordering::Relaxed);
+    }
+}
+
+/// Longest a session write waits for a replica.
+const MAX_WAIT: Duration = Duration::from_millis(500);
+/// How often the replicas are counted again.
+const REPLICAS_EVERY: Duration = Duration::from_secs(5);
+
+/// `connected_slaves` of an `INFO replication` reply.
+fn connected_replicas(info: &str) -> u32 {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether every primary in a `CLUSTER NODES` reply has a replica that is
+/// connected and not failed.
+fn every_primary_has_a_replica(nodes: &str) -> bool {
+    let primaries: Vec<&str> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            (flags.split(',').any(|f| f == "master") && !flags.contains("fail")).then(|| fields[0])
+        })
+        .collect();
+    !primaries.is_empty()
+        && primaries.iter().all(|id| {
+            nodes.lines().any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.get(3) == Some(id)
+                    && fields
+                        .get(2)
+                        .is_some_and(|f| f.split(',').any(|x| x == "slave") && !f.contains("fail"))
+                    && fields.get(7) == Some(&"connected")
+            })
+        })
+}
 
 pub(crate) fn count_reconnect() {
     RECONNECTS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Times this process's subscription was lost and made again, and Redis
-/// commands that failed (since the process started).
-pub fn health_counters() -> (u64, u64) {
-    (
-        RECONNECTS.load(Ordering::Relaxed),
-        ERRORS.load(Ordering::Relaxed),
-    )
+/// Times this process's subscription was lost and made again, Redis
+/// commands that failed, and unacknowledged writes (since the process
+/// started).
+pub fn health_counters() -> RedisHealth {
+    RedisHealth {
+        reconnects: RECONNECTS.load(Ordering::Relaxed),
+        errors: ERRORS.load(Ordering::Relaxed),
+        wait_shortfalls: WAIT_SHORTFALLS.load(Ordering::Relaxed),
+        fanout_heard: FANOUT_HEARD.load(Ordering::Relaxed),
+        fanout_lag_seconds: FANOUT_LAG_MICROS.load(Ordering::Relaxed) as f64 / 1e6,
+    }
+}
+
+/// See [`health_counters`].
+#[derive(Debug, Clone, Copy)]
+pub struct RedisHealth {
+    pub reconnects: u64,
+    pub errors: u64,
+    /// Session writes no replica acknowledged in time.
+    pub wait_shortfalls: u64,
+    /// Fan-out messages heard, and their delays summed (sender's clock to
+    /// this node's, millisecond precision).
+    pub fanout_heard: u64,
+    pub fanout_lag_seconds: f64,
 }
 
 /// A failed Redis command as the stores report it: counted, and without
@@ -93,6 +173,14 @@ fn backend(e: &::redis::RedisError) -> StoreError {
 /// A connection to Redis, with the deployment's key prefix and its push.
 pub struct RedisStore {
     link: Link,
+    /// A second connection for the writes that wait for replicas (`WAIT`
+    /// blocks the connection it runs on, so it never holds up reads).
+    acked: Link,
+    /// How many replicas a session write waits for (0: none; see
+    /// [`RedisStore::watch_replicas`]).
+    wait_for: std::sync::atomic::AtomicU32,
+    /// How long it waits for them.
+    wait_timeout: Duration,
     prefix: String,
     push: Subscriber,
     /// The session idle timeout (keys live no longer unused).
@@ -129,9 +217,13 @@ impl RedisStore {
             .map_err(|e| StoreError::Backend(format!("TESSERA_REDIS_URL: {e}")))?;
         check_prefix(&redis.key_prefix)
             .map_err(|e| StoreError::Backend(format!("TESSERA_REDIS_KEY_PREFIX: {e}")))?;
-        let link = Link::connect(&target, options.statement_timeout)
-            .await
-            .map_err(|e| StoreError::Backend(format!("cannot connect to Redis: {e}")))?;
+        let connect = || async {
+            Link::connect(&target, options.statement_timeout)
+                .await
+                .map_err(|e| StoreError::Backend(format!("cannot connect to Redis: {e}")))
+        };
+        let link = connect().await?;
+        let acked = connect().await?;
         let source = match (&target, &link) {
             (_, Link::Sentinel(s)) => Source::Sentinel(Arc::clone(s)),
             (Target::Cluster(seeds), _) => Source::Seeds(seeds.clone()),
@@ -143,19 +235,130 @@ impl RedisStore {
         let channel = format!("{}log", redis.key_prefix);
         let store = Self {
             link,
+            acked,
+            wait_for: std::sync::atomic::AtomicU32::new(0),
+            wait_timeout: options.statement_timeout.min(MAX_WAIT),
             prefix: redis.key_prefix.clone(),
             push: Subscriber::start(source, channel),
             idle: options.session_idle,
             closed: std::sync::atomic::AtomicBool::new(false),
         };
         store.ping().await?;
+        store.count_replicas().await;
         Ok(store)
+    }
+
+    /// Keeps [`RedisStore::wait_for`] current (replicas come and go) until
+    /// the store is closed or dropped.
+    fn watch_replicas(this: &Arc<Self>) {
+        let weak = Arc::downgrade(this);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REPLICAS_EVERY).await;
+                let Some(store) = weak.upgrade() else { return };
+                if store.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                store.count_replicas().await;
+            }
+        });
+    }
+
+    /// Whether the primaries have replicas to wait for: one server or
+    /// Sentinel's primary by `INFO replication`, a cluster when every
+    /// primary has one (`CLUSTER NODES`). Wait for one: the replica a
+    /// failover promotes is the most up to date.
+    async fn count_replicas(&self) {
+        let Ok(mut conn) = self.conn() else { return };
+        let replicated = match &mut conn {
+            Link::Cluster(cluster) => {
+                let nodes: ::redis::RedisResult<String> = ::redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(cluster)
+                    .await;
+                nodes.ok().map(|n| every_primary_has_a_replica(&n))
+            }
+            other => {
+                let info: ::redis::RedisResult<String> = ::redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(other)
+                    .await;
+                info.ok().map(|i| connected_replicas(&i) > 0)
+            }
+        };
+        if let Some(replicated) = replicated {
+            let want = u32::from(replicated);
+            if self.wait_for.swap(want, Ordering::AcqRel) != want {
+                tracing::info!(
+                    wait_for = want,
+                    "Redis replicas: session writes now wait for {want}"
+                );
+            }
+        }
+    }
+
+    /// Runs a session write on the acknowledged-writes connection and, where
+    /// the primary has replicas, waits until one has it (`WAIT`), so that a
+    /// failover keeps what a caller was told was written, and does not
+    /// bring back what was deleted. A replica that does not answer in time
+    /// is counted and logged; the write stands (Redis is asynchronous: this
+    /// narrows the window, it cannot close it; an ended session stays
+    /// refused through the revocation log whatever Redis gives back).
+    async fn write_acked<T: ::redis::FromRedisValue>(
+        &self,
+        call: &::redis::ScriptInvocation<'_>,
+        key: &str,
+    ) -> StoreResult<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Backend("Redis: the store is closed".into()));
+        }
+        let mut conn = self.acked.clone();
+        let out: T = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| backend(&e))?;
+        let want = self.wait_for.load(Ordering::Acquire);
+        if want > 0 {
+            let ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+            let mut wait = ::redis::cmd("WAIT");
+            wait.arg(want).arg(ms);
+            let acked: ::redis::RedisResult<i64> = match &mut conn {
+                Link::Cluster(cluster) => {
+                    let route = ::redis::cluster_routing::RoutingInfo::SingleNode(
+                        ::redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+                            ::redis::cluster_routing::Route::with_key(
+                                key,
+                                ::redis::cluster_routing::SlotAddr::Master,
+                            ),
+                        ),
+                    );
+                    cluster
+                        .route_command(wait, route)
+                        .await
+                        .and_then(|v| ::redis::from_redis_value(v).map_err(Into::into))
+                }
+                other => wait.query_async(other).await,
+            };
+            match acked {
+                Ok(n) if n >= i64::from(want) => {}
+                Ok(_) => {
+                    WAIT_SHORTFALLS.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("a session write was not acknowledged by a replica in time");
+                }
+                Err(e) => {
+                    let _ = backend(&e);
+                    tracing::debug!(error = %e, "WAIT for a replica failed");
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The database's stores with sessions in Redis and the logs announced
     /// on it.
     pub fn over(self, database: Stores) -> Stores {
         let this = Arc::new(self);
+        Self::watch_replicas(&this);
         Stores {
             sessions: Arc::new(sessions::RedisSessions::new(
                 Arc::clone(&this),
@@ -254,9 +457,12 @@ impl RedisStore {
 
     /// Wakes every node's follower (best effort: see `fanout`).
     async fn announce(&self, kind: &str) {
+        // The kind and the time it was sent (Unix ms): only for the fan-out
+        // lag metric of the receiving nodes.
+        let sent = crate::core::time::to_millis(time::OffsetDateTime::now_utc());
         let published: ::redis::RedisResult<i64> = self
             .link()
-            .publish(format!("{}log", self.prefix), kind)
+            .publish(format!("{}log", self.prefix), format!("{kind} {sent}"))
             .await;
         if let Err(e) = published {
             let _ = backend(&e);
@@ -312,6 +518,29 @@ impl Backend for Both {
 #[cfg(test)]
 mod tests {
     use super::check_prefix;
+
+    #[test]
+    fn replicas_are_counted_from_info_and_cluster_nodes() {
+        assert_eq!(
+            super::connected_replicas("# Replication\r\nrole:master\r\nconnected_slaves:2\r\n"),
+            2
+        );
+        assert_eq!(super::connected_replicas("role:master\r\n"), 0);
+        let with = "\
+a1 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-8000
+b1 127.0.0.1:3@4 master - 0 0 2 connected 8001-16383
+a2 127.0.0.1:5@6 slave a1 0 0 1 connected
+b2 127.0.0.1:7@8 slave b1 0 0 2 connected
+";
+        assert!(super::every_primary_has_a_replica(with));
+        let failed = with.replace(
+            "slave b1 0 0 2 connected",
+            "slave,fail b1 0 0 2 disconnected",
+        );
+        assert!(!super::every_primary_has_a_replica(&failed));
+        let none = "a1 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-16383\n";
+        assert!(!super::every_primary_has_a_replica(none));
+    }
 
     #[test]
     fn cluster_primaries_are_read_from_cluster_nodes() {

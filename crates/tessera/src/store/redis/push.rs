@@ -177,7 +177,8 @@ async fn follow(
     let (mut sink, mut stream) = pubsub.split();
     loop {
         match tokio::time::timeout(HEARTBEAT, stream.next()).await {
-            Ok(Some(_)) => {
+            Ok(Some(message)) => {
+                crate::store::redis::record_fanout(message.get_payload_bytes());
                 *heard += 1;
                 publish.send_replace(Push::Listening(*heard));
             }

@@ -330,10 +330,10 @@ impl SessionStore for RedisSessions {
         for (k, v) in &fields {
             call.arg(*k).arg(v);
         }
-        let _: i64 = call
-            .invoke_async(&mut self.redis.conn()?)
-            .await
-            .map_err(|e| backend(&e))?;
+        let _: i64 = self
+            .redis
+            .write_acked(&call, &self.session_key(&session.token_hash))
+            .await?;
         Ok(true)
     }
 
@@ -373,15 +373,10 @@ impl SessionStore for RedisSessions {
         &self,
         hash: &SecretHash,
     ) -> StoreResult<Option<SessionRecord>> {
-        let flat: Vec<String> = self
-            .scripts
-            .delete
-            .key(self.session_key(hash))
-            .arg(self.index_base(hash.0[0]))
-            .arg(member(hash))
-            .invoke_async(&mut self.redis.conn()?)
-            .await
-            .map_err(|e| backend(&e))?;
+        let key = self.session_key(hash);
+        let mut call = self.scripts.delete.key(&key);
+        call.arg(self.index_base(hash.0[0])).arg(member(hash));
+        let flat: Vec<String> = self.redis.write_acked(&call, &key).await?;
         if flat.is_empty() {
             return Ok(None);
         }
@@ -393,27 +388,19 @@ impl SessionStore for RedisSessions {
         user_id: &str,
         session_id: &str,
     ) -> StoreResult<Option<SessionRecord>> {
-        let reply: Vec<::redis::Value> = self
-            .scripts
-            .delete_one_of_user
-            .key(self.index_key(user_id))
-            .arg(self.session_base(session_tag(user_id)))
-            .arg(session_id)
-            .invoke_async(&mut self.redis.conn()?)
-            .await
-            .map_err(|e| backend(&e))?;
+        let key = self.index_key(user_id);
+        let mut call = self.scripts.delete_one_of_user.key(&key);
+        call.arg(self.session_base(session_tag(user_id)))
+            .arg(session_id);
+        let reply: Vec<::redis::Value> = self.redis.write_acked(&call, &key).await?;
         Ok(members_and_fields(reply)?.into_iter().next())
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
-        let n: u64 = self
-            .scripts
-            .delete_all_of_user
-            .key(self.index_key(user_id))
-            .arg(self.session_base(session_tag(user_id)))
-            .invoke_async(&mut self.redis.conn()?)
-            .await
-            .map_err(|e| backend(&e))?;
+        let key = self.index_key(user_id);
+        let mut call = self.scripts.delete_all_of_user.key(&key);
+        call.arg(self.session_base(session_tag(user_id)));
+        let n: u64 = self.redis.write_acked(&call, &key).await?;
         Ok(n)
     }
 
