@@ -6,8 +6,10 @@
 //!
 //! Each scenario is one async function taking the [`Store`] its nodes share;
 //! `many_nodes!` at the end makes one test per scenario and store (SQLite:
-//! two processes on one file, following each other through the polled change
-//! log; PostgreSQL: one database, its appends pushed with LISTEN/NOTIFY).
+//! processes on one file, following each other through the polled change
+//! log; PostgreSQL: one database, its appends pushed with LISTEN/NOTIFY;
+//! PostgreSQL + Redis: sessions in one Redis, appends pushed on its
+//! channel).
 //! The database outage is PostgreSQL's alone (a private cluster the test
 //! stops and starts). Figures (delays, outcomes) are printed with
 //! `eprintln!`: `--no-capture` shows them (and runs the tests one at a time,
@@ -283,6 +285,134 @@ async fn logout_everywhere_on_one_node_reaches_the_other(store: Store) {
     // PostgreSQL with LISTEN/NOTIFY, p99 under 50 ms.)
     assert!(s99 < Duration::from_secs(1), "session p99 {s99:?}");
     assert!(t99 < Duration::from_secs(1), "access token p99 {t99:?}");
+}
+
+/// Three nodes as one server: a login on A works on B and C (cookie and
+/// token); a logout on B is refused on A and C; a suspension through C's
+/// admin API refuses everything of that user on A; a refresh token rotated
+/// on A and replayed on C kills the family on B.
+async fn three_nodes_behave_as_one(store: Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = store.fresh_url(dir.path()).await;
+    let a = Node::start(&db_url).await;
+    let b = Node::start(&db_url).await;
+    let c = Node::start(&db_url).await;
+    let (code, _, err) = common::cli::run(
+        common::cli::tessera(&db_url).args([
+            "user",
+            "create",
+            "--email",
+            "admin@example.com",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ]),
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "user create: {err}");
+    let within = Duration::from_secs(3);
+
+    // A login on A: its cookie and a token work on B and C.
+    a.register("alice@example.com").await;
+    let login = a.login("alice@example.com").await;
+    let tokens = a.password_grant("alice@example.com").await;
+    for (name, n) in [("B", &b), ("C", &c)] {
+        assert_ok(
+            &n.get_with_cookie("/v1/me", &login).await,
+            &format!("cookie on {name}"),
+        );
+        assert_ok(
+            &n.get_with_bearer("/v1/me", &tokens.access).await,
+            &format!("token on {name}"),
+        );
+    }
+
+    // Logout on B: refused on A and C.
+    let r = b
+        .send(
+            b.client_delete("/v1/session")
+                .header("cookie", &login.cookie)
+                .header("x-csrf-token", &login.csrf),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NO_CONTENT,
+        "logout on B: {}",
+        r.text()
+    );
+    for (name, n) in [("A", &a), ("C", &c)] {
+        eventually(
+            &format!("the logged-out cookie refused on {name}"),
+            within,
+            || async {
+                (n.get_with_cookie("/v1/me", &login).await.status == StatusCode::UNAUTHORIZED)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    // Suspension through C's admin API: everything of bob's refused on A.
+    let bob_id = a.register("bob@example.com").await;
+    let bob = a.login("bob@example.com").await;
+    let bob_tokens = a.password_grant("bob@example.com").await;
+    assert_ok(
+        &a.get_with_cookie("/v1/me", &bob).await,
+        "bob's cookie on A",
+    );
+    assert_ok(
+        &a.get_with_bearer("/v1/me", &bob_tokens.access).await,
+        "bob's token on A",
+    );
+    let admin = c.login("admin@example.com").await;
+    let r = c
+        .send(
+            c.client_patch(&format!("/v1/admin/users/{bob_id}"))
+                .header("cookie", &admin.cookie)
+                .header("x-csrf-token", &admin.csrf)
+                .json(&serde_json::json!({"status": "suspended"})),
+        )
+        .await;
+    assert_ok(&r, "suspension on C");
+    eventually("bob's cookie and token refused on A", within, || async {
+        let cookie = a.get_with_cookie("/v1/me", &bob).await.status;
+        let token = a.get_with_bearer("/v1/me", &bob_tokens.access).await.status;
+        (cookie == StatusCode::UNAUTHORIZED && token == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    let refresh = a.refresh(&bob_tokens.refresh).await;
+    assert_ne!(refresh.status, StatusCode::OK, "bob's refresh token on A");
+    let relogin = a
+        .send(
+            a.post("/v1/sessions")
+                .json(&serde_json::json!({"email": "bob@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(relogin.status, StatusCode::FORBIDDEN, "{}", relogin.text());
+
+    // Reuse across nodes: rotated on A, replayed on C, the family is dead on B.
+    let first = a.password_grant("alice@example.com").await;
+    let next = a.refreshed(&first.refresh).await;
+    let replay = c.refresh(&first.refresh).await;
+    assert_eq!(
+        replay.status,
+        StatusCode::BAD_REQUEST,
+        "replay on C: {}",
+        replay.text()
+    );
+    let r = b.refresh(&next.refresh).await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "the successor on B: {}",
+        r.text()
+    );
+    eventually("the family's access token refused on B", within, || async {
+        (b.get_with_bearer("/v1/me", &next.access).await.status == StatusCode::UNAUTHORIZED)
+            .then_some(())
+    })
+    .await;
 }
 
 /// A refresh token rotated on A and replayed on B is reuse: the family dies,
@@ -1074,6 +1204,7 @@ macro_rules! many_nodes {
 many_nodes!(
     nodes_starting_at_once_on_a_new_database_all_come_up,
     a_login_on_one_node_works_on_the_other,
+    three_nodes_behave_as_one,
     logout_everywhere_on_one_node_reaches_the_other,
     a_refresh_token_replayed_on_another_node_kills_the_family,
     a_key_rotated_on_one_node_signs_on_the_other,

@@ -287,6 +287,16 @@ impl Node {
         self.client.post(self.url(path)).header("origin", ORIGIN)
     }
 
+    /// `DELETE path`, from the public origin.
+    pub fn client_delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path)).header("origin", ORIGIN)
+    }
+
+    /// `PATCH path`, from the public origin.
+    pub fn client_patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.patch(self.url(path)).header("origin", ORIGIN)
+    }
+
     /// Sends and reads the whole answer; `Err` on a transport failure (a
     /// node killed or refusing connections).
     pub async fn try_send(&self, request: reqwest::RequestBuilder) -> reqwest::Result<Resp> {
