@@ -4,7 +4,8 @@
 //! and the app heals by itself when Redis is back (no restart).
 //!
 //! Each test has a private Redis (`common::redis::RedisServer`), which it
-//! stops, kills or disconnects; the durable store is the suite's default.
+//! stops, kills or disconnects; the durable store is the suite's default
+//! for the in-process apps, PostgreSQL for the `serve` node under load.
 
 mod common;
 
@@ -97,6 +98,37 @@ async fn redis_down_fails_closed_and_the_app_heals_without_a_restart() {
         t.send(Req::get("/v1/me").session(&again)).await.status,
         StatusCode::OK
     );
+
+    // What holds instead of one commit (SessionStore::insert_session): every
+    // stored session has its login event; the login refused while Redis was
+    // down left an event for a session that was never stored.
+    let events = t
+        .app
+        .core
+        .audit_events(Some("login_succeeded"), Some(&login.user_id), 10)
+        .await
+        .unwrap();
+    let audited: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.detail["session"].as_str().map(str::to_owned))
+        .collect();
+    let listed = t
+        .send(Req::get("/v1/sessions").session(&again))
+        .await
+        .json();
+    let stored: Vec<String> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, [again.session_id.clone()]);
+    assert!(audited.contains(&again.session_id), "{audited:?}");
+    assert_eq!(
+        audited.len(),
+        3,
+        "ada's first login, the refused one, and this one: {audited:?}"
+    );
     cancel.cancel();
 }
 
@@ -169,4 +201,128 @@ async fn a_killed_subscription_is_noticed_and_caught_up_from_the_log() {
     assert!(value("tessera_redis_fanout_lag_seconds_sum") >= 0.0);
     value("tessera_redis_errors_total");
     cancel.cancel();
+}
+
+/// The resident memory of a process, in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Under load, against a real `tessera serve` on PostgreSQL + Redis: Redis
+/// stopped for a few seconds gives 503s (never a 200 for the revoked
+/// session, never a 500), the node's memory stays bounded while requests
+/// pile up against the outage, and Redis restarted heals the node without
+/// a restart of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_under_load_fails_closed_with_bounded_memory_and_heals() {
+    use common::node::{Node, Store};
+    let mut redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = Store::Postgres.fresh_url(dir.path()).await;
+    common::keep_sessions_in_redis(&db_url, &redis.url());
+    let node = Node::start(&db_url).await;
+    node.register("lou@example.com").await;
+    let live = node.login("lou@example.com").await;
+    let revoked = node.login("lou@example.com").await;
+    let r = node
+        .send(
+            node.client_delete("/v1/session")
+                .header("cookie", &revoked.cookie)
+                .header("x-csrf-token", &revoked.csrf),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let pid = node.pid().expect("the node runs");
+    let before = rss_kib(pid);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        (bool, u16),
+        u64,
+    >::new()));
+    let mut load = Vec::new();
+    for worker in 0..8 {
+        let (client, url) = (node.client.clone(), node.url("/v1/me"));
+        let cookie = if worker % 2 == 0 {
+            live.cookie.clone()
+        } else {
+            revoked.cookie.clone()
+        };
+        let (stop, counts) = (stop.clone(), counts.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = match client.get(&url).header("cookie", &cookie).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                *counts
+                    .lock()
+                    .unwrap()
+                    .entry((worker % 2 == 0, status))
+                    .or_default() += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.stop().await;
+    let mut peak = before;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib(pid));
+    }
+    redis.restart().await;
+    // Healed: the node answers for sessions again (this Redis kept nothing,
+    // so the live session is gone too: signed out, never in).
+    let start = Instant::now();
+    loop {
+        let r = node.get_with_cookie("/v1/me", &live).await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not healed: {} {}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let again = node.login("lou@example.com").await;
+    assert_eq!(
+        node.get_with_cookie("/v1/me", &again).await.status,
+        StatusCode::OK
+    );
+    let counts = counts.lock().unwrap().clone();
+    eprintln!(
+        "answers (live?, status): {counts:?}; RSS {before} KiB before, {peak} KiB peak while Redis was down"
+    );
+    assert!(
+        !counts.contains_key(&(false, 200)),
+        "the revoked session passed: {counts:?}"
+    );
+    assert!(
+        counts.keys().all(|(_, s)| *s != 500 && *s != 0),
+        "{counts:?}"
+    );
+    assert!(
+        counts.get(&(true, 503)).copied().unwrap_or(0) > 0,
+        "{counts:?}"
+    );
+    assert!(
+        counts.get(&(true, 200)).copied().unwrap_or(0) > 0,
+        "{counts:?}"
+    );
+    assert!(
+        peak < before + 64 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB while Redis was down"
+    );
 }

@@ -88,7 +88,19 @@ impl Link {
 impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Single(c) => Box::pin(async move {
+                let answer = c.req_packed_command(cmd).await;
+                match answer {
+                    // The connection broke since the last command (Redis
+                    // restarted): the manager reconnects, and the command
+                    // runs once more on the new connection (every command
+                    // Tessera sends is idempotent, see the Sentinel arm).
+                    Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                        c.req_packed_command(cmd).await
+                    }
+                    answer => answer,
+                }
+            }),
             Link::Cluster(c) => c.req_packed_command(cmd),
             Link::Sentinel(s) => {
                 let s = Arc::clone(s);
@@ -116,7 +128,14 @@ impl ConnectionLike for Link {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Single(c) => Box::pin(async move {
+                match c.req_packed_commands(pipeline, offset, count).await {
+                    Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                        c.req_packed_commands(pipeline, offset, count).await
+                    }
+                    answer => answer,
+                }
+            }),
             Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
             Link::Sentinel(s) => {
                 let s = Arc::clone(s);
