@@ -122,7 +122,7 @@ async fn redis_down_fails_closed_and_the_app_heals_without_a_restart() {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(stored, [again.session_id.clone()]);
+    assert_eq!(stored, std::slice::from_ref(&again.session_id));
     assert!(audited.contains(&again.session_id), "{audited:?}");
     assert_eq!(
         audited.len(),
