@@ -433,8 +433,8 @@ fn show_config(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exit status 1 when something is dangerous (or the server at `--url`
-/// cannot be reached).
+/// Exit status 1 when something is dangerous (or the server at `--url`, or
+/// Redis, cannot be reached).
 async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
     // Read the password before anything is printed or fetched.
     let credentials = match &args.email {
@@ -542,6 +542,13 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
         crate::fd_limit::attainable(),
     ));
     findings.extend(local);
+    // The Redis that holds the sessions, when there is one.
+    let redis = match &settings.redis_url {
+        Some(url) => crate::doctor::redis::examine(url).await,
+        None => crate::doctor::redis::RedisReport::default(),
+    };
+    findings.extend(redis.findings);
+    let down = redis.unreachable.as_deref();
     let mut out = std::io::stdout().lock();
     if args.url.is_some() {
         writeln!(out, "configuration:")?;
@@ -554,7 +561,7 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
             match crate::doctor::probe::examine(url, &settings, credentials).await {
                 Ok(remote) => remote,
                 Err(e) => {
-                    print_summary(&mut out, &findings)?;
+                    print_summary(&mut out, &findings, down)?;
                     return Err(e);
                 }
             }
@@ -563,7 +570,10 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
     };
     print_findings(&mut out, &remote)?;
     findings.extend(remote);
-    let dangers = print_summary(&mut out, &findings)?;
+    let dangers = print_summary(&mut out, &findings, down)?;
+    if let Some(down) = down {
+        anyhow::bail!("{dangers} dangerous finding(s); {down}");
+    }
     if dangers > 0 {
         anyhow::bail!("{dangers} dangerous finding(s)");
     }
@@ -578,15 +588,20 @@ fn print_findings(out: &mut impl Write, findings: &[crate::doctor::Finding]) -> 
     Ok(())
 }
 
-/// Prints "N dangerous, M warnings"; returns N.
+/// Prints "N dangerous, M warnings" (and what could not be reached);
+/// returns N.
 fn print_summary(
     out: &mut impl Write,
     findings: &[crate::doctor::Finding],
+    unreachable: Option<&str>,
 ) -> anyhow::Result<usize> {
     let count = |s| findings.iter().filter(|f| f.severity == s).count();
     let dangers = count(crate::inspect::Severity::Danger);
     let warnings = count(crate::inspect::Severity::Warning);
-    writeln!(out, "{dangers} dangerous, {warnings} warnings")?;
+    match unreachable {
+        Some(down) => writeln!(out, "{dangers} dangerous, {warnings} warnings; {down}")?,
+        None => writeln!(out, "{dangers} dangerous, {warnings} warnings")?,
+    }
     Ok(dangers)
 }
 

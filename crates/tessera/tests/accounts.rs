@@ -303,7 +303,7 @@ async fn keys_stored_before_normalisation_are_remade_and_collisions_reported() {
     // the step. The real binary, so its log and the doctor are seen too.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .arg("doctor")
-        .env("TESSERA_DATABASE_URL", &t.db_url)
+        .envs(common::cli::store_env(&t.db_url))
         .env("TESSERA_HASH_THREADS", "1")
         .env_remove("RUST_LOG")
         .env_remove("TESSERA_PUBLIC_URL")

@@ -26,7 +26,7 @@ async fn tessera(
     stdin: &str,
 ) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.env("TESSERA_DATABASE_URL", db_url)
+    cmd.envs(common::cli::store_env(db_url))
         .env("TESSERA_HASH_THREADS", "1")
         .env_remove("RUST_LOG")
         .env_remove("TESSERA_PUBLIC_URL")
@@ -82,7 +82,13 @@ async fn a_well_configured_server_passes_and_the_doctor_leaves_nothing_behind() 
     )
     .await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("0 dangerous, 0 warnings"), "{out}");
+    if common::redis_url_for(&t.db_url).is_some() {
+        // The suite's Redis keeps nothing on disk, which doctor warns of.
+        assert!(out.contains("0 dangerous, 1 warnings"), "{out}");
+        assert!(out.contains("keeps nothing on disk"), "{out}");
+    } else {
+        assert!(out.contains("0 dangerous, 0 warnings"), "{out}");
+    }
     for expected in [
         format!("server at {url}:").as_str(),
         "JWKS: 1 key(s), EdDSA, public parameters only",
@@ -330,4 +336,182 @@ async fn an_unreachable_server_is_a_clear_error() {
     let (code, _, err) = tessera(&db, &[], &["doctor", "--email", "a@example.com"], "").await;
     assert_eq!(code, 2, "--email needs --url");
     assert!(err.contains("--url"), "{err}");
+}
+
+/// `tessera doctor` with sessions in the Redis at `redis_url`, and no
+/// database yet (so the configuration and Redis are what is checked).
+async fn doctor_with_redis(redis_url: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("none.db").display());
+    tessera(&db, &[("TESSERA_REDIS_URL", redis_url)], &["doctor"], "").await
+}
+
+/// The fix printed under the first `severity` finding that contains
+/// `needle`, or `None`.
+fn fix_of(out: &str, severity: &str, needle: &str) -> Option<String> {
+    let lines: Vec<&str> = out.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with(&format!("{severity}:")) && l.contains(needle))?;
+    lines
+        .get(at + 1)
+        .and_then(|l| l.trim_start().strip_prefix("fix: "))
+        .map(str::to_owned)
+}
+
+/// The `redis_version` a server reports.
+fn redis_version(port: u16) -> String {
+    let info = common::redis::cli(port, &["INFO", "server"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .expect("redis_version in INFO")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_healthy_redis_is_named_with_its_version_and_policy_and_its_password_stays_hidden() {
+    let redis = common::redis::RedisServer::start().await;
+    let port = redis.port();
+    let version = redis_version(port);
+    common::redis::cli(port, &["CONFIG", "SET", "requirepass", "sekret"]);
+
+    let (code, out, err) = doctor_with_redis(&format!("redis://:sekret@127.0.0.1:{port}")).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("danger:"), "{out}");
+    for expected in [
+        format!("info: Redis {version} at 127.0.0.1:{port}"),
+        format!("info: maxmemory-policy noeviction at 127.0.0.1:{port}"),
+        "info: round trip from this machine to Redis".to_owned(),
+        format!("info: Redis at 127.0.0.1:{port} has no replica"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    // The harness's Redis keeps nothing on disk: a warning, safe, with its fix.
+    let fix = fix_of(&out, "warning", "keeps nothing on disk").expect(&out);
+    assert!(fix.contains("appendonly yes"), "{fix}");
+    assert!(out.contains("0 dangerous, 1 warnings"), "{out}");
+    let all = format!("{out}{err}");
+    assert!(!all.contains("sekret"), "password printed:\n{all}");
+
+    // A wrong password: cannot be reached, and neither password printed.
+    let (code, out, err) =
+        doctor_with_redis(&format!("redis://:wr0ng-pass@127.0.0.1:{port}")).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("redis://:redacted@127.0.0.1"), "{out}");
+    let all = format!("{out}{err}");
+    assert!(
+        !all.contains("wr0ng-pass") && !all.contains("sekret"),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn an_evicting_redis_is_dangerous_with_the_fix() {
+    let redis = common::redis::RedisServer::start().await;
+    let port = redis.port();
+    common::redis::cli(port, &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+
+    let (code, out, err) = doctor_with_redis(&redis.url()).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let fix = fix_of(
+        &out,
+        "danger",
+        &format!("maxmemory-policy allkeys-lru at 127.0.0.1:{port}"),
+    )
+    .unwrap_or_else(|| panic!("no danger about the policy in:\n{out}"));
+    assert!(out.contains("logout-everywhere misses"), "{out}");
+    assert!(
+        fix.contains("CONFIG SET maxmemory-policy noeviction"),
+        "{fix}"
+    );
+    assert!(fix.contains("redis.conf"), "{fix}");
+    assert!(out.contains("1 dangerous, 1 warnings"), "{out}");
+    assert!(err.contains("1 dangerous finding(s)"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stopped_redis_fails_the_doctor_and_the_summary_says_so() {
+    let mut redis = common::redis::RedisServer::start().await;
+    let port = redis.port();
+    redis.stop().await;
+
+    let (code, out, err) = doctor_with_redis(&format!("redis://:sekret@127.0.0.1:{port}")).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let reached = format!("Redis at redis://:redacted@127.0.0.1:{port} cannot be reached");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("danger:")
+            && l.contains(&reached)
+            && l.contains("refused")),
+        "{out}"
+    );
+    let summary = out.lines().last().unwrap_or_default();
+    assert_eq!(
+        summary,
+        format!("1 dangerous, 0 warnings; {reached}"),
+        "{out}"
+    );
+    assert!(err.contains(&reached), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!format!("{out}{err}").contains("sekret"));
+}
+
+#[tokio::test]
+async fn sentinel_names_a_primary_that_is_one_and_a_replica_to_promote() {
+    let setup = common::redis::RedisSentinel::start().await;
+    let primary = setup.primary_port();
+    let replica = setup.replica_port();
+
+    let (code, out, err) = doctor_with_redis(&setup.url()).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("danger:"), "{out}");
+    let version = redis_version(primary);
+    for expected in [
+        format!(
+            "info: Sentinel: 3 of 3 sentinels answer and name 127.0.0.1:{primary} (which says it is the primary) as the primary \"tessera\", with 1 replica; quorum 2, a failover can be authorised"
+        ),
+        // The primary and the replica it may become: one line for both.
+        format!("info: Redis {version} at 127.0.0.1:{primary} and 127.0.0.1:{replica}"),
+        format!("info: maxmemory-policy noeviction at 127.0.0.1:{primary} and 127.0.0.1:{replica}"),
+        format!("(median of 5 PINGs to 127.0.0.1:{primary})"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_is_read_through_its_seeds_and_a_dead_seed_is_named() {
+    let cluster = common::redis::RedisCluster::start(3, 0).await;
+    let gone = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("{},redis://127.0.0.1:{gone}", cluster.seed_urls());
+
+    let (code, out, err) = doctor_with_redis(&url).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("danger:"), "{out}");
+    assert!(
+        out.contains(
+            "info: Redis Cluster (cluster_state:ok): 3 primaries, 0 replicas; 3 of 4 seeds answer"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l
+            .trim_start()
+            .starts_with("warning: 1 of the 4 cluster seeds")
+            && l.contains(&format!("127.0.0.1:{gone}"))),
+        "{out}"
+    );
+    // One line per rule for the three primaries.
+    assert_eq!(
+        out.matches("maxmemory-policy noeviction at").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("(median of 5 PINGs to each of 3 servers"),
+        "{out}"
+    );
 }

@@ -1618,6 +1618,38 @@ async fn a_closed_backend_fails_closed(backend: Backend) {
     assert!(f.a.backend.ping().await.is_err());
 }
 
+/// Deployment facts: unknown until recorded, then the last value written,
+/// on every node; each write returns the value it replaced.
+async fn deployment_facts_are_the_last_written(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    assert_eq!(
+        f.a.keys.deployment_fact("sessions_store").await.unwrap(),
+        None
+    );
+    let before =
+        f.a.keys
+            .set_deployment_fact("sessions_store", "database", t0())
+            .await
+            .unwrap();
+    assert_eq!(before, None);
+    let before = b
+        .keys
+        .set_deployment_fact("sessions_store", "redis tessera:", t0() + ms(1))
+        .await
+        .unwrap();
+    assert_eq!(before.as_deref(), Some("database"));
+    assert_eq!(
+        f.a.keys
+            .deployment_fact("sessions_store")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("redis tessera:")
+    );
+    assert_eq!(f.a.keys.deployment_fact("other").await.unwrap(), None);
+}
+
 /// One test per check and backend.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
@@ -1666,6 +1698,7 @@ conformance!(
     appends_are_pushed_to_other_nodes,
     key_rotation_is_a_compare_and_set,
     server_secrets_first_writer_wins,
+    deployment_facts_are_the_last_written,
     clients_are_stored_by_id,
     the_audit_log_pages_newest_first,
     lookups_by_unstorable_text_find_nothing,

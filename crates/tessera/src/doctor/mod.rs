@@ -7,10 +7,15 @@
 //! (headers and JSON in, findings out; no network), [`probe`] makes the
 //! requests. A misconfigured proxy or a broken deployment shows there even
 //! when the configuration file is right.
+//!
+//! With `TESSERA_REDIS_URL` set, [`redis`] asks the Redis that holds the
+//! sessions (reachable, version, eviction policy, persistence, round trip,
+//! replicas or failover) and judges what it said.
 
 pub mod accounts;
 pub mod database;
 pub mod probe;
+pub mod redis;
 pub mod remote;
 
 use std::time::Duration;

@@ -311,6 +311,16 @@ pub trait KeyStore: Send + Sync {
     /// The server-wide secret `name`, stored as `fresh` if it does not exist
     /// yet (the first process to get there wins; all see the same value).
     async fn server_secret(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>>;
+    /// A fact about how the deployment runs (`serve` records where sessions
+    /// live; other commands check they run the same way), if recorded.
+    async fn deployment_fact(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Records a fact (the last writer wins); returns the value it replaced.
+    async fn set_deployment_fact(
+        &self,
+        name: &str,
+        value: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<String>>;
 }
 
 /// Refresh tokens: single use, in families, rotation atomic.

@@ -176,7 +176,7 @@ pub async fn fresh_store_url(dir: &std::path::Path) -> String {
 /// database shares its sessions, and no other test's).
 pub async fn store_settings(db_url: &str) -> Vec<(String, String)> {
     let mut out = vec![("database_url".to_owned(), db_url.to_owned())];
-    if test_store() == TestStore::PostgresRedis {
+    if test_store() == TestStore::PostgresRedis && db_url.starts_with("postgres") {
         out.push(("redis_url".to_owned(), redis::shared_redis_url().await));
         out.push(("redis_key_prefix".to_owned(), redis_prefix_for(db_url)));
     }
@@ -195,14 +195,18 @@ pub fn keep_sessions_in_redis(db_url: &str, redis_url: &str) {
     }
 }
 
-/// The Redis URL the apps on `db_url` use, if they use one.
+/// The Redis URL the apps on `db_url` use, if they use one: the one it
+/// was registered with, or under `postgres+redis` the suite's for the
+/// suite's databases (PostgreSQL; a SQLite file there is a test's own
+/// choice, without Redis).
 pub fn redis_url_for(db_url: &str) -> Option<String> {
     let chosen = REDIS_BACKED
         .lock()
         .ok()
         .and_then(|b| b.iter().find(|(d, _)| d == db_url).map(|(_, r)| r.clone()));
     chosen.or_else(|| {
-        (test_store() == TestStore::PostgresRedis).then(|| {
+        let suites = test_store() == TestStore::PostgresRedis && db_url.starts_with("postgres");
+        suites.then(|| {
             std::env::var(redis::SHARED_URL_VAR).unwrap_or_else(|_| {
                 panic!(
                     "TEST_STORE=postgres+redis needs {} (scripts/test sets it)",

@@ -154,6 +154,38 @@ impl KeyStore for PostgresStore {
             .map_err(backend)?;
         row.try_get("value").map_err(backend)
     }
+
+    async fn deployment_fact(&self, name: &str) -> StoreResult<Option<String>> {
+        let row = query("SELECT value FROM deployment_facts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get("value")).transpose().map_err(backend)
+    }
+
+    async fn set_deployment_fact(
+        &self,
+        name: &str,
+        value: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<String>> {
+        // The old value comes from the row the upsert replaced, read in the
+        // same statement (a CTE sees the table before the statement).
+        let row = query(
+            "WITH before AS (SELECT value FROM deployment_facts WHERE name = $1)
+             INSERT INTO deployment_facts (name, value, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+             RETURNING (SELECT value FROM before) AS before",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(to_millis(at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.try_get("before").map_err(backend)
+    }
 }
 
 /// A family from a row with its columns named as in [`TOKEN_AND_FAMILY`].

@@ -130,6 +130,38 @@ impl KeyStore for SqliteStore {
             .map_err(backend)?;
         row.try_get("value").map_err(backend)
     }
+
+    async fn deployment_fact(&self, name: &str) -> StoreResult<Option<String>> {
+        let row = query("SELECT value FROM deployment_facts WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get("value")).transpose().map_err(backend)
+    }
+
+    async fn set_deployment_fact(
+        &self,
+        name: &str,
+        value: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<String>> {
+        // One connection writes: the read and the upsert are not
+        // interleaved with another write of this process; another process
+        // racing may make the answer stale, which only changes a log line.
+        let before = self.deployment_fact(name).await?;
+        query(
+            "INSERT INTO deployment_facts (name, value, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(to_millis(at))
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(before)
+    }
 }
 
 pub(super) fn family_from_row(row: &SqliteRow) -> StoreResult<RefreshFamily> {
