@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod migrate;
 pub mod postgres;
+mod push_task;
 pub mod redis;
 pub mod rekey;
 pub mod sqlite;

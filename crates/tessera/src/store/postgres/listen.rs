@@ -34,10 +34,10 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use tokio::sync::{Mutex, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 
 use crate::store::Push;
+use crate::store::push_task::PushTask;
 
 /// The channel every log append notifies; the payload is the entry's
 /// sequence number (a hint only: followers read the logs by cursor).
@@ -52,11 +52,7 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The running listener task and the state it publishes.
-pub(super) struct Listener {
-    push: watch::Receiver<Push>,
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
+pub(super) struct Listener(PushTask);
 
 impl Listener {
     /// Starts listening with `options` (its own connections, one at a time;
@@ -67,32 +63,19 @@ impl Listener {
             Some("tessera") => options.application_name("tessera-listen"),
             _ => options,
         };
-        let (publish, push) = watch::channel(Push::Disconnected);
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(options, publish, stopped));
-        Self {
-            push,
-            stop: std::sync::Mutex::new(Some(stop)),
-            task: Mutex::new(Some(task)),
-        }
+        Self(PushTask::spawn(|publish, stopped| {
+            run(options, publish, stopped)
+        }))
     }
 
     /// A receiver of the current state, which wakes on the next change.
     pub(super) fn subscribe(&self) -> watch::Receiver<Push> {
-        let mut rx = self.push.clone();
-        rx.mark_unchanged();
-        rx
+        self.0.subscribe()
     }
 
     /// Stops the task and waits for it (its connection is closed).
     pub(super) async fn stop(&self) {
-        let stop = self.stop.lock().map(|mut s| s.take()).unwrap_or(None);
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.lock().await.take() {
-            let _ = task.await;
-        }
+        self.0.stop().await;
     }
 }
 

@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use ::redis::Client;
 use futures_util::StreamExt;
-use tokio::sync::{Mutex, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 
 use super::link::{CONNECT_TIMEOUT, SentinelLink};
 use crate::store::Push;
+use crate::store::push_task::PushTask;
 
 /// Silence after which the subscription is checked with a PING.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -59,40 +59,23 @@ impl Source {
 }
 
 /// The running subscription task and the state it publishes.
-pub(super) struct Subscriber {
-    push: watch::Receiver<Push>,
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
+pub(super) struct Subscriber(PushTask);
 
 impl Subscriber {
     pub(super) fn start(source: Source, channel: String) -> Self {
-        let (publish, push) = watch::channel(Push::Disconnected);
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(source, channel, publish, stopped));
-        Self {
-            push,
-            stop: std::sync::Mutex::new(Some(stop)),
-            task: Mutex::new(Some(task)),
-        }
+        Self(PushTask::spawn(|publish, stopped| {
+            run(source, channel, publish, stopped)
+        }))
     }
 
     /// A receiver of the current state, which wakes on the next change.
     pub(super) fn subscribe(&self) -> watch::Receiver<Push> {
-        let mut rx = self.push.clone();
-        rx.mark_unchanged();
-        rx
+        self.0.subscribe()
     }
 
     /// Stops the task and waits for it.
     pub(super) async fn stop(&self) {
-        let stop = self.stop.lock().map(|mut s| s.take()).unwrap_or(None);
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.lock().await.take() {
-            let _ = task.await;
-        }
+        self.0.stop().await;
     }
 }
 
