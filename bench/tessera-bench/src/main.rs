@@ -2,9 +2,13 @@
 //!
 //! - `floor-http`: an axum hello-world on the same tokio, axum and build
 //!   profile as Tessera: the ceiling for any endpoint.
+//! - `floor-redis-get`: the same hello-world doing one Redis `GET` per
+//!   request on one multiplexed connection: the floor for a check that is
+//!   one Redis round trip.
 //! - `floor-crypto`: raw primitive rates on the current core.
 //! - `seed`: a database with users and live sessions, written straight into
-//!   SQLite or PostgreSQL (no argon2 per user), and the session cookies for
+//!   SQLite or PostgreSQL (no argon2 per user), or with `--redis-url` the
+//!   sessions into Redis in Tessera's layout, and the session cookies for
 //!   `wrk`.
 //! - `mint`: access and refresh tokens made by Tessera's own core, so they are
 //!   byte for byte what the server issues.
@@ -21,8 +25,11 @@ use anyhow::{Context, anyhow};
 use argon2::password_hash::PasswordHasher as _;
 use argon2::password_hash::phc::PasswordHash;
 use aws_lc_rs::digest;
+use aws_lc_rs::rand::SecureRandom as _;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -31,7 +38,7 @@ use tessera::app::App;
 use tessera::config::Settings;
 use tessera::core::accounts::Password;
 use tessera::core::clock::SystemClock;
-use tessera::core::secret::{BearerSecret, new_id};
+use tessera::core::secret::{BearerSecret, SecretHash, new_id, session_tag};
 use tessera::core::sessions::ClientInfo;
 
 /// The password of every seeded user (`user<i>@bench.example`).
@@ -42,6 +49,13 @@ const BATCH: usize = 500;
 /// A typical browser user agent, so cached session records have a real size.
 const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0 Safari/537.36";
 const DAY_MS: i64 = 86_400_000;
+/// `session_idle_timeout`'s default (2h): a session seeded into Redis lives
+/// as long as one the server stored would (store/redis/sessions.rs).
+const IDLE_MS: i64 = 2 * 3_600_000;
+/// `store::EXPIRY_GRACE`, added to every Redis time to live.
+const GRACE_MS: i64 = 1000;
+/// Sessions per pipeline when seeding Redis (three commands each).
+const REDIS_BATCH: usize = 1000;
 
 #[derive(Parser)]
 #[command(about = "Helpers for bench/run")]
@@ -56,6 +70,19 @@ enum Cmd {
     FloorHttp {
         #[arg(long)]
         addr: SocketAddr,
+    },
+    /// Serve GET / → one Redis `GET` of `--key` (set at start to
+    /// `--value-bytes` bytes) on one multiplexed connection, then 200 "ok".
+    FloorRedisGet {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        redis_url: String,
+        #[arg(long, default_value = "bench:floor")]
+        key: String,
+        /// About the size of a session's fields in Tessera's Redis layout.
+        #[arg(long, default_value_t = 256)]
+        value_bytes: usize,
     },
     /// Print, as JSON: Ed25519 verifications/s (aws-lc-rs one at a time;
     /// in batches of 32 one key's signatures, as Tessera checks them and
@@ -91,6 +118,15 @@ enum Cmd {
         /// at a steady rate instead of all at once).
         #[arg(long, default_value_t = 0)]
         last_seen_spread: i64,
+        /// Put the sessions into this Redis, in the layout Tessera's Redis
+        /// session store writes (users stay in the database, which must then
+        /// be PostgreSQL's), instead of the database. Each cookie's hash then
+        /// begins with its user's tag, as the server's do.
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// The key prefix (`redis_key_prefix`).
+        #[arg(long, default_value = tessera::store::redis::DEFAULT_PREFIX)]
+        redis_prefix: String,
     },
     /// Mint tokens with Tessera's core on a seeded database.
     Mint {
@@ -112,6 +148,10 @@ enum Cmd {
         session_tokens: usize,
         #[arg(long)]
         out: PathBuf,
+        /// The servers' Redis, when they keep sessions there (every command
+        /// must name the same one).
+        #[arg(long)]
+        redis_url: Option<String>,
     },
 }
 
@@ -119,6 +159,12 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::FloorHttp { addr } => floor_http(addr).await,
+        Cmd::FloorRedisGet {
+            addr,
+            redis_url,
+            key,
+            value_bytes,
+        } => floor_redis_get(addr, &redis_url, key, value_bytes).await,
         Cmd::FloorCrypto {
             rounds,
             round_ms,
@@ -131,12 +177,15 @@ async fn main() -> anyhow::Result<()> {
             cookies,
             last_seen_ago,
             last_seen_spread,
+            redis_url,
+            redis_prefix,
         } => {
             let last_seen = LastSeen {
                 ago_ms: last_seen_ago * 1000,
                 spread_ms: last_seen_spread * 1000,
             };
-            seed(&database_url, users, sessions, &cookies, last_seen).await
+            let redis = redis_url.map(|url| (url, redis_prefix));
+            seed(&database_url, users, sessions, &cookies, last_seen, redis).await
         }
         Cmd::Mint {
             database_url,
@@ -145,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
             grants,
             session_tokens,
             out,
+            redis_url,
         } => {
             let mut pairs = vec![
                 ("database_url", database_url.as_str()),
@@ -153,6 +203,9 @@ async fn main() -> anyhow::Result<()> {
             ];
             if let Some(secret) = &hs256_secret {
                 pairs.extend([("token_alg", "HS256"), ("hs256_secret", secret.as_str())]);
+            }
+            if let Some(url) = &redis_url {
+                pairs.push(("redis_url", url.as_str()));
             }
             let settings = Settings::from_pairs(&pairs).map_err(|e| anyhow!("{e}"))?;
             let app = App::open(settings, Arc::new(SystemClock)).await?;
@@ -165,6 +218,45 @@ async fn main() -> anyhow::Result<()> {
 
 async fn floor_http(addr: SocketAddr) -> anyhow::Result<()> {
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn floor_redis_get(
+    addr: SocketAddr,
+    redis_url: &str,
+    key: String,
+    value_bytes: usize,
+) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg(vec![b'v'; value_bytes])
+        .query_async(&mut conn)
+        .await?;
+    let state = Arc::new((conn, key));
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(
+                |axum::extract::State(state): axum::extract::State<
+                    Arc<(redis::aio::MultiplexedConnection, String)>,
+                >| async move {
+                    let mut conn = state.0.clone();
+                    let value: redis::RedisResult<Option<Vec<u8>>> =
+                        redis::cmd("GET").arg(&state.1).query_async(&mut conn).await;
+                    match value {
+                        Ok(Some(_)) => (axum::http::StatusCode::OK, "ok"),
+                        Ok(None) => (axum::http::StatusCode::NOT_FOUND, "no key"),
+                        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "redis"),
+                    }
+                },
+            ),
+        )
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
@@ -315,6 +407,7 @@ async fn seed(
     sessions: usize,
     cookies: &Path,
     last_seen: LastSeen,
+    redis: Option<(String, String)>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(users > 0, "--users must be at least 1");
     let start = Instant::now();
@@ -331,6 +424,24 @@ async fn seed(
         user_ids: (0..users).map(|_| new_id("usr")).collect(),
         sessions: Vec::with_capacity(sessions),
     };
+    if let Some((redis_url, prefix)) = redis {
+        let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        anyhow::ensure!(is_pg, "sessions in Redis need a PostgreSQL database");
+        seed_postgres(url, &population).await?;
+        let tagged = tagged_sessions(&population.user_ids, sessions, &last_seen, cookies)?;
+        let redis_seconds = Instant::now();
+        seed_redis(&redis_url, &prefix, &population, &tagged).await?;
+        let out = json!({
+            "users": users,
+            "sessions": sessions,
+            "store": "redis",
+            "draws": tagged.draws,
+            "redis_seconds": (redis_seconds.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+            "seconds": (start.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     // Cookies in random order for wrk; rows in key order for the database.
     let mut out = BufWriter::new(File::create(cookies)?);
     for i in 0..sessions {
@@ -492,6 +603,140 @@ async fn seed_postgres(url: &str, p: &Population) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     conn.close().await?;
+    Ok(())
+}
+
+/// Sessions whose hashes carry their user's tag, as Tessera's Redis store
+/// requires (`BearerSecret::generate_tagged`): each drawn cookie value goes
+/// to a user whose tag is its hash's first byte, round robin among that
+/// tag's users, at most `ceil(sessions / users)` each; a value whose tag
+/// has no user with room left is drawn again. That is the layout the server
+/// writes, without the server's 256 draws a session.
+struct Tagged {
+    /// (hash of the cookie value, index of its user, ms since last seen).
+    sessions: Vec<([u8; 32], usize, i64)>,
+    draws: u64,
+}
+
+fn tagged_sessions(
+    user_ids: &[String],
+    sessions: usize,
+    last_seen: &LastSeen,
+    cookies: &Path,
+) -> anyhow::Result<Tagged> {
+    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); 256];
+    for (i, id) in user_ids.iter().enumerate() {
+        buckets[usize::from(session_tag(id))].push(i);
+    }
+    let per_user = sessions.div_ceil(user_ids.len());
+    let mut given = [0usize; 256];
+    let rng = SystemRandom::new();
+    let mut pool = vec![0u8; 32 * 1024];
+    let mut at = pool.len();
+    let mut out = BufWriter::new(File::create(cookies)?);
+    let mut tagged = Tagged {
+        sessions: Vec::with_capacity(sessions),
+        draws: 0,
+    };
+    while tagged.sessions.len() < sessions {
+        if at == pool.len() {
+            rng.fill(&mut pool).map_err(|_| anyhow!("no randomness"))?;
+            at = 0;
+        }
+        let value = URL_SAFE_NO_PAD.encode(&pool[at..at + 32]);
+        at += 32;
+        tagged.draws += 1;
+        let hash = SecretHash::of(value.as_bytes()).0;
+        let tag = usize::from(hash[0]);
+        let bucket = &buckets[tag];
+        if given[tag] >= bucket.len() * per_user {
+            continue;
+        }
+        let user = bucket[given[tag] % bucket.len()];
+        given[tag] += 1;
+        writeln!(out, "{value}")?;
+        let i = tagged.sessions.len();
+        tagged
+            .sessions
+            .push((hash, user, last_seen.ms_before_now(i, sessions)));
+    }
+    out.flush()?;
+    Ok(tagged)
+}
+
+/// The sessions in Redis exactly as `store/redis/sessions.rs` writes them:
+/// `<prefix>{tt}s:<base64url hash>` a hash of `i u c l e a g` (times in
+/// Unix ms) with the time to live of its earlier deadline plus the grace,
+/// and `<prefix>{tt}u:<user id>` the user's index (a sorted set of the
+/// members by absolute expiry) living as long as its longest session plus
+/// a second. Pipelined, a batch a round trip.
+async fn seed_redis(
+    url: &str,
+    prefix: &str,
+    p: &Population,
+    tagged: &Tagged,
+) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let now = p.now;
+    let expires = now + 30 * DAY_MS;
+    let mut indexed = vec![false; p.user_ids.len()];
+    for chunk in tagged.sessions.chunks(REDIS_BATCH) {
+        let mut pipe = redis::pipe();
+        for (hash, user, seen_ago_ms) in chunk {
+            let member = URL_SAFE_NO_PAD.encode(hash);
+            let seen = now - seen_ago_ms;
+            let ttl = expires.min(seen + IDLE_MS) - now + GRACE_MS;
+            let key = format!("{prefix}{{{:02x}}}s:{member}", hash[0]);
+            let user_id = &p.user_ids[*user];
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("i")
+                .arg(new_id("ses"))
+                .arg("u")
+                .arg(user_id)
+                .arg("c")
+                .arg(now)
+                .arg("l")
+                .arg(seen)
+                .arg("e")
+                .arg(expires)
+                .arg("a")
+                .arg("127.0.0.1")
+                .arg("g")
+                .arg(USER_AGENT)
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+            pipe.cmd("ZADD")
+                .arg(format!(
+                    "{prefix}{{{:02x}}}u:{user_id}",
+                    session_tag(user_id)
+                ))
+                .arg(expires)
+                .arg(member)
+                .ignore();
+            indexed[*user] = true;
+        }
+        let () = pipe.query_async(&mut conn).await?;
+    }
+    let users: Vec<&String> = p
+        .user_ids
+        .iter()
+        .zip(&indexed)
+        .filter_map(|(id, &has)| has.then_some(id))
+        .collect();
+    for chunk in users.chunks(REDIS_BATCH) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            let key = format!("{prefix}{{{:02x}}}u:{id}", session_tag(id));
+            pipe.cmd("PEXPIRE")
+                .arg(key)
+                .arg(expires - now + GRACE_MS)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await?;
+    }
     Ok(())
 }
 

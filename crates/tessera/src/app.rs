@@ -17,7 +17,7 @@ use crate::core::tokens::TokenPolicy;
 use crate::core::{CoreOptions, Tessera};
 use crate::http::{self, AppState};
 use crate::store::cache::{CachingSessionStore, CachingUserStore};
-use crate::store::{StoreOptions, Stores};
+use crate::store::{SessionStore, StoreOptions, Stores};
 use zeroize::Zeroizing;
 
 /// A built application: the core, its stores and its router.
@@ -110,6 +110,7 @@ impl App {
             audit_retention: duration(settings.audit_retention),
             revocation_max_staleness: settings.revocation_max_staleness,
         };
+        sessions_where_the_servers_keep_them(&stores, &settings, clock.now(), switch_alg).await?;
         let (cached, listeners) = with_caches(stores.clone(), &settings);
         let core = Tessera::new(cached, listeners, clock, options)?;
         core.load_state(switch_alg)
@@ -141,19 +142,85 @@ impl App {
     }
 }
 
+/// The deployment fact naming where sessions live: `database`, or `redis`
+/// and the key prefix (never the URL: nodes may name Redis differently,
+/// and URLs carry passwords).
+const SESSIONS_STORE: &str = "sessions_store";
+
+fn sessions_store(settings: &Settings) -> String {
+    match &settings.redis_url {
+        None => "database".to_owned(),
+        Some(_) => format!("redis {}", settings.redis_key_prefix),
+    }
+}
+
+/// A server records where it keeps sessions; any other command checks that
+/// it keeps them in the same place, and stops if not. Without this, a
+/// `tessera user revoke` run without `TESSERA_REDIS_URL` beside servers
+/// that keep sessions in Redis would end sessions in the database (there
+/// are none) and report success, while the user stayed signed in.
+async fn sessions_where_the_servers_keep_them(
+    stores: &Stores,
+    settings: &Settings,
+    now: time::OffsetDateTime,
+    server: bool,
+) -> anyhow::Result<()> {
+    let here = sessions_store(settings);
+    if server {
+        let before = stores
+            .keys
+            .set_deployment_fact(SESSIONS_STORE, &here, now)
+            .await?;
+        if let Some(before) = before.filter(|b| *b != here) {
+            tracing::warn!(
+                "this database's servers kept sessions in {before}; this server keeps them in \
+                 {here}: sessions kept there are not seen here (their users sign in again). \
+                 Every node and command must have the same TESSERA_REDIS_URL and \
+                 TESSERA_REDIS_KEY_PREFIX"
+            );
+        }
+        return Ok(());
+    }
+    match stores.keys.deployment_fact(SESSIONS_STORE).await? {
+        // A configuration mistake (exit status 2): nothing ran.
+        Some(theirs) if theirs != here => Err(crate::config::ConfigError(format!(
+            "the servers of this database keep sessions in {theirs}, this command in {here}: \
+             it would miss every session. Run it with the servers' TESSERA_REDIS_URL and \
+             TESSERA_REDIS_KEY_PREFIX{}",
+            if theirs == "database" {
+                " (unset both, as they do)"
+            } else {
+                ""
+            }
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Puts the bounded caches in front of the hot reads (sessions by hash,
 /// users by id); the caches are returned as the change listeners that keep
 /// them coherent.
+///
+/// `session_cache_entries = 0` means no session cache: the session store
+/// is used as it is (every check reads it: one Redis round trip, or one
+/// database query) and nothing needs keeping coherent for it.
 fn with_caches(stores: Stores, settings: &Settings) -> (Stores, Vec<Arc<dyn ChangeListener>>) {
-    let sessions = Arc::new(CachingSessionStore::new(
-        stores.sessions,
-        settings.session_cache_entries,
-    ));
     let users = Arc::new(CachingUserStore::new(
         stores.users,
         settings.user_cache_entries,
     ));
-    let listeners: Vec<Arc<dyn ChangeListener>> = vec![sessions.clone(), users.clone()];
+    let mut listeners: Vec<Arc<dyn ChangeListener>> = vec![users.clone()];
+    let sessions: Arc<dyn SessionStore> = if settings.session_cache_entries == 0 {
+        stores.sessions
+    } else {
+        let cached = Arc::new(CachingSessionStore::new(
+            stores.sessions,
+            settings.session_cache_entries,
+        ));
+        listeners.insert(0, cached.clone());
+        cached
+    };
     let stores = Stores {
         sessions,
         users,

@@ -76,7 +76,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "session_cache_entries",
         "100000",
-        "a whole number from 1 to 100000000",
+        "a whole number from 0 to 100000000 (0 turns the session cache off: every check reads the session store)",
     ),
     (
         "user_cache_entries",
@@ -717,7 +717,7 @@ impl Settings {
             session_cache_entries: raw.parse(
                 "session_cache_entries",
                 "100000",
-                range(1, 100_000_000),
+                range(0, 100_000_000),
             )?,
             user_cache_entries: raw.parse("user_cache_entries", "100000", range(1, 100_000_000))?,
             argon2_memory_kib: raw.parse("argon2_memory_kib", "19456", range(7168, 4_194_304))?,

@@ -84,6 +84,29 @@ async fn the_feed_pages_every_kind_of_revocation_by_cursor() {
         "{events:?}"
     );
 
+    // A logout everywhere also ends the user's sessions through an entry
+    // of the log that is internal: the feed leaves it out, and its cursor
+    // moves past it all the same.
+    assert!(
+        events
+            .iter()
+            .all(|e| ["token", "family", "user"].contains(&e["type"].as_str().unwrap_or(""))),
+        "{events:?}"
+    );
+    let c = t.signed_in("cai@example.com").await;
+    let before_all = page["cursor"].as_str().unwrap().to_owned();
+    let r = t.send(Req::post("/v1/logout-all").session(&c)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let after_all = t.send(feed(Some(&before_all))).await.json();
+    let kinds: Vec<&str> = after_all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["user"], "{after_all}");
+    let page = after_all;
+
     // Nothing new after the cursor; the cursor stays put.
     let cursor = page["cursor"].as_str().unwrap();
     let next = t.send(feed(Some(cursor))).await.json();

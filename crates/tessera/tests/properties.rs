@@ -395,6 +395,8 @@ fn refused_by_rule(revs: &[(Revocation, i64)], c: &AccessClaims) -> bool {
         Revocation::Token { jti, .. } => *jti == c.jti,
         Revocation::Family { sid, .. } => *sid == c.sid,
         Revocation::User { sub, not_before } => *sub == c.sub && c.iat < *not_before,
+        // Browser sessions only: no access token is refused by it.
+        Revocation::Sessions { .. } => false,
     })
 }
 
@@ -507,6 +509,7 @@ proptest! {
                 Revocation::User { sub, not_before } => {
                     *sub == c.sub && c.iat < *not_before && *forget >= c.exp
                 }
+                Revocation::Sessions { .. } => false,
             });
             if covered && c.exp >= now {
                 prop_assert!(is, "pruning at {} un-revoked {} (exp {})", now, &c.jti, c.exp);

@@ -153,6 +153,17 @@ async fn a_killed_subscription_is_noticed_and_caught_up_from_the_log() {
     );
     let killed = cli(redis.port(), &["CLIENT", "KILL", "TYPE", "pubsub"]);
     assert_eq!(killed, "1", "one subscription killed");
+    // A command without the servers' Redis settings would end sessions in
+    // the database, where there are none: it stops and says so.
+    let (code, out, err) = common::cli::run(
+        common::cli::tessera(&t.db_url).args(["user", "revoke", &login.user_id]),
+        "",
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("keep sessions in redis faults:") && err.contains("TESSERA_REDIS_URL"),
+        "{err}"
+    );
     // Meanwhile another process (the CLI, on the same stores) logs both
     // users out everywhere: its announcements may reach nobody.
     for user in [&login.user_id, &eve] {

@@ -839,4 +839,56 @@ async fn an_ended_session_that_the_store_gives_back_is_refused() {
         StatusCode::OK,
         "the session that did not end is fine"
     );
+
+    // A logout everywhere, then the store gives every session back: none
+    // passes, and signing in again works. (The cut-off ends sessions made
+    // before its moment; this test's clock stands still unless moved.)
+    t.advance(Duration::from_secs(1));
+    let snapshot = common::db::snapshot_sessions(&t.db_url).await;
+    let r = t.send(Req::post("/v1/logout-all").session(&other)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    common::db::restore_sessions(&t.db_url, snapshot).await;
+    let t = t.restart(&[]).await;
+    for s in [&login, &other] {
+        assert_eq!(
+            t.send(Req::get("/v1/me").session(s)).await.status,
+            StatusCode::UNAUTHORIZED,
+            "a session ended everywhere came back"
+        );
+    }
+    let again = t.login("una@example.com").await;
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&again)).await.status,
+        StatusCode::OK
+    );
+}
+
+/// `session_cache_entries = 0` turns the session cache off (every check
+/// reads the store: on Redis, one round trip): logins, checks, activity and
+/// logouts still work, and a logout is refused at once without a cache to
+/// evict.
+#[tokio::test]
+async fn without_a_session_cache_sessions_still_log_in_verify_and_log_out() {
+    let t = TestApp::with(&[("session_cache_entries", "0")]).await;
+    let login = t.signed_in("nocache@example.com").await;
+    let other = t.login("nocache@example.com").await;
+    for _ in 0..2 {
+        let r = t.send(Req::get("/v1/verify").session(&login)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.header("x-auth-user"), Some(login.user_id.as_str()));
+    }
+    // Past the touch interval: the check writes activity, straight to the store.
+    t.advance(Duration::from_secs(120));
+    let r = t.send(Req::get("/v1/me").session(&login)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = t.send(Req::delete("/v1/session").session(&login)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    t.send(Req::get("/v1/verify").session(&login))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert_eq!(
+        t.send(Req::get("/v1/verify").session(&other)).await.status,
+        StatusCode::OK,
+        "the other session is untouched"
+    );
 }

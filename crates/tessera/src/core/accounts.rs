@@ -352,7 +352,7 @@ impl Tessera {
             return Err(CoreError::NotFound("no such user"));
         }
         if status == UserStatus::Suspended {
-            self.stores.sessions.delete_user_sessions(id).await?;
+            self.end_all_sessions(id).await?;
             self.revoke_user_tokens(id).await?;
         }
         self.publish(Change::UserChanged {

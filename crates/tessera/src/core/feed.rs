@@ -35,25 +35,33 @@ pub fn parse_cursor(after: Option<&str>) -> CoreResult<i64> {
 }
 
 impl Tessera {
-    /// Revocations after `cursor` (0: from the oldest still kept), each with
-    /// its own cursor.
-    pub async fn revocations_since(&self, cursor: i64) -> CoreResult<Vec<(i64, Revocation)>> {
-        Ok(self
+    /// The public revocations after `cursor` (0: from the oldest still
+    /// kept), each with its own cursor, and the cursor the page was read to
+    /// (past internal entries too, which outside verifiers do not get: see
+    /// [`Revocation::is_public`]).
+    pub async fn revocations_since(
+        &self,
+        cursor: i64,
+    ) -> CoreResult<(Vec<(i64, Revocation)>, i64)> {
+        let page = self
             .stores
             .revocations
             .revocations_after(cursor, FEED_PAGE)
-            .await?
+            .await?;
+        let read_to = page.last().map_or(cursor, |(seq, _, _)| *seq);
+        let public = page
             .into_iter()
+            .filter(|(_, revocation, _)| revocation.is_public())
             .map(|(seq, revocation, _)| (seq, revocation))
-            .collect())
+            .collect();
+        Ok((public, read_to))
     }
 
     pub async fn revocation_feed(&self, cursor: i64) -> CoreResult<FeedPage> {
-        let events = self.revocations_since(cursor).await?;
-        let cursor = events.last().map_or(cursor, |(seq, _)| *seq);
+        let (events, read_to) = self.revocations_since(cursor).await?;
         Ok(FeedPage {
             events: events.into_iter().map(|(_, r)| r).collect(),
-            cursor: cursor.to_string(),
+            cursor: read_to.to_string(),
         })
     }
 }

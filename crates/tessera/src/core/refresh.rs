@@ -360,6 +360,14 @@ impl Tessera {
             Revocation::User { not_before, .. } => {
                 not_before + (self.tokens.access_ttl + self.tokens.leeway).whole_seconds()
             }
+            // A session a store gives back was last seen no later than the
+            // cut-off (it was deleted then), so it has idled out one idle
+            // timeout after it, whatever its absolute expiry.
+            Revocation::Sessions { before, .. } => {
+                before.div_euclid(1000)
+                    + (self.policy.sessions.idle + self.tokens.leeway).whole_seconds()
+                    + 1
+            }
         };
         self.revocations.apply(&r, forget_at);
         self.telemetry

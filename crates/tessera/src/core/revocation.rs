@@ -25,6 +25,13 @@ pub enum Revocation {
     Family { sid: String, exp: i64 },
     /// Every token of `sub` issued before `not_before`.
     User { sub: String, not_before: i64 },
+    /// Every browser session of `sub` created before `before` (Unix
+    /// milliseconds): a logout everywhere, a suspension, a password change.
+    /// Internal: the session path checks it, so sessions a store gives back
+    /// after they were deleted stay refused; the revocation feed leaves it
+    /// out (no token carries it).
+    #[serde(skip)]
+    Sessions { sub: String, before: i64 },
 }
 
 impl Revocation {
@@ -33,22 +40,30 @@ impl Revocation {
             Revocation::Token { .. } => "token",
             Revocation::Family { .. } => "family",
             Revocation::User { .. } => "user",
+            Revocation::Sessions { .. } => "sessions",
         }
+    }
+
+    /// Whether outside verifiers get it on the revocation feed.
+    pub fn is_public(&self) -> bool {
+        !matches!(self, Revocation::Sessions { .. })
     }
 
     pub fn subject(&self) -> &str {
         match self {
             Revocation::Token { jti, .. } => jti,
             Revocation::Family { sid, .. } => sid,
-            Revocation::User { sub, .. } => sub,
+            Revocation::User { sub, .. } | Revocation::Sessions { sub, .. } => sub,
         }
     }
 
-    /// `exp` for tokens and families, `not_before` for users.
+    /// `exp` for tokens and families, `not_before` for users, `before`
+    /// (milliseconds) for sessions.
     pub fn time(&self) -> i64 {
         match self {
             Revocation::Token { exp, .. } | Revocation::Family { exp, .. } => *exp,
             Revocation::User { not_before, .. } => *not_before,
+            Revocation::Sessions { before, .. } => *before,
         }
     }
 
@@ -66,6 +81,10 @@ impl Revocation {
                 sub: subject,
                 not_before: time,
             }),
+            "sessions" => Some(Revocation::Sessions {
+                sub: subject,
+                before: time,
+            }),
             _ => None,
         }
     }
@@ -77,6 +96,8 @@ struct Sets {
     families: HashMap<String, i64>,
     /// sub → (not_before, forget after)
     users: HashMap<String, (i64, i64)>,
+    /// sub → (sessions created before this, in ms, are ended; forget after)
+    sessions: HashMap<String, (i64, i64)>,
 }
 
 /// The in-memory revocation set.
@@ -110,6 +131,13 @@ impl RevocationSet {
                     .or_insert((*not_before, user_forget_after));
                 *e = (e.0.max(*not_before), e.1.max(user_forget_after));
             }
+            Revocation::Sessions { sub, before } => {
+                let e = sets
+                    .sessions
+                    .entry(sub.clone())
+                    .or_insert((*before, user_forget_after));
+                *e = (e.0.max(*before), e.1.max(user_forget_after));
+            }
         }
     }
 
@@ -127,18 +155,25 @@ impl RevocationSet {
                 .is_some_and(|(not_before, _)| c.iat < *not_before)
     }
 
-    /// Whether the session (or token family) `sid` was ended: every session
-    /// that ends (logout, a device revoked, a password change's old session,
-    /// the oldest beyond the per-user cap) revokes its id as a family. The
-    /// session path checks it too, so a session that a store gives back
-    /// after it was deleted (a Redis replica promoted before it had the
-    /// delete, a restored backup) is still refused, for as long as the
-    /// entry is kept. Fails closed if the set is poisoned.
-    pub fn is_sid_revoked(&self, sid: &str) -> bool {
+    /// Whether a browser session (`sid` of `user_id`, created at
+    /// `created_ms`) was ended: every session that ends alone (logout, a
+    /// device revoked, a password change's old session, the oldest beyond
+    /// the per-user cap) revokes its id as a family, and every ending of
+    /// all a user's sessions (logout everywhere, suspension, password
+    /// change) records a [`Revocation::Sessions`] cut-off. The session path
+    /// checks both, so a session a store gives back after it was deleted (a
+    /// Redis replica promoted before it had the delete, Redis restarted
+    /// from an older snapshot, a restored backup) is still refused, for as
+    /// long as the entry is kept. Fails closed if the set is poisoned.
+    pub fn is_session_ended(&self, sid: &str, user_id: &str, created_ms: i64) -> bool {
         let Ok(sets) = self.sets.read() else {
             return true;
         };
         sets.families.contains_key(sid)
+            || sets
+                .sessions
+                .get(user_id)
+                .is_some_and(|(before, _)| created_ms < *before)
     }
 
     /// The cut-off of a user, if any: new tokens are issued no earlier.
@@ -152,13 +187,14 @@ impl RevocationSet {
             sets.tokens.retain(|_, exp| *exp >= now);
             sets.families.retain(|_, exp| *exp >= now);
             sets.users.retain(|_, (_, forget)| *forget >= now);
+            sets.sessions.retain(|_, (_, forget)| *forget >= now);
         }
     }
 
     pub fn len(&self) -> usize {
         self.sets
             .read()
-            .map(|s| s.tokens.len() + s.families.len() + s.users.len())
+            .map(|s| s.tokens.len() + s.families.len() + s.users.len() + s.sessions.len())
             .unwrap_or(0)
     }
 
@@ -254,6 +290,45 @@ mod tests {
     }
 
     #[test]
+    fn a_sessions_cut_off_ends_the_users_older_sessions_only() {
+        let set = RevocationSet::default();
+        assert!(!set.is_session_ended("ses_a", "usr_a", 1_000));
+        set.apply(
+            &Revocation::Sessions {
+                sub: "usr_a".into(),
+                before: 2_000,
+            },
+            99,
+        );
+        assert!(set.is_session_ended("ses_a", "usr_a", 1_999), "older");
+        assert!(
+            !set.is_session_ended("ses_b", "usr_a", 2_000),
+            "at the cut-off"
+        );
+        assert!(
+            !set.is_session_ended("ses_c", "usr_b", 1_000),
+            "another user"
+        );
+        set.apply(
+            &Revocation::Family {
+                sid: "ses_d".into(),
+                exp: 99,
+            },
+            0,
+        );
+        assert!(set.is_session_ended("ses_d", "usr_b", 5_000), "ended alone");
+        assert!(
+            !Revocation::Sessions {
+                sub: "u".into(),
+                before: 1
+            }
+            .is_public()
+        );
+        set.prune(100);
+        assert!(set.is_empty());
+    }
+
+    #[test]
     fn parts_round_trip() {
         for r in [
             Revocation::Token {
@@ -267,6 +342,10 @@ mod tests {
             Revocation::User {
                 sub: "u".into(),
                 not_before: 3,
+            },
+            Revocation::Sessions {
+                sub: "u".into(),
+                before: 3,
             },
         ] {
             assert_eq!(

@@ -27,6 +27,7 @@ use super::accounts::{Password, User, UserStatus, parse_email};
 use super::error::{CoreError, CoreResult};
 use super::events::Change;
 use super::passwords::Principals;
+use super::revocation::Revocation;
 use super::secret::{BearerSecret, SecretHash, is_id, new_id};
 
 /// Session lifetimes, validated by the configuration.
@@ -308,7 +309,7 @@ impl Tessera {
         {
             return Err(CoreError::Unauthenticated);
         }
-        self.stores.sessions.delete_user_sessions(user_id).await?;
+        self.end_all_sessions(user_id).await?;
         self.revoke_user_tokens(user_id).await?;
         self.publish(Change::UserSessionsRevoked {
             user_id: user_id.to_owned(),
@@ -487,7 +488,11 @@ impl Tessera {
         let Some(mut session) = self.stores.sessions.session_by_hash(&hash).await? else {
             return Err(CoreError::Unauthenticated);
         };
-        if self.revocations.is_sid_revoked(&session.id) {
+        if self.revocations.is_session_ended(
+            &session.id,
+            &session.user_id,
+            super::time::to_millis(session.created_at),
+        ) {
             // Ended, yet the store gave it back: the durable log wins.
             if let Err(e) = self.stores.sessions.delete_session_by_hash(&hash).await {
                 tracing::warn!(error = %e, "could not delete a revoked session");
@@ -593,6 +598,23 @@ impl Tessera {
         Ok(())
     }
 
+    /// Ends every session of a user: deleted from the store, and a cut-off
+    /// in the revocation log (sessions created before now), which the
+    /// session path checks, so none of them comes back whatever the store
+    /// gives back later. Returns how many the store deleted.
+    pub(crate) async fn end_all_sessions(&self, user_id: &str) -> CoreResult<u64> {
+        // The moment first: a login that lands while the sessions are being
+        // deleted is after it, and stays.
+        let before = super::time::to_millis(self.now());
+        let n = self.stores.sessions.delete_user_sessions(user_id).await?;
+        self.revoke(Revocation::Sessions {
+            sub: user_id.to_owned(),
+            before,
+        })
+        .await?;
+        Ok(n)
+    }
+
     /// The user's live sessions, newest first.
     pub async fn sessions_of(&self, user_id: &str) -> CoreResult<Vec<SessionRecord>> {
         let now = self.now();
@@ -676,7 +698,7 @@ impl Tessera {
     /// Ends every session, refresh family and earlier access token of the
     /// user.
     pub async fn logout_all(&self, user_id: &str) -> CoreResult<()> {
-        let n = self.stores.sessions.delete_user_sessions(user_id).await?;
+        let n = self.end_all_sessions(user_id).await?;
         self.revoke_user_tokens(user_id).await?;
         tracing::info!(user_id = %user_id, sessions = n, "all sessions revoked");
         self.publish(Change::UserSessionsRevoked {

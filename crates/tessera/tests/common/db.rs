@@ -148,6 +148,7 @@ pub enum SessionSnapshot {
 
 pub async fn snapshot_sessions(url: &str) -> SessionSnapshot {
     if super::test_store() != super::TestStore::PostgresRedis {
+        execute(url, "DROP TABLE IF EXISTS sessions_snapshot").await;
         execute(
             url,
             "CREATE TABLE sessions_snapshot AS SELECT * FROM sessions",

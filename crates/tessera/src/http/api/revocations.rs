@@ -60,8 +60,8 @@ pub async fn feed(
         query.map_err(|_| ApiError::invalid_request("the query string cannot be read"))?;
     let cursor = parse_cursor(query.after.as_deref())?;
     if wants_event_stream(&headers) {
-        let backlog = state.core.revocations_since(cursor).await?;
-        return Ok(Sse::new(follow(state, cursor, backlog.into()))
+        let (backlog, read_to) = state.core.revocations_since(cursor).await?;
+        return Ok(Sse::new(follow(state, read_to, backlog.into()))
             .keep_alive(KeepAlive::default())
             .into_response());
     }
@@ -79,30 +79,33 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// The backlog, then every revocation as it lands in the log (read every
 /// follow interval, like the other processes' caches do). The stream ends if
 /// the store cannot be read or the server shuts down; the client reconnects
-/// with the last event id.
+/// with the last event id. `read_to` is where the log was read to (past
+/// the backlog, and past entries the feed leaves out).
 fn follow(
     state: AppState,
-    cursor: i64,
+    read_to: i64,
     backlog: VecDeque<(i64, Revocation)>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures_util::stream::unfold(
-        (state, cursor, backlog),
-        |(state, mut cursor, mut queue)| async move {
+        (state, read_to, backlog),
+        |(state, mut read_to, mut queue)| async move {
             loop {
                 if let Some((seq, revocation)) = queue.pop_front() {
                     let event = Event::default()
                         .id(seq.to_string())
                         .json_data(&revocation)
                         .unwrap_or_else(|_| Event::default().comment("unencodable event"));
-                    cursor = seq;
-                    return Some((Ok(event), (state, cursor, queue)));
+                    return Some((Ok(event), (state, read_to, queue)));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
                     () = state.core.shutdown.cancelled() => return None,
                 }
-                match state.core.revocations_since(cursor).await {
-                    Ok(next) => queue.extend(next),
+                match state.core.revocations_since(read_to).await {
+                    Ok((next, to)) => {
+                        queue.extend(next);
+                        read_to = to;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "revocation feed: store unreadable, ending the stream");
                         return None;
