@@ -142,6 +142,11 @@ pub trait UserStore: Send + Sync {
 /// Two stores in one: where sessions live in the database, a session and
 /// its audit event commit together; where they live apart from it (Redis,
 /// `redis/`), see [`SessionStore::insert_session`] for what holds instead.
+/// There, "durable" means acknowledged by Redis, and by one replica where
+/// the primary has replicas (`WAIT`): a write Redis then loses (a restart
+/// without persistence, a replica promoted before it had the write) can
+/// only sign people out, never in, because the core refuses every session
+/// whose ending the revocation log holds, whatever a store gives back.
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Whether the store keeps each user's sessions together, found by the

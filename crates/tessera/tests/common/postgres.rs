@@ -302,15 +302,7 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         if let Some(mut child) = self.postmaster.take() {
             signal(child.id(), Signal::SIGINT);
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while let Ok(None) = child.try_wait() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            wait_or_kill(&mut child, Instant::now() + STOP_TIMEOUT);
         }
         // The watchdog's process group: its sh and the sh's `sleep`.
         let _ = kill(Pid::from_raw(-(self.watchdog.id() as i32)), Signal::SIGKILL);
@@ -425,4 +417,18 @@ fn read_from(path: &Path, start: u64) -> String {
         let _ = f.read_to_string(&mut text);
     }
     text
+}
+
+/// Blocks until `child` has exited or `deadline` has passed, then kills and
+/// reaps it: the last step of a harness's `Drop`, which cannot await (the
+/// Redis harness's too).
+pub fn wait_or_kill(child: &mut Child, deadline: Instant) {
+    while let Ok(None) = child.try_wait() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -915,14 +915,7 @@ impl Drop for Procs {
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         for child in self.list.iter_mut().filter_map(|p| p.child.as_mut()) {
-            while let Ok(None) = child.try_wait() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            super::postgres::wait_or_kill(child, deadline);
         }
         // The watchdog's process group: its sh and the sh's `sleep`.
         let _ = kill(Pid::from_raw(-(self.watchdog.id() as i32)), Signal::SIGKILL);

@@ -40,7 +40,7 @@ use self::target::Target;
 use super::{Backend, StoreError, StoreOptions, StoreResult, Stores};
 
 /// Where Redis is and how its keys are named.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `TESSERA_REDIS_URL` (see [`Target`]).
     pub url: String,
@@ -48,6 +48,16 @@ pub struct RedisOptions {
     /// so that several deployments can share one Redis. No `{` or `}`:
     /// those would move the cluster hash tag.
     pub key_prefix: String,
+}
+
+/// The URL without its passwords: options end up in `Debug` output.
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &crate::config::shown_redis_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 /// The default key prefix.
@@ -245,10 +255,7 @@ impl RedisStore {
         call: &::redis::ScriptInvocation<'_>,
         key: &str,
     ) -> StoreResult<T> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Backend("Redis: the store is closed".into()));
-        }
-        let mut conn = self.acked.clone();
+        let mut conn = self.handle(&self.acked)?;
         let out: T = call
             .invoke_async(&mut conn)
             .await
@@ -317,16 +324,17 @@ impl RedisStore {
         }
     }
 
-    fn link(&self) -> Link {
-        self.link.clone()
-    }
-
     /// A command handle; an error once the store is closed.
     fn conn(&self) -> StoreResult<Link> {
+        self.handle(&self.link)
+    }
+
+    /// `link`, cloned, unless the store is closed.
+    fn handle(&self, link: &Link) -> StoreResult<Link> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Backend("Redis: the store is closed".into()));
         }
-        Ok(self.link())
+        Ok(link.clone())
     }
 
     /// Every key matching `pattern` (SCAN on every primary of a cluster).
@@ -396,8 +404,8 @@ impl RedisStore {
         // The kind and the time it was sent (Unix ms): only for the fan-out
         // lag metric of the receiving nodes.
         let sent = crate::core::time::to_millis(time::OffsetDateTime::now_utc());
-        let published: ::redis::RedisResult<i64> = self
-            .link()
+        let Ok(mut conn) = self.conn() else { return };
+        let published: ::redis::RedisResult<i64> = conn
             .publish(format!("{}log", self.prefix), format!("{kind} {sent}"))
             .await;
         if let Err(e) = published {

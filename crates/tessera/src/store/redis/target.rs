@@ -11,7 +11,7 @@
 //!   sentinels to ask where the primary named `master_name` is.
 
 /// A checked Redis URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     /// One server.
     Single(String),
@@ -22,7 +22,7 @@ pub enum Target {
 }
 
 /// Where the sentinels are and which primary to ask them for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SentinelTarget {
     /// `host:port` of each sentinel.
     pub sentinels: Vec<(String, u16)>,
@@ -32,6 +32,35 @@ pub struct SentinelTarget {
     pub username: Option<String>,
     pub password: Option<String>,
     pub db: i64,
+}
+
+/// The URLs without their passwords.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = crate::config::shown_redis_url;
+        match self {
+            Target::Single(url) => f.debug_tuple("Single").field(&shown(url)).finish(),
+            Target::Cluster(seeds) => f
+                .debug_tuple("Cluster")
+                .field(&seeds.iter().map(|u| shown(u)).collect::<Vec<_>>())
+                .finish(),
+            Target::Sentinel(s) => f.debug_tuple("Sentinel").field(s).finish(),
+        }
+    }
+}
+
+/// Everything but the password.
+impl std::fmt::Debug for SentinelTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelTarget")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("db", &self.db)
+            .finish()
+    }
 }
 
 const SENTINEL_DEFAULT_PORT: u16 = 26379;
@@ -224,6 +253,23 @@ mod tests {
         assert_eq!(s.password.as_deref(), Some("p@ss"));
         assert!(!s.tls);
         assert_eq!(s.db, 0);
+    }
+
+    #[test]
+    fn debug_output_shows_no_password() {
+        for url in [
+            "redis+sentinel://:hunter2@h:1/m",
+            "redis://:hunter2@h:1",
+            "rediss://u:hunter2@h:1,rediss://u:hunter2@h:2",
+        ] {
+            let t = Target::parse(url).expect(url);
+            assert!(!format!("{t:?}").contains("hunter2"), "{t:?}");
+        }
+        let o = crate::store::redis::RedisOptions {
+            url: "redis://:hunter2@h:1,redis://:hunter2@h:2".into(),
+            key_prefix: "p:".into(),
+        };
+        assert!(!format!("{o:?}").contains("hunter2"), "{o:?}");
     }
 
     #[test]
