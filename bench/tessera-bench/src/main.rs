@@ -39,7 +39,9 @@ use tessera::config::Settings;
 use tessera::core::accounts::Password;
 use tessera::core::clock::SystemClock;
 use tessera::core::secret::{BearerSecret, SecretHash, new_id, session_tag};
-use tessera::core::sessions::ClientInfo;
+use tessera::core::sessions::{ClientInfo, SessionRecord};
+use tessera::core::time::from_millis;
+use tessera::store::redis::layout;
 
 /// The password of every seeded user (`user<i>@bench.example`).
 const PASSWORD: &str = "bench-password-1234";
@@ -664,12 +666,12 @@ fn tagged_sessions(
     Ok(tagged)
 }
 
-/// The sessions in Redis exactly as `store/redis/sessions.rs` writes them:
-/// `<prefix>{tt}s:<base64url hash>` a hash of `i u c l e a g` (times in
-/// Unix ms) with the time to live of its earlier deadline plus the grace,
-/// and `<prefix>{tt}u:<user id>` the user's index (a sorted set of the
-/// members by absolute expiry) living as long as its longest session plus
-/// a second. Pipelined, a batch a round trip.
+/// The sessions in Redis exactly as the server writes them
+/// (`tessera::store::redis::layout`: the same key names, the same value
+/// encoder) with the time to live of their earlier deadline plus the
+/// grace, and each user's index (a sorted set of the members by absolute
+/// expiry) living as long as its longest session plus a second. Pipelined,
+/// a batch a round trip.
 async fn seed_redis(
     url: &str,
     prefix: &str,
@@ -685,36 +687,31 @@ async fn seed_redis(
     for chunk in tagged.sessions.chunks(REDIS_BATCH) {
         let mut pipe = redis::pipe();
         for (hash, user, seen_ago_ms) in chunk {
-            let member = URL_SAFE_NO_PAD.encode(hash);
+            let hash = SecretHash(*hash);
             let seen = now - seen_ago_ms;
             let ttl = expires.min(seen + IDLE_MS) - now + GRACE_MS;
-            let key = format!("{prefix}{{{:02x}}}s:{member}", hash[0]);
             let user_id = &p.user_ids[*user];
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("i")
-                .arg(new_id("ses"))
-                .arg("u")
-                .arg(user_id)
-                .arg("c")
-                .arg(now)
-                .arg("l")
-                .arg(seen)
-                .arg("e")
-                .arg(expires)
-                .arg("a")
-                .arg("127.0.0.1")
-                .arg("g")
-                .arg(USER_AGENT)
+            let record = SessionRecord {
+                token_hash: hash,
+                id: new_id("ses"),
+                user_id: user_id.clone(),
+                created_at: from_millis(now),
+                last_seen_at: from_millis(seen),
+                expires_at: from_millis(expires),
+                ip: Some("127.0.0.1".into()),
+                user_agent: Some(USER_AGENT.into()),
+                user_memo: Default::default(),
+            };
+            pipe.cmd("SET")
+                .arg(layout::session_key(prefix, &hash))
+                .arg(layout::encode(&record)?)
+                .arg("PX")
+                .arg(ttl)
                 .ignore();
-            pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
             pipe.cmd("ZADD")
-                .arg(format!(
-                    "{prefix}{{{:02x}}}u:{user_id}",
-                    session_tag(user_id)
-                ))
+                .arg(layout::index_key(prefix, user_id))
                 .arg(expires)
-                .arg(member)
+                .arg(layout::member(&hash))
                 .ignore();
             indexed[*user] = true;
         }
@@ -729,9 +726,8 @@ async fn seed_redis(
     for chunk in users.chunks(REDIS_BATCH) {
         let mut pipe = redis::pipe();
         for id in chunk {
-            let key = format!("{prefix}{{{:02x}}}u:{id}", session_tag(id));
             pipe.cmd("PEXPIRE")
-                .arg(key)
+                .arg(layout::index_key(prefix, id))
                 .arg(expires - now + GRACE_MS)
                 .ignore();
         }

@@ -20,6 +20,7 @@
 
 mod fanout;
 mod health;
+pub mod layout;
 mod link;
 mod push;
 mod sessions;

@@ -1,14 +1,14 @@
 //! Sessions in Redis.
 //!
-//! Layout, for a session whose hash begins with the byte `t` (two hex
-//! digits; the core makes it its user's tag, `core::secret::session_tag`):
+//! Layout (names and value in [`super::layout`]), for a session whose hash
+//! begins with the byte `t` (two hex digits; the core makes it its user's
+//! tag, `core::secret::session_tag`):
 //!
-//! - `<prefix>{t}s:<hash>`: the session, a hash of short fields (`i` id,
-//!   `u` user, `c` created, `l` last seen, `e` absolute expiry, `a`
-//!   address, `g` user agent; times in Unix milliseconds), `<hash>` the
-//!   cookie's SHA-256 in base64url. Its time to live is the earlier of idle
-//!   and absolute expiry, from the record's own `last_seen_at`, plus
-//!   [`EXPIRY_GRACE`]; activity moves it, never past the absolute deadline.
+//! - `<prefix>{t}s:<hash>`: the session, one string (times, ids, address,
+//!   user agent), `<hash>` the cookie's SHA-256 in base64url. Its time to
+//!   live is the earlier of idle and absolute expiry, from the record's own
+//!   last-seen time, plus [`EXPIRY_GRACE`]; activity moves it, never past
+//!   the absolute deadline.
 //! - `<prefix>{t}u:<user id>`: the user's index, a sorted set of their
 //!   sessions' hashes scored by absolute expiry. Entries past it are
 //!   dropped by every insert, entries whose session idled out are dropped
@@ -20,19 +20,17 @@
 //! on one node, in a cluster too (256 tags spread over the cluster's
 //! slots). Lookups need only the hash: its first byte names the slot.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ::redis::{AsyncCommands, Script};
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::OffsetDateTime;
 
+use super::layout::{self, LUA_HELPERS, TIMES_END};
 use super::{RedisStore, backend};
 use crate::core::audit::AuditEvent;
 use crate::core::secret::{SecretHash, session_tag};
-use crate::core::sessions::{SessionRecord, UserMemo};
+use crate::core::sessions::SessionRecord;
 use crate::core::time::{from_millis, to_millis};
 use crate::store::{
     AuditStore, EXPIRY_GRACE, QueuedTouch, SessionStore, StoreError, StoreResult, UserStore,
@@ -41,38 +39,38 @@ use crate::store::{
 /// Stores a session and indexes it; drops index entries past their
 /// absolute expiry, and (when the index has grown) entries whose session is
 /// gone.
-/// KEYS: session, index. ARGV: ttl ms, expires ms, now ms, member, session
-/// key base, then field/value pairs. The index lives as long as its
-/// longest-lived session, plus the grace.
+/// KEYS: session, index. ARGV: value, ttl ms, expires ms, now ms, member,
+/// session key base. The index lives as long as its longest-lived session,
+/// plus the grace.
 const INSERT: &str = r"
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 if redis.call('ZCARD', KEYS[2]) > 16 then
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if redis.call('EXISTS', ARGV[5] .. m) == 0 then
+    if redis.call('EXISTS', ARGV[6] .. m) == 0 then
       redis.call('ZREM', KEYS[2], m)
     end
   end
 end
 local ttl = redis.call('PTTL', KEYS[2])
-local want = tonumber(ARGV[2]) - tonumber(ARGV[3]) + 1000
+local want = tonumber(ARGV[3]) - tonumber(ARGV[4]) + 1000
 if ttl < want then
   redis.call('PEXPIRE', KEYS[2], want)
 end
 return 1
 ";
 
-/// Records activity: `l` moves forward only, and the time to live with it.
-/// KEYS: session. ARGV: last seen ms, idle ms, grace ms.
+/// Records activity: the last-seen time moves forward only, rewritten in
+/// place, and the time to live with it.
+/// KEYS: session. ARGV: last seen (13 digits), idle ms, grace ms.
 const TOUCH: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'l', 'e')
-if not v[1] then return 0 end
+local v = redis.call('GETRANGE', KEYS[1], 0, 28)
+if string.sub(v, 1, 2) ~= '1 ' or #v < 29 then return 0 end
 local seen = tonumber(ARGV[1])
-if seen > tonumber(v[1]) then
-  redis.call('HSET', KEYS[1], 'l', ARGV[1])
-  local deadline = math.min(seen + tonumber(ARGV[2]), tonumber(v[2]))
+if seen > seen_of(v) then
+  redis.call('SETRANGE', KEYS[1], 2, ARGV[1])
+  local deadline = math.min(seen + tonumber(ARGV[2]), expires_of(v))
   local ttl = deadline - seen + tonumber(ARGV[3])
   if ttl > 0 then
     redis.call('PEXPIRE', KEYS[1], ttl)
@@ -83,32 +81,30 @@ end
 return 1
 ";
 
-/// Deletes one session by hash and unindexes it; returns its fields.
+/// Deletes one session by hash and unindexes it; returns its value.
 /// KEYS: session. ARGV: index key base, member.
 const DELETE: &str = r"
-local r = redis.call('HGETALL', KEYS[1])
-if #r == 0 then return r end
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
 redis.call('DEL', KEYS[1])
-for i = 1, #r, 2 do
-  if r[i] == 'u' then redis.call('ZREM', ARGV[1] .. r[i + 1], ARGV[2]) end
-end
-return r
+local user = field(v, 2)
+if user then redis.call('ZREM', ARGV[1] .. user, ARGV[2]) end
+return v
 ";
 
 /// Deletes the session of the index's user with this public id; returns
-/// its member and fields (nothing if the user has no such session).
+/// its member and value (nothing if the user has no such session).
 /// KEYS: index. ARGV: session key base, session id.
 const DELETE_ONE_OF_USER: &str = r"
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local k = ARGV[1] .. m
-  local id = redis.call('HGET', k, 'i')
-  if not id then
+  local v = redis.call('GET', k)
+  if not v then
     redis.call('ZREM', KEYS[1], m)
-  elseif id == ARGV[2] then
-    local r = redis.call('HGETALL', k)
+  elseif field(v, 1) == ARGV[2] then
     redis.call('DEL', k)
     redis.call('ZREM', KEYS[1], m)
-    return {m, r}
+    return {m, v}
   end
 end
 return {}
@@ -125,21 +121,26 @@ redis.call('DEL', KEYS[1])
 return n
 ";
 
-/// Every live session of the index's user, as member and fields; drops
+/// Every live session of the index's user, as member and value; drops
 /// entries whose session is gone. KEYS: index. ARGV: session key base.
 const LIST: &str = r"
 local out = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local r = redis.call('HGETALL', ARGV[1] .. m)
-  if #r == 0 then
+  local v = redis.call('GET', ARGV[1] .. m)
+  if not v then
     redis.call('ZREM', KEYS[1], m)
   else
     table.insert(out, m)
-    table.insert(out, r)
+    table.insert(out, v)
   end
 end
 return out
 ";
+
+/// A script with the layout's Lua helpers in front.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LUA_HELPERS}{body}"))
+}
 
 /// The session store on Redis; users and audit events stay in the
 /// database (see [`SessionStore::insert_session`] for what holds between
@@ -171,34 +172,30 @@ impl RedisSessions {
             users,
             audit,
             scripts: Scripts {
-                insert: Script::new(INSERT),
-                touch: Script::new(TOUCH),
-                delete: Script::new(DELETE),
-                delete_one_of_user: Script::new(DELETE_ONE_OF_USER),
-                delete_all_of_user: Script::new(DELETE_ALL_OF_USER),
-                list: Script::new(LIST),
+                insert: script(INSERT),
+                touch: script(TOUCH),
+                delete: script(DELETE),
+                delete_one_of_user: script(DELETE_ONE_OF_USER),
+                delete_all_of_user: script(DELETE_ALL_OF_USER),
+                list: script(LIST),
             },
         }
     }
 
-    fn tag_part(&self, tag: u8) -> String {
-        format!("{}{{{tag:02x}}}", self.redis.prefix)
-    }
-
     fn session_base(&self, tag: u8) -> String {
-        format!("{}s:", self.tag_part(tag))
+        layout::session_base(&self.redis.prefix, tag)
     }
 
     fn index_base(&self, tag: u8) -> String {
-        format!("{}u:", self.tag_part(tag))
+        layout::index_base(&self.redis.prefix, tag)
     }
 
     fn session_key(&self, hash: &SecretHash) -> String {
-        format!("{}{}", self.session_base(hash.0[0]), member(hash))
+        layout::session_key(&self.redis.prefix, hash)
     }
 
     fn index_key(&self, user_id: &str) -> String {
-        format!("{}{user_id}", self.index_base(session_tag(user_id)))
+        layout::index_key(&self.redis.prefix, user_id)
     }
 
     /// A session's time to live from its own times: the earlier deadline,
@@ -215,56 +212,19 @@ fn grace_ms() -> i64 {
     i64::try_from(EXPIRY_GRACE.as_millis()).unwrap_or(1000)
 }
 
-/// A hash as the key suffix and index member: base64url.
-fn member(hash: &SecretHash) -> String {
-    URL_SAFE_NO_PAD.encode(hash.0)
-}
-
-/// A record from its member (the hash) and its fields; `None` when a field
-/// is missing or malformed (a key someone else wrote: treated as absent).
-fn record(member_text: &str, fields: &HashMap<String, String>) -> Option<SessionRecord> {
-    let hash = URL_SAFE_NO_PAD
-        .decode(member_text)
-        .ok()
-        .and_then(|b| SecretHash::from_slice(&b))?;
-    let time = |k: &str| fields.get(k)?.parse::<i64>().ok().map(from_millis);
-    Some(SessionRecord {
-        token_hash: hash,
-        id: fields.get("i")?.clone(),
-        user_id: fields.get("u")?.clone(),
-        created_at: time("c")?,
-        last_seen_at: time("l")?,
-        expires_at: time("e")?,
-        ip: fields.get("a").cloned(),
-        user_agent: fields.get("g").cloned(),
-        user_memo: UserMemo::default(),
-    })
-}
-
-/// Pairs from a flat `[k, v, k, v, …]` reply.
-fn pairs(flat: Vec<String>) -> HashMap<String, String> {
-    let mut out = HashMap::with_capacity(flat.len() / 2);
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        out.insert(k, v);
-    }
-    out
-}
-
 /// A store error for a reply of an unexpected shape.
 fn malformed(what: &str) -> StoreError {
     StoreError::Backend(format!("Redis: unexpected reply to {what}"))
 }
 
-/// `[member, [fields…]]` pairs from the list scripts.
-fn members_and_fields(reply: Vec<::redis::Value>) -> StoreResult<Vec<SessionRecord>> {
+/// `[member, value]` pairs from the list scripts.
+fn members_and_values(reply: Vec<::redis::Value>) -> StoreResult<Vec<SessionRecord>> {
     let mut out = Vec::with_capacity(reply.len() / 2);
     let mut it = reply.into_iter();
-    while let (Some(m), Some(fields)) = (it.next(), it.next()) {
+    while let (Some(m), Some(v)) = (it.next(), it.next()) {
         let m: String = ::redis::from_redis_value(m).map_err(|_| malformed("a list"))?;
-        let fields: Vec<String> =
-            ::redis::from_redis_value(fields).map_err(|_| malformed("a list"))?;
-        if let Some(r) = record(&m, &pairs(fields)) {
+        let v: Vec<u8> = ::redis::from_redis_value(v).map_err(|_| malformed("a list"))?;
+        if let Some(r) = layout::hash_of(&m).and_then(|hash| layout::decode(hash, &v)) {
             out.push(r);
         }
     }
@@ -304,50 +264,27 @@ impl SessionStore for RedisSessions {
             return Ok(true);
         }
         let tag = session.token_hash.0[0];
-        let mut fields: Vec<(&str, String)> = vec![
-            ("i", session.id.clone()),
-            ("u", session.user_id.clone()),
-            ("c", to_millis(session.created_at).to_string()),
-            ("l", to_millis(session.last_seen_at).to_string()),
-            ("e", to_millis(session.expires_at).to_string()),
-        ];
-        if let Some(ip) = &session.ip {
-            fields.push(("a", ip.clone()));
-        }
-        if let Some(ua) = &session.user_agent {
-            fields.push(("g", ua.clone()));
-        }
-        let mut call = self
-            .scripts
-            .insert
-            .key(self.session_key(&session.token_hash));
+        let key = self.session_key(&session.token_hash);
+        let mut call = self.scripts.insert.key(&key);
         call.key(self.index_key(&session.user_id))
+            .arg(layout::encode(session)?)
             .arg(ttl)
             .arg(to_millis(session.expires_at))
             .arg(to_millis(session.last_seen_at))
-            .arg(member(&session.token_hash))
+            .arg(layout::member(&session.token_hash))
             .arg(self.session_base(tag));
-        for (k, v) in &fields {
-            call.arg(*k).arg(v);
-        }
-        let _: i64 = self
-            .redis
-            .write_acked(&call, &self.session_key(&session.token_hash))
-            .await?;
+        let _: i64 = self.redis.write_acked(&call, &key).await?;
         Ok(true)
     }
 
     async fn session_by_hash(&self, hash: &SecretHash) -> StoreResult<Option<Arc<SessionRecord>>> {
-        let fields: HashMap<String, String> = self
+        let value: Option<Vec<u8>> = self
             .redis
             .conn()?
-            .hgetall(self.session_key(hash))
+            .get(self.session_key(hash))
             .await
             .map_err(|e| backend(&e))?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        Ok(record(&member(hash), &fields).map(Arc::new))
+        Ok(value.and_then(|v| layout::decode(*hash, &v)).map(Arc::new))
     }
 
     /// Written at once (one round trip, at most once per touch interval per
@@ -358,7 +295,7 @@ impl SessionStore for RedisSessions {
             .scripts
             .touch
             .key(self.session_key(&touched.token_hash))
-            .arg(to_millis(touched.last_seen_at))
+            .arg(layout::stamp(to_millis(touched.last_seen_at))?)
             .arg(idle)
             .arg(grace_ms())
             .invoke_async(&mut self.redis.conn()?)
@@ -375,12 +312,10 @@ impl SessionStore for RedisSessions {
     ) -> StoreResult<Option<SessionRecord>> {
         let key = self.session_key(hash);
         let mut call = self.scripts.delete.key(&key);
-        call.arg(self.index_base(hash.0[0])).arg(member(hash));
-        let flat: Vec<String> = self.redis.write_acked(&call, &key).await?;
-        if flat.is_empty() {
-            return Ok(None);
-        }
-        Ok(record(&member(hash), &pairs(flat)))
+        call.arg(self.index_base(hash.0[0]))
+            .arg(layout::member(hash));
+        let value: Option<Vec<u8>> = self.redis.write_acked(&call, &key).await?;
+        Ok(value.and_then(|v| layout::decode(*hash, &v)))
     }
 
     async fn delete_user_session(
@@ -393,7 +328,7 @@ impl SessionStore for RedisSessions {
         call.arg(self.session_base(session_tag(user_id)))
             .arg(session_id);
         let reply: Vec<::redis::Value> = self.redis.write_acked(&call, &key).await?;
-        Ok(members_and_fields(reply)?.into_iter().next())
+        Ok(members_and_values(reply)?.into_iter().next())
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<u64> {
@@ -413,7 +348,7 @@ impl SessionStore for RedisSessions {
             .invoke_async(&mut self.redis.conn()?)
             .await
             .map_err(|e| backend(&e))?;
-        let mut sessions = members_and_fields(reply)?;
+        let mut sessions = members_and_values(reply)?;
         sessions.retain(|s| s.user_id == user_id);
         sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
         Ok(sessions)
@@ -465,19 +400,14 @@ impl RedisSessions {
         for chunk in keys.chunks(500) {
             let mut pipe = ::redis::pipe();
             for key in chunk {
-                pipe.cmd("HMGET").arg(key).arg("l").arg("e");
+                pipe.cmd("GETRANGE").arg(key).arg(0).arg(TIMES_END);
             }
-            let times: Vec<(Option<i64>, Option<i64>)> =
-                pipe.query_async(&mut conn).await.map_err(|e| backend(&e))?;
-            for (key, (seen, expires)) in chunk.iter().zip(times) {
-                let Some(hash) = key
-                    .get(prefix_len..)
-                    .and_then(|m| URL_SAFE_NO_PAD.decode(m).ok())
-                    .and_then(|b| SecretHash::from_slice(&b))
-                else {
+            let heads: Vec<Vec<u8>> = pipe.query_async(&mut conn).await.map_err(|e| backend(&e))?;
+            for (key, head) in chunk.iter().zip(heads) {
+                let Some(hash) = key.get(prefix_len..).and_then(layout::hash_of) else {
                     continue;
                 };
-                let (Some(seen), Some(expires)) = (seen, expires) else {
+                let Some((seen, expires)) = layout::times(&head) else {
                     continue;
                 };
                 let alive = from_millis(expires) > now && from_millis(seen) > idle_cutoff;
