@@ -59,6 +59,7 @@ impl App {
                 .map(|url| crate::store::redis::RedisOptions {
                     url: url.clone(),
                     key_prefix: settings.redis_key_prefix.clone(),
+                    tls: settings.redis_tls.clone(),
                 }),
             session_idle: settings.session_idle_timeout,
         };

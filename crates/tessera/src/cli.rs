@@ -544,7 +544,7 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
     findings.extend(local);
     // The Redis that holds the sessions, when there is one.
     let redis = match &settings.redis_url {
-        Some(url) => crate::doctor::redis::examine(url).await,
+        Some(url) => crate::doctor::redis::examine(url, &settings.redis_tls).await,
         None => crate::doctor::redis::RedisReport::default(),
     };
     findings.extend(redis.findings);

@@ -57,6 +57,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "up to 64 printable ASCII characters without braces or spaces, put before every Redis key and channel",
     ),
     (
+        "redis_tls_ca_file",
+        "(unset: the system's trust store)",
+        "a PEM file of the certificates a rediss:// server's certificate must chain to, instead of the system's",
+    ),
+    (
+        "redis_tls_cert_file",
+        "(unset: no client certificate)",
+        "a PEM certificate (chain) sent to Redis when it asks for one (tls-auth-clients), with redis_tls_key_file",
+    ),
+    (
+        "redis_tls_key_file",
+        "(unset)",
+        "the PEM private key of redis_tls_cert_file",
+    ),
+    (
         "session_idle_timeout",
         "2h",
         "a duration such as 90s, 10m, 2h or 30d, no longer than session_absolute_timeout (default 2h, or session_absolute_timeout when that is shorter)",
@@ -271,6 +286,8 @@ pub struct Settings {
     /// Sessions and the revocation push in Redis (`store::redis`).
     pub redis_url: Option<String>,
     pub redis_key_prefix: String,
+    /// Certificates for `rediss://` beyond the system's trust store.
+    pub redis_tls: crate::store::redis::tls::TlsFiles,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
     pub session_touch_interval: Duration,
@@ -545,6 +562,7 @@ impl Settings {
                     .map(|()| s.to_owned())
             },
         )?;
+        let redis_tls = raw.redis_tls(redis_url.as_deref())?;
         // Any positive lifetime; only the relations between them are
         // enforced (idle ≤ absolute, touch < idle). A side the user did not
         // set follows the side they did, and only ever gets shorter than its
@@ -709,6 +727,7 @@ impl Settings {
             revocation_max_staleness,
             redis_url,
             redis_key_prefix,
+            redis_tls,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: touch,
@@ -963,6 +982,64 @@ impl Raw<'_> {
             env_name(key),
             shown(key, got)
         ))
+    }
+
+    /// The Redis TLS files: each a readable PEM file of its kind, a client
+    /// key only with its certificate, and only beside a URL that uses TLS
+    /// (certificates for a plain connection would be silently unused).
+    fn redis_tls(
+        &self,
+        redis_url: Option<&str>,
+    ) -> Result<crate::store::redis::tls::TlsFiles, ConfigError> {
+        use crate::store::redis::tls::TlsFiles;
+        let path = |key: &str| {
+            let text = self.text(key).filter(|t| !t.trim().is_empty());
+            let default = SETTINGS
+                .iter()
+                .find(|(k, _, _)| *k == key)
+                .map_or("(unset)", |(_, d, _)| d);
+            self.note(key, text.as_deref().unwrap_or(default), text.is_some());
+            text.map(|t| std::path::PathBuf::from(t.trim()))
+        };
+        let files = TlsFiles {
+            ca_file: path("redis_tls_ca_file"),
+            cert_file: path("redis_tls_cert_file"),
+            key_file: path("redis_tls_key_file"),
+        };
+        let Some(first) = [
+            "redis_tls_ca_file",
+            "redis_tls_cert_file",
+            "redis_tls_key_file",
+        ]
+        .into_iter()
+        .find(|k| self.given(k)) else {
+            return Ok(files);
+        };
+        let uses_tls = redis_url
+            .and_then(|u| crate::store::redis::target::Target::parse(u).ok())
+            .is_some_and(|t| t.uses_tls());
+        if !uses_tls {
+            return Err(ConfigError(format!(
+                "invalid setting {} (from {}): Redis certificates need a TLS URL, and \
+                 TESSERA_REDIS_URL {} (use rediss:// or rediss+sentinel://)",
+                env_name(first),
+                self.source(first),
+                if redis_url.is_some() {
+                    "does not use TLS"
+                } else {
+                    "is unset"
+                }
+            )));
+        }
+        files.load().map_err(|e| {
+            ConfigError(format!(
+                "invalid setting {} (from {}): {}",
+                env_name(e.setting),
+                self.source(e.setting),
+                e.problem
+            ))
+        })?;
+        Ok(files)
     }
 
     /// Whether the user set `key` (in any layer above the defaults).
@@ -1438,6 +1515,48 @@ mod tests {
                 e.0.contains("TESSERA_SESSION_IDLE_TIMEOUT (from TOML file")
                     && e.0
                         .contains("TESSERA_SESSION_ABSOLUTE_TIMEOUT (1h, from `TESSERA_`"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    /// Redis certificates are refused without a TLS URL (they would go
+    /// unused), and a file that is not what its setting needs is named
+    /// with the setting and where it came from.
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn redis_tls_files_need_a_tls_url_and_usable_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ca.pem",
+                "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+            )?;
+            jail.create_file("junk.pem", "junk\n")?;
+            jail.set_env("TESSERA_REDIS_TLS_CA_FILE", "ca.pem");
+            let e = Settings::load(None, &Flags::default()).unwrap_err();
+            assert!(
+                e.0.contains("TESSERA_REDIS_TLS_CA_FILE (from `TESSERA_`")
+                    && e.0.contains("TESSERA_REDIS_URL is unset"),
+                "{e}"
+            );
+            jail.set_env("TESSERA_REDIS_URL", "redis://127.0.0.1:6379");
+            let e = Settings::load(None, &Flags::default()).unwrap_err();
+            assert!(e.0.contains("does not use TLS"), "{e}");
+            jail.set_env("TESSERA_REDIS_URL", "rediss://127.0.0.1:6379");
+            let s = Settings::load(None, &Flags::default()).unwrap();
+            assert_eq!(
+                s.redis_tls.ca_file.as_deref(),
+                Some(std::path::Path::new("ca.pem"))
+            );
+            jail.create_file(
+                "tessera.toml",
+                "redis_tls_cert_file = \"junk.pem\"\nredis_tls_key_file = \"junk.pem\"\n",
+            )?;
+            let e = Settings::load(None, &Flags::default()).unwrap_err();
+            assert!(
+                e.0.contains("TESSERA_REDIS_TLS_CERT_FILE (from TOML file")
+                    && e.0.contains("junk.pem holds no PEM CERTIFICATE block"),
                 "{e}"
             );
             Ok(())

@@ -3,15 +3,17 @@
 //! primary with a replica. The session flows work on them, and a primary
 //! killed under traffic either fails over (the sessions Redis acknowledged
 //! survive) or fails closed (503), and never passes a session that was
-//! revoked.
+//! revoked. And one server over TLS (`rediss://`) with a private CA and
+//! client certificates.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use common::redis::{RedisCluster, RedisSentinel, cli};
+use common::redis::{RedisCluster, RedisSentinel, TlsRedis, cli};
 use common::{Login, Req, TestApp};
+use tessera::store::StoreOptions;
 use tokio_util::sync::CancellationToken;
 
 async fn app_on(redis_url: &str) -> (TestApp, CancellationToken) {
@@ -191,4 +193,72 @@ async fn with_sentinel_a_killed_primary_fails_over_and_nothing_revoked_comes_bac
     let again = t.login("sid@example.com").await;
     assert_eq!(me(&t, &again).await, StatusCode::OK);
     cancel.cancel();
+}
+
+/// `rediss://` with a private CA and a client certificate (Redis's default
+/// `tls-auth-clients yes`): the session flows work over TLS. Without the CA
+/// file (the system's trust store does not know it) or without the client
+/// certificate, the store does not open: never a fallback to plain text or
+/// to an unchecked certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_private_ca_and_a_client_certificate() {
+    let redis = TlsRedis::start().await;
+    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 temp path").to_owned();
+    let (ca, cert, key) = (
+        path(&redis.ca_file),
+        path(&redis.cert_file),
+        path(&redis.key_file),
+    );
+    let url = redis.url();
+    let t = TestApp::with(&[
+        ("redis_url", &url),
+        ("redis_key_prefix", "tls:"),
+        ("redis_tls_ca_file", &ca),
+        ("redis_tls_cert_file", &cert),
+        ("redis_tls_key_file", &key),
+    ])
+    .await;
+    let (ended, kept) = one_ended_one_kept(&t, "tls@example.com").await;
+    // The kept session is in this Redis (the harness reads it on the plain
+    // port, which Tessera was not given).
+    let keys = cli(redis.server.port(), &["--scan", "--pattern", "tls:{*}s:*"]);
+    assert_eq!(keys.lines().count(), 1, "{keys}");
+    let r = t.send(Req::post("/v1/logout-all").session(&kept)).await;
+    assert!(r.status.is_success(), "{}", r.text());
+    assert_eq!(me(&t, &kept).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&t, &ended).await, StatusCode::UNAUTHORIZED);
+    t.app.close().await;
+
+    let files = |ca: Option<&std::path::Path>, client: bool| tessera::store::redis::tls::TlsFiles {
+        ca_file: ca.map(std::path::Path::to_owned),
+        cert_file: client.then(|| redis.cert_file.clone()),
+        key_file: client.then(|| redis.key_file.clone()),
+    };
+    for (tls, why) in [
+        (
+            files(None, true),
+            "the CA is not in the system's trust store",
+        ),
+        (
+            files(Some(&redis.ca_file), false),
+            "Redis asks for a client certificate",
+        ),
+    ] {
+        let options = tessera::store::redis::RedisOptions {
+            url: url.clone(),
+            key_prefix: "tls:".into(),
+            tls,
+        };
+        let opened =
+            tessera::store::redis::RedisStore::open(&options, &StoreOptions::default()).await;
+        let Err(e) = opened else {
+            panic!("Redis over TLS opened although {why}");
+        };
+        let text = e.to_string();
+        // rustls's own words: UnknownIssuer, CertificateRequired.
+        assert!(
+            text.contains("cannot connect to Redis") && text.to_lowercase().contains("certificate"),
+            "{why}: {text}"
+        );
+    }
 }

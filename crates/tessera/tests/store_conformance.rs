@@ -76,6 +76,7 @@ impl Fixture {
             options.redis = Some(tessera::store::redis::RedisOptions {
                 url: common::redis::shared_redis_url().await,
                 key_prefix: common::redis::fresh_prefix(),
+                tls: Default::default(),
             });
         }
         let a = open(&url, &options).await;

@@ -21,6 +21,7 @@ use futures_util::future::join_all;
 use super::{Finding, finding};
 use crate::inspect::Severity;
 use crate::store::redis::target::{SentinelTarget, Target};
+use crate::store::redis::tls::{self, Certificates, TlsFiles};
 
 /// How long connecting to one server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -812,8 +813,8 @@ pub struct RedisReport {
 }
 
 /// Reads `url`'s Redis and judges it.
-pub async fn examine(url: &str) -> RedisReport {
-    let facts = read(url).await;
+pub async fn examine(url: &str, tls: &TlsFiles) -> RedisReport {
+    let facts = read(url, tls).await;
     RedisReport {
         findings: redis_findings(&facts),
         unreachable: facts
@@ -823,8 +824,9 @@ pub async fn examine(url: &str) -> RedisReport {
     }
 }
 
-/// Asks the Redis of `url` (a `TESSERA_REDIS_URL`) what the rules need.
-pub async fn read(url: &str) -> RedisFacts {
+/// Asks the Redis of `url` (a `TESSERA_REDIS_URL`, with the TLS files of
+/// `redis_tls_*`) what the rules need.
+pub async fn read(url: &str, tls: &TlsFiles) -> RedisFacts {
     let shown = crate::config::shown_redis_url(url);
     let target = match Target::parse(url) {
         Ok(target) => target,
@@ -837,7 +839,22 @@ pub async fn read(url: &str) -> RedisFacts {
             };
         }
     };
-    let scrub = Scrub::of(&target);
+    let certs = match tls.load() {
+        Ok(certs) => certs,
+        Err(e) => {
+            return RedisFacts {
+                url: shown,
+                shape: Shape::Single,
+                servers: Vec::new(),
+                unreachable: Some(format!(
+                    "TESSERA_{}: {}",
+                    e.setting.to_ascii_uppercase(),
+                    e.problem
+                )),
+            };
+        }
+    };
+    let scrub = Scrub::of(&target, certs);
     let mut facts = match &target {
         Target::Single(url) => read_single(url, &scrub).await,
         Target::Cluster(seeds) => read_cluster(seeds, &scrub).await,
@@ -847,12 +864,16 @@ pub async fn read(url: &str) -> RedisFacts {
     facts
 }
 
-/// Removes the URL's passwords from error texts (the client's errors do
-/// not carry them, but nothing printed may depend on that).
-struct Scrub(Vec<String>);
+/// How to reach Redis: the URL's passwords, removed from error texts (the
+/// client's errors do not carry them, but nothing printed may depend on
+/// that), and the TLS certificates.
+struct Scrub {
+    secrets: Vec<String>,
+    certs: Certificates,
+}
 
 impl Scrub {
-    fn of(target: &Target) -> Self {
+    fn of(target: &Target, certs: Certificates) -> Self {
         let mut secrets = Vec::new();
         let mut add = |p: &str| {
             if !p.is_empty() {
@@ -891,12 +912,12 @@ impl Scrub {
             }
         }
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self(secrets)
+        Self { secrets, certs }
     }
 
     fn text(&self, e: impl std::fmt::Display) -> String {
         let mut text = e.to_string();
-        for secret in &self.0 {
+        for secret in &self.secrets {
             text = text.replace(secret.as_str(), "[redacted]");
         }
         text
@@ -970,7 +991,7 @@ fn split_addr(addr: &str) -> Option<(String, u16)> {
 }
 
 async fn connect(url: &str, scrub: &Scrub) -> Result<MultiplexedConnection, String> {
-    let client = ::redis::Client::open(url).map_err(|e| scrub.text(e))?;
+    let client = tls::client(url, &scrub.certs).map_err(|e| scrub.text(e))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -1743,13 +1764,13 @@ e5 :0@0 master,noaddr - 0 0 0 disconnected
     #[test]
     fn passwords_are_scrubbed_from_error_texts() {
         let t = Target::parse("redis://:p%40ss@h:1,redis://user:hunter2@h:2").unwrap();
-        let s = Scrub::of(&t);
+        let s = Scrub::of(&t, None);
         assert_eq!(
             s.text("bad p@ss and hunter2 and p%40ss"),
             "bad [redacted] and [redacted] and [redacted]"
         );
         let t = Target::parse("redis+sentinel://u:sekret@h:26379/m").unwrap();
-        assert_eq!(Scrub::of(&t).text("x sekret"), "x [redacted]");
+        assert_eq!(Scrub::of(&t, None).text("x sekret"), "x [redacted]");
     }
 
     #[test]

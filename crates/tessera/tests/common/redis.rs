@@ -141,6 +141,127 @@ impl RedisServer {
     }
 }
 
+/// A Redis that speaks TLS on a second port, with certificates made for
+/// the test by `openssl` (a private CA; the server's certificate for
+/// 127.0.0.1; a client certificate, which Redis asks for by default:
+/// `tls-auth-clients yes`). Its plain port stays open on loopback for the
+/// harness's `redis-cli`.
+pub struct TlsRedis {
+    pub server: RedisServer,
+    /// The TLS port.
+    pub tls_port: u16,
+    /// PEM files: the CA, and this client's certificate and key.
+    pub ca_file: std::path::PathBuf,
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+}
+
+impl TlsRedis {
+    pub async fn start() -> Self {
+        let mut procs = Procs::new("tessera-redis-tls-");
+        let dir = procs.dir().to_owned();
+        make_certificates(&dir);
+        let tls_port = std::cell::Cell::new(0);
+        let port = procs
+            .start_server("redis", |second| {
+                tls_port.set(second);
+                let file = |name: &str| dir.join(name).into_os_string();
+                vec![
+                    "--tls-port".into(),
+                    second.to_string().into(),
+                    "--tls-cert-file".into(),
+                    file("redis.crt"),
+                    "--tls-key-file".into(),
+                    file("redis.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.crt"),
+                ]
+            })
+            .await;
+        Self {
+            tls_port: tls_port.get(),
+            ca_file: dir.join("ca.crt"),
+            cert_file: dir.join("client.crt"),
+            key_file: dir.join("client.key"),
+            server: RedisServer { procs, port },
+        }
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT`.
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port)
+    }
+}
+
+/// `ca.crt`/`ca.key`, `redis.crt`/`redis.key` (for 127.0.0.1) and
+/// `client.crt`/`client.key` in `dir`, by the `openssl` command.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run openssl ({e}); install it with: apt-get install openssl")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=tessera test CA"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&ca);
+    for (name, ext) in [
+        (
+            "redis",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, crt, ext_file) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&ext_file), ext).expect("write the extensions file");
+        let subject = format!("/CN=tessera test {name}");
+        let mut req = vec!["req", "-subj", &subject];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&req);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+            "-out",
+            &crt,
+        ]);
+    }
+}
+
 /// The role of a cluster node, as the node itself reports it (`ROLE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use ::redis::{
-    Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+    Client, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
+    ServerErrorKind, TlsMode, Value,
 };
 use arc_swap::ArcSwap;
 
 use super::target::{SentinelTarget, Target};
+use super::tls::{self, Certificates};
 
 /// How long connecting may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,29 +53,36 @@ fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
 
 impl Link {
     /// Connects to `target` (failing when it does not answer within
-    /// [`CONNECT_TIMEOUT`]).
-    pub(super) async fn connect(target: &Target, response_timeout: Duration) -> RedisResult<Self> {
+    /// [`CONNECT_TIMEOUT`]), with `certs` for TLS when given.
+    pub(super) async fn connect(
+        target: &Target,
+        certs: &Certificates,
+        response_timeout: Duration,
+    ) -> RedisResult<Self> {
         let connect = async {
             match target {
                 Target::Single(url) => {
-                    let client = Client::open(url.as_str())?;
+                    let client = tls::client(url.as_str(), certs)?;
                     let manager = client
                         .get_connection_manager_with_config(manager_config(response_timeout))
                         .await?;
                     Ok(Link::Single(manager))
                 }
                 Target::Cluster(seeds) => {
-                    let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
                         .connection_timeout(CONNECT_TIMEOUT)
                         .response_timeout(response_timeout)
                         .retries(2)
                         .min_retry_wait(20)
-                        .max_retry_wait(500)
-                        .build()?;
+                        .max_retry_wait(500);
+                    if let Some(certs) = certs {
+                        builder = builder.certs(certs.clone());
+                    }
+                    let client = builder.build()?;
                     Ok(Link::Cluster(client.get_async_connection().await?))
                 }
                 Target::Sentinel(s) => Ok(Link::Sentinel(Arc::new(
-                    SentinelLink::connect(s, response_timeout).await?,
+                    SentinelLink::connect(s, certs, response_timeout).await?,
                 ))),
             }
         };
@@ -185,8 +194,12 @@ pub(super) struct SentinelLink {
 }
 
 impl SentinelLink {
-    async fn connect(target: &SentinelTarget, response_timeout: Duration) -> RedisResult<Self> {
-        let mut sentinel = sentinel_client(target)?;
+    async fn connect(
+        target: &SentinelTarget,
+        certs: &Certificates,
+        response_timeout: Duration,
+    ) -> RedisResult<Self> {
+        let mut sentinel = sentinel_client(target, certs)?;
         let client = sentinel.async_get_client().await?;
         let manager = client
             .get_connection_manager_with_config(manager_config(response_timeout))
@@ -252,35 +265,39 @@ impl SentinelLink {
     }
 }
 
-/// A Sentinel client for `target` (addresses, credentials, TLS).
-fn sentinel_client(target: &SentinelTarget) -> RedisResult<SentinelClient> {
-    let scheme = if target.tls { "rediss" } else { "redis" };
-    let sentinels: Vec<String> = target
-        .sentinels
-        .iter()
-        .map(|(host, port)| {
-            if host.contains(':') {
-                format!("{scheme}://[{host}]:{port}")
-            } else {
-                format!("{scheme}://{host}:{port}")
+/// A Sentinel client for `target` (addresses, the primary's credentials,
+/// TLS to the sentinels and the primary with `certs` when given).
+fn sentinel_client(target: &SentinelTarget, certs: &Certificates) -> RedisResult<SentinelClient> {
+    let sentinels = target.sentinels.iter().map(|(host, port)| {
+        if target.tls {
+            ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: *port,
+                insecure: false,
+                tls_params: None,
             }
-        })
-        .collect();
-    let mut redis_info = ::redis::RedisConnectionInfo::default().set_db(target.db);
+        } else {
+            ConnectionAddr::Tcp(host.clone(), *port)
+        }
+    });
+    let mut builder =
+        SentinelClientBuilder::new(sentinels, &target.master, SentinelServerType::Master)?
+            .set_client_to_redis_db(target.db);
     if let Some(user) = &target.username {
-        redis_info = redis_info.set_username(user);
+        builder = builder.set_client_to_redis_username(user);
     }
     if let Some(password) = &target.password {
-        redis_info = redis_info.set_password(password);
+        builder = builder.set_client_to_redis_password(password);
     }
-    let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis_info);
     if target.tls {
-        node = node.set_tls_mode(::redis::TlsMode::Secure);
+        builder = builder
+            .set_client_to_redis_tls_mode(TlsMode::Secure)
+            .set_client_to_sentinel_tls_mode(TlsMode::Secure);
+        if let Some(certs) = certs {
+            builder = builder
+                .set_client_to_redis_certificates(certs.clone())
+                .set_client_to_sentinel_certificates(certs.clone());
+        }
     }
-    SentinelClient::build(
-        sentinels,
-        &target.master,
-        Some(node),
-        SentinelServerType::Master,
-    )
+    builder.build()
 }

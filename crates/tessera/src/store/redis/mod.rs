@@ -25,6 +25,7 @@ mod link;
 mod push;
 mod sessions;
 pub mod target;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,6 +50,8 @@ pub struct RedisOptions {
     /// so that several deployments can share one Redis. No `{` or `}`:
     /// those would move the cluster hash tag.
     pub key_prefix: String,
+    /// Certificates for TLS beyond the system's trust store.
+    pub tls: tls::TlsFiles,
 }
 
 /// The URL without its passwords: options end up in `Debug` output.
@@ -57,6 +60,7 @@ impl std::fmt::Debug for RedisOptions {
         f.debug_struct("RedisOptions")
             .field("url", &crate::config::shown_redis_url(&self.url))
             .field("key_prefix", &self.key_prefix)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -164,8 +168,12 @@ impl RedisStore {
             .map_err(|e| StoreError::Backend(format!("TESSERA_REDIS_URL: {e}")))?;
         check_prefix(&redis.key_prefix)
             .map_err(|e| StoreError::Backend(format!("TESSERA_REDIS_KEY_PREFIX: {e}")))?;
+        let certs = redis
+            .tls
+            .load()
+            .map_err(|e| StoreError::Backend(format!("Redis TLS: {e}")))?;
         let connect = || async {
-            Link::connect(&target, options.statement_timeout)
+            Link::connect(&target, &certs, options.statement_timeout)
                 .await
                 .map_err(|e| StoreError::Backend(format!("cannot connect to Redis: {e}")))
         };
@@ -173,8 +181,8 @@ impl RedisStore {
         let acked = connect().await?;
         let source = match (&target, &link) {
             (_, Link::Sentinel(s)) => Source::Sentinel(Arc::clone(s)),
-            (Target::Cluster(seeds), _) => Source::Seeds(seeds.clone()),
-            (Target::Single(url), _) => Source::Url(url.clone()),
+            (Target::Cluster(seeds), _) => Source::Seeds(seeds.clone(), certs.clone()),
+            (Target::Single(url), _) => Source::Url(url.clone(), certs.clone()),
             (Target::Sentinel(_), _) => {
                 return Err(StoreError::Backend("Sentinel without its link".into()));
             }

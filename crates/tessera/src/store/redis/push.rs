@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
 use super::link::{CONNECT_TIMEOUT, SentinelLink};
+use super::tls::{self, Certificates};
 use crate::store::Push;
 use crate::store::push_task::PushTask;
 
@@ -38,12 +39,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Where a subscription connects.
 pub(super) enum Source {
-    /// One server, by URL.
-    Url(String),
+    /// One server, by URL (and TLS certificates).
+    Url(String, Certificates),
     /// A cluster's seed nodes: any node hears every publish (classic
     /// pub/sub is broadcast across the cluster); the next seed is tried
     /// after a loss.
-    Seeds(Vec<String>),
+    Seeds(Vec<String>, Certificates),
     /// The primary the sentinels name now.
     Sentinel(std::sync::Arc<SentinelLink>),
 }
@@ -51,8 +52,10 @@ pub(super) enum Source {
 impl Source {
     async fn client(&self, attempt: usize) -> ::redis::RedisResult<Client> {
         match self {
-            Source::Url(url) => Client::open(url.as_str()),
-            Source::Seeds(seeds) => Client::open(seeds[attempt % seeds.len()].as_str()),
+            Source::Url(url, certs) => tls::client(url.as_str(), certs),
+            Source::Seeds(seeds, certs) => {
+                tls::client(seeds[attempt % seeds.len()].as_str(), certs)
+            }
             Source::Sentinel(link) => link.primary_client().await,
         }
     }

@@ -21,6 +21,17 @@ pub enum Target {
     Sentinel(SentinelTarget),
 }
 
+impl Target {
+    /// Whether the connections use TLS (`rediss://`, `rediss+sentinel://`).
+    pub fn uses_tls(&self) -> bool {
+        match self {
+            Target::Single(url) => url.starts_with("rediss://"),
+            Target::Cluster(seeds) => seeds.iter().any(|u| u.starts_with("rediss://")),
+            Target::Sentinel(s) => s.tls,
+        }
+    }
+}
+
 /// Where the sentinels are and which primary to ask them for.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SentinelTarget {
@@ -268,6 +279,7 @@ mod tests {
         let o = crate::store::redis::RedisOptions {
             url: "redis://:hunter2@h:1,redis://:hunter2@h:2".into(),
             key_prefix: "p:".into(),
+            tls: Default::default(),
         };
         assert!(!format!("{o:?}").contains("hunter2"), "{o:?}");
     }
