@@ -60,6 +60,7 @@ impl App {
                     url: url.clone(),
                     key_prefix: settings.redis_key_prefix.clone(),
                     tls: settings.redis_tls.clone(),
+                    timeout: settings.redis_timeout,
                 }),
             session_idle: settings.session_idle_timeout,
         };

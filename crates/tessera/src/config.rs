@@ -57,6 +57,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "up to 64 printable ASCII characters without braces or spaces, put before every Redis key and channel",
     ),
     (
+        "redis_timeout",
+        "1s",
+        "a duration from 10ms to 1m: longest a Redis command may wait for its answer before the request that needed it answers 503",
+    ),
+    (
         "redis_tls_ca_file",
         "(unset: the system's trust store)",
         "a PEM file of the certificates a rediss:// server's certificate must chain to, instead of the system's",
@@ -288,6 +293,8 @@ pub struct Settings {
     pub redis_key_prefix: String,
     /// Certificates for `rediss://` beyond the system's trust store.
     pub redis_tls: crate::store::redis::tls::TlsFiles,
+    /// Longest a Redis command may wait for its answer.
+    pub redis_timeout: Duration,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
     pub session_touch_interval: Duration,
@@ -563,6 +570,10 @@ impl Settings {
             },
         )?;
         let redis_tls = raw.redis_tls(redis_url.as_deref())?;
+        let redis_timeout = raw.parse("redis_timeout", "1s", |s| {
+            parse_duration(s)
+                .filter(|d| (Duration::from_millis(10)..=Duration::from_secs(60)).contains(d))
+        })?;
         // Any positive lifetime; only the relations between them are
         // enforced (idle ≤ absolute, touch < idle). A side the user did not
         // set follows the side they did, and only ever gets shorter than its
@@ -728,6 +739,7 @@ impl Settings {
             redis_url,
             redis_key_prefix,
             redis_tls,
+            redis_timeout,
             session_idle_timeout: idle,
             session_absolute_timeout: absolute,
             session_touch_interval: touch,

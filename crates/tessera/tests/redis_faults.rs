@@ -1,7 +1,8 @@
 //! Redis going away under a running app: every session check fails closed
 //! (503, never a pass, never a 500), `/readyz` names Redis, a revocation made
 //! while the subscription is down is enforced before any request passes,
-//! and the app heals by itself when Redis is back (no restart).
+//! and the app heals by itself when Redis is back (no restart). A Redis that
+//! stops answering fails checks within `redis_timeout`, never hangs them.
 //!
 //! Each test has a private Redis (`common::redis::RedisServer`), which it
 //! stops, kills or disconnects; the durable store is the suite's default
@@ -336,4 +337,46 @@ async fn redis_stopped_under_load_fails_closed_with_bounded_memory_and_heals() {
         peak < before + 64 * 1024,
         "RSS grew from {before} KiB to {peak} KiB while Redis was down"
     );
+}
+
+/// A Redis that stops answering without closing its connections (a stopped
+/// process, a stalled host): each check that needs it fails closed within
+/// `redis_timeout` instead of hanging, and passes again once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_fails_closed_within_the_timeout() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    // No session cache: every check is a Redis round trip.
+    let t = TestApp::with(&[
+        ("redis_url", &url),
+        ("redis_key_prefix", "silent:"),
+        ("redis_timeout", "200ms"),
+        ("session_cache_entries", "0"),
+    ])
+    .await;
+    let login = t.signed_in("grace@example.com").await;
+    assert_eq!(
+        t.send(Req::get("/v1/me").session(&login)).await.status,
+        StatusCode::OK
+    );
+
+    let pid = Pid::from_raw(i32::try_from(redis.pid()).expect("a PID fits i32"));
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP Redis");
+    for _ in 0..3 {
+        let start = Instant::now();
+        let r = t.send(Req::get("/v1/me").session(&login)).await;
+        let took = start.elapsed();
+        r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        // 200 ms and a retry on a fresh connection at most, with room for a
+        // busy machine; a hang would be the 5 s statement timeout or more.
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+    kill(pid, Signal::SIGCONT).expect("SIGCONT Redis");
+    until(&t, "the session once Redis answers", StatusCode::OK, || {
+        Req::get("/v1/me").session(&login)
+    })
+    .await;
 }

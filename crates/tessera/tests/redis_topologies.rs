@@ -248,6 +248,7 @@ async fn over_tls_with_a_private_ca_and_a_client_certificate() {
             url: url.clone(),
             key_prefix: "tls:".into(),
             tls,
+            timeout: std::time::Duration::from_secs(1),
         };
         let opened =
             tessera::store::redis::RedisStore::open(&options, &StoreOptions::default()).await;

@@ -77,6 +77,7 @@ impl Fixture {
                 url: common::redis::shared_redis_url().await,
                 key_prefix: common::redis::fresh_prefix(),
                 tls: Default::default(),
+                timeout: std::time::Duration::from_secs(1),
             });
         }
         let a = open(&url, &options).await;

@@ -52,6 +52,9 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Certificates for TLS beyond the system's trust store.
     pub tls: tls::TlsFiles,
+    /// Longest a command may wait for its answer (`TESSERA_REDIS_TIMEOUT`):
+    /// past it the request that needed it fails closed (503).
+    pub timeout: Duration,
 }
 
 /// The URL without its passwords: options end up in `Debug` output.
@@ -61,6 +64,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("url", &crate::config::shown_redis_url(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("tls", &self.tls)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -173,7 +177,7 @@ impl RedisStore {
             .load()
             .map_err(|e| StoreError::Backend(format!("Redis TLS: {e}")))?;
         let connect = || async {
-            Link::connect(&target, &certs, options.statement_timeout)
+            Link::connect(&target, &certs, redis.timeout)
                 .await
                 .map_err(|e| StoreError::Backend(format!("cannot connect to Redis: {e}")))
         };
@@ -192,7 +196,7 @@ impl RedisStore {
             link,
             acked,
             wait_for: std::sync::atomic::AtomicU32::new(0),
-            wait_timeout: options.statement_timeout.min(MAX_WAIT),
+            wait_timeout: redis.timeout.min(MAX_WAIT),
             prefix: redis.key_prefix.clone(),
             push: Subscriber::start(source, channel),
             idle: options.session_idle,

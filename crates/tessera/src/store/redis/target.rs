@@ -280,6 +280,7 @@ mod tests {
             url: "redis://:hunter2@h:1,redis://:hunter2@h:2".into(),
             key_prefix: "p:".into(),
             tls: Default::default(),
+            timeout: std::time::Duration::from_secs(1),
         };
         assert!(!format!("{o:?}").contains("hunter2"), "{o:?}");
     }
