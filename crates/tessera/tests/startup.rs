@@ -132,6 +132,12 @@ fn serve_once(db: &str) -> String {
 
 /// [`serve_once`] with these environment variables.
 fn serve_once_with(db: &str, env: &[(&str, &str)]) -> String {
+    serve_once_requesting(db, env, &[])
+}
+
+/// [`serve_once_with`], sending `GET` for each of `paths` (whatever the
+/// answer) before the last `/healthz`.
+fn serve_once_requesting(db: &str, env: &[(&str, &str)], paths: &[&str]) -> String {
     let mut child = tessera(db)
         .envs(env.iter().copied())
         .args(["serve", "--addr", "127.0.0.1:0"])
@@ -155,6 +161,17 @@ fn serve_once_with(db: &str, env: &[(&str, &str)]) -> String {
         }
         assert!(n > 0 && Instant::now() < deadline, "no banner: {s}");
     };
+    for path in paths {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 "), "{path}: {response}");
+    }
     // Everything before serving is written once /healthz answers.
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     stream
@@ -682,4 +699,45 @@ fn kubernetes_service_variables_are_ignored_and_other_unknown_ones_still_refused
         "",
     );
     assert!(err.contains("the port is part of TESSERA_ADDR"), "{err}");
+}
+
+/// One access-log line a request at `info` (#21, 11): method, the route's
+/// template, status and latency. Never the query string or the raw path,
+/// either of which may carry a token; an unknown path is `unmatched`.
+#[test]
+fn each_request_gets_one_access_log_line_without_its_query_or_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let secret = "eyJzZWNyZXQiOiJ0b2tlbiJ9";
+    let log = serve_once_requesting(
+        &db,
+        &[("TESSERA_LOG", "info")],
+        &[
+            &format!("/v1/me?access_token={secret}"),
+            &format!("/v1/token/{secret}"),
+        ],
+    );
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tessera::access"))
+        .collect();
+    let one = |route: &str, status: &str| {
+        let found: Vec<_> = access
+            .iter()
+            .filter(|l| {
+                l.contains(" INFO ")
+                    && l.contains("method=GET")
+                    && l.contains(&format!("route={route} "))
+                    && l.contains(&format!("status={status}"))
+                    && l.contains("latency_us=")
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{route} {status}: {access:#?}");
+    };
+    one("/v1/me", "401");
+    one("unmatched", "404");
+    one("/healthz", "200");
+    assert_eq!(access.len(), 3, "{access:#?}");
+    assert!(!log.contains(secret), "a token in the log:\n{log}");
+    assert!(!log.contains("access_token="), "a query string in the log:\n{log}");
 }

@@ -38,6 +38,10 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     seen.depart(&state, route, response)
 }
 
+/// The access log's target: one line per request at `info`; silenced with
+/// `TESSERA_LOG=info,tessera::access=warn`.
+pub const ACCESS_LOG: &str = "tessera::access";
+
 /// What `edge` notes about a request before running it, to measure and log
 /// it afterwards.
 pub(super) struct Arrival {
@@ -64,7 +68,7 @@ impl Arrival {
             started: Instant::now(),
             method: req.method().clone(),
             verification: None,
-            logged_path: tracing::enabled!(tracing::Level::DEBUG)
+            logged_path: tracing::enabled!(target: ACCESS_LOG, tracing::Level::DEBUG)
                 .then(|| req.uri().path().to_owned()),
         }
     }
@@ -85,14 +89,28 @@ impl Arrival {
         if status.is_server_error() {
             tracing::error!(%method, route, status = status.as_u16(), "request failed");
         }
-        if let Some(path) = self.logged_path {
-            tracing::debug!(
+        // The access log: the route's template, never the raw path or the
+        // query string, which may carry a token (an unmatched path is
+        // logged as `unmatched`). The raw path joins it at debug level.
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        match self.logged_path {
+            Some(path) => tracing::info!(
+                target: ACCESS_LOG,
                 %method,
+                route = %route,
                 path,
                 status = status.as_u16(),
-                latency_us = elapsed.as_micros() as u64,
+                latency_us,
                 "request"
-            );
+            ),
+            None => tracing::info!(
+                target: ACCESS_LOG,
+                %method,
+                route = %route,
+                status = status.as_u16(),
+                latency_us,
+                "request"
+            ),
         }
         response
     }
