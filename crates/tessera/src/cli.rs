@@ -622,8 +622,22 @@ fn inspect_token(token: &str) -> anyhow::Result<()> {
         "claims: {}",
         serde_json::to_string_pretty(&found.claims)?
     )?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for line in crate::inspect::time_claims(&found.claims, now) {
+        writeln!(out, "{line}")?;
+    }
     for lint in &found.lints {
         writeln!(out, "{:>7}: {}", lint.severity.label(), lint.message)?;
+    }
+    out.flush()?;
+    // A script or CI step can rely on the exit status: any danger fails.
+    let dangers = found
+        .lints
+        .iter()
+        .filter(|l| l.severity == crate::inspect::Severity::Danger)
+        .count();
+    if dangers > 0 {
+        anyhow::bail!("the token has {dangers} danger finding(s), listed above");
     }
     Ok(())
 }

@@ -234,10 +234,60 @@ pub fn inspect(token: &str) -> Result<Inspection, String> {
     })
 }
 
+/// The time claims (`iat`, `nbf`, `exp`) as UTC times, each with how far
+/// it is from `now` ("expires in 9m 58s", "expired 2h ago"); one line each,
+/// in that order, for the claims present as whole seconds.
+pub fn time_claims(claims: &Value, now: i64) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, future, past) in [
+        ("iat", "issued in", "issued"),
+        ("nbf", "valid in", "valid since"),
+        ("exp", "expires in", "expired"),
+    ] {
+        let Some(at) = claims.get(name).and_then(Value::as_i64) else {
+            continue;
+        };
+        let when = time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| format!("{at} (out of range)"));
+        let span = |secs: i64| {
+            humantime::format_duration(std::time::Duration::from_secs(secs.unsigned_abs()))
+        };
+        let relative = match at.cmp(&now) {
+            std::cmp::Ordering::Greater => format!("{future} {}", span(at - now)),
+            std::cmp::Ordering::Less => format!("{past} {} ago", span(now - at)),
+            std::cmp::Ordering::Equal => format!("{past} now"),
+        };
+        lines.push(format!("{name}: {when} ({relative})"));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn time_claims_read_as_times_and_distances() {
+        let claims = json!({"iat": 1_700_000_000, "exp": 1_700_000_600, "sub": "x"});
+        assert_eq!(
+            time_claims(&claims, 1_700_000_002),
+            [
+                "iat: 2023-11-14T22:13:20Z (issued 2s ago)",
+                "exp: 2023-11-14T22:23:20Z (expires in 9m 58s)",
+            ]
+        );
+        assert_eq!(
+            time_claims(&claims, 1_700_007_800)[1],
+            "exp: 2023-11-14T22:23:20Z (expired 2h ago)"
+        );
+        assert!(time_claims(&json!({"exp": "soon"}), 0).is_empty());
+    }
 
     fn token(header: Value, claims: Value) -> String {
         format!(

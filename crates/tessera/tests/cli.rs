@@ -299,6 +299,24 @@ async fn clients_keys_and_token_inspection_from_the_command_line() {
     assert!(out.contains("EdDSA"));
     assert!(out.contains(&format!("{} bytes", access.len())));
     assert!(out.contains("lifetime 10m"));
+    assert!(out.contains("exp: 20"), "{out}");
+    assert!(
+        out.contains("(expires in 9m") || out.contains("(expires in 10m"),
+        "{out}"
+    );
+    assert!(out.contains("(issued "), "{out}");
+    // A danger finding (here: no exp, alg none) makes the exit status fail.
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+        URL_SAFE_NO_PAD.encode(br#"{"sub":"usr_1"}"#)
+    );
+    let (code, out, err) = run(tessera(&t.db_url).args(["token", "inspect", &unsigned]), "");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("alg is none"), "{out}");
+    assert!(err.contains("2 danger finding(s)"), "{err}");
     let (code, _, err) = run(
         tessera(&t.db_url).args(["token", "inspect", "not-a-token"]),
         "",
