@@ -436,6 +436,12 @@ fn show_config(settings: &Settings) -> anyhow::Result<()> {
 /// Exit status 1 when something is dangerous (or the server at `--url`, or
 /// Redis, cannot be reached).
 async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
+    // A --url that is not one stops the doctor before any check runs (a
+    // usage mistake: exit 2, as for a bad setting).
+    if let Some(url) = &args.url {
+        crate::doctor::remote::Target::parse(url)
+            .map_err(|e| crate::config::ConfigError(format!("--url {e}")))?;
+    }
     // Read the password before anything is printed or fetched.
     let credentials = match &args.email {
         Some(email) => Some(crate::doctor::probe::Credentials {
@@ -561,7 +567,13 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
             match crate::doctor::probe::examine(url, &settings, credentials).await {
                 Ok(remote) => remote,
                 Err(e) => {
-                    print_summary(&mut out, &findings, down)?;
+                    // The summary says the server was not examined at all.
+                    let server_down = format!("the server at {url} cannot be reached");
+                    let both = match down {
+                        Some(redis) => format!("{redis}; {server_down}"),
+                        None => server_down,
+                    };
+                    print_summary(&mut out, &findings, Some(&both))?;
                     return Err(e);
                 }
             }

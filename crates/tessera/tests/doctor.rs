@@ -128,6 +128,35 @@ async fn a_well_configured_server_passes_and_the_doctor_leaves_nothing_behind() 
     assert!(types.contains(&"login_succeeded"), "{types:?}");
     assert!(types.contains(&"logout"), "{types:?}");
 
+    // A login the server refuses as invalid (422: a password past the
+    // policy's 1024 characters) is blamed on the account given to the
+    // doctor, with the server's reason, not on the proxy's routing.
+    let (_, out, err) = tessera(
+        &t.db_url,
+        &[("TESSERA_PUBLIC_URL", &url)],
+        &[
+            "doctor",
+            "--url",
+            &url,
+            "--email",
+            "doctor@example.com",
+            "--password-stdin",
+        ],
+        &format!("{}\n", "x".repeat(2000)),
+    )
+    .await;
+    assert!(
+        out.contains("login: POST /v1/sessions answered 422"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains(
+            "fix: give --email an account's email address and its password (the server said: "
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("check that the proxy routes POST"), "{out}");
+
     // A configuration that disagrees with the server (checked from a machine
     // without its database) is a warning, not a danger.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -329,9 +358,24 @@ async fn an_unreachable_server_is_a_clear_error() {
         out.contains("dangerous"),
         "the configuration part still ran: {out}"
     );
+    // The summary line says the server was not examined.
+    let summary = out.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains(&format!("the server at {url} cannot be reached")),
+        "{out}"
+    );
 
-    let (code, _, err) = tessera(&db, &[], &["doctor", "--url", "ftp://example.com"], "").await;
-    assert_eq!(code, 1);
+    // A --url that is not an http(s) URL stops the doctor before any check.
+    for bad in ["ftp://example.com", "not a url"] {
+        let (code, out, err) = tessera(&db, &[], &["doctor", "--url", bad], "").await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.contains("--url"), "{err}");
+        assert!(
+            out.is_empty(),
+            "checks ran before the URL was checked: {out}"
+        );
+    }
+    let (_, _, err) = tessera(&db, &[], &["doctor", "--url", "ftp://example.com"], "").await;
     assert!(err.contains("only http:// and https://"), "{err}");
     let (code, _, err) = tessera(&db, &[], &["doctor", "--email", "a@example.com"], "").await;
     assert_eq!(code, 2, "--email needs --url");

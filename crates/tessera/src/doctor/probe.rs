@@ -227,12 +227,17 @@ async fn login_round_trip(
     let status = response.status();
     let headers = response.headers().clone();
     if status != StatusCode::CREATED {
-        let code = response
-            .json::<Value>()
-            .await
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
+        let body = response.json::<Value>().await.ok();
+        let field = |name: &str| {
+            body.as_ref()
+                .and_then(|v| v.get(name).and_then(Value::as_str))
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect::<String>()
+        };
+        let (code, message) = (field("error"), field("message"));
+        let invalid_fix;
         out.push(f(
             Warning,
             format!("login: POST /v1/sessions answered {status} {code}: cookie checks skipped"),
@@ -240,6 +245,15 @@ async fn login_round_trip(
                 StatusCode::UNAUTHORIZED => "check the email and password given to the doctor",
                 StatusCode::TOO_MANY_REQUESTS => "wait for Retry-After, then run the doctor again",
                 StatusCode::FORBIDDEN => "check the account (suspended?) and that the proxy does not add a foreign Origin",
+                // The server read the request and refused its content: the
+                // account details given to the doctor, not the routing.
+                StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
+                    invalid_fix = format!(
+                        "give --email an account's email address and its password (the server said: {})",
+                        if message.is_empty() { "the request is invalid" } else { &message }
+                    );
+                    &invalid_fix
+                }
                 _ => "check that the proxy routes POST /v1/sessions to Tessera",
             },
         ));
