@@ -43,7 +43,8 @@ pub enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
-    /// Manage service clients (introspection callers).
+    /// Manage service clients (callers of introspection and the revocation
+    /// feed).
     #[command(subcommand)]
     Client(ClientCommand),
     /// Signing keys.
@@ -100,7 +101,47 @@ pub enum ConfigCommand {
 pub enum ClientCommand {
     /// Create a service client; its secret is printed once and never again.
     Create {
+        /// What the client is (e.g. the calling service's name), 1 to 100
+        /// printable characters.
         name: String,
+        /// Print `client_id`, `client_secret` and `name` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List service clients, oldest first, with their state.
+    List {
+        /// Print `{"clients": [{client_id, name, created_at, disabled}]}`
+        /// (the shape of GET /v1/admin/clients).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a client: it fails authentication from its next request on,
+    /// on every server (its secret is kept; `client enable` undoes this).
+    Disable {
+        /// The client's id (`cli_…`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Enable a disabled client again (with the secret it had).
+    Enable {
+        /// The client's id (`cli_…`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Delete a client for good: it fails authentication from its next
+    /// request on, on every server.
+    Delete {
+        /// The client's id (`cli_…`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Give a client a new secret, printed once and never again; the old
+    /// secret stops working at once (a disabled client stays disabled).
+    RotateSecret {
+        /// The client's id (`cli_…`).
+        #[arg(value_name = "ID")]
+        id: String,
+        /// Print `client_id` and `client_secret` as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -166,14 +207,53 @@ pub enum UserCommand {
         json: bool,
     },
     /// Suspend a user: every session ends and logins are refused.
-    Suspend { id: String },
+    Suspend {
+        /// The user's id (`usr_…`) or email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
+    },
     /// Reactivate a suspended user.
-    Activate { id: String },
+    Activate {
+        /// The user's id (`usr_…`) or email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
+    },
     /// Replace a user's roles (none given: remove all roles).
-    Roles { id: String, roles: Vec<String> },
+    Roles {
+        /// The user's id (`usr_…`) or email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
+        roles: Vec<String>,
+    },
     /// Log a user out everywhere: every session, refresh token and earlier
     /// access token ends (like POST /v1/admin/users/{id}/revoke).
-    Revoke { id: String },
+    Revoke {
+        /// The user's id (`usr_…`) or email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
+    },
+    /// Set a user's password (the current one is not needed): every
+    /// session, refresh token and earlier access token of the user ends.
+    /// Prompts twice unless --password-stdin.
+    SetPassword {
+        /// The user's id (`usr_…`) or email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user for good: every session and token ends at once, the
+    /// audit log keeps the id but loses the email, and the email can be
+    /// registered again. Asks first unless --yes.
+    Delete {
+        /// The user's id (`usr_…`) or email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
+        /// Do not ask for confirmation (required without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 impl Cli {
@@ -337,6 +417,11 @@ async fn run_sessions(app: &App, cmd: SessionsCommand) -> anyhow::Result<()> {
 
 /// Asks on the terminal; without one, refuses (the caller wants `--yes`).
 fn confirm(what: &str) -> anyhow::Result<()> {
+    confirm_or(what, "cancelled: nothing was revoked")
+}
+
+/// [`confirm`], saying `cancelled` when the answer is not "yes".
+fn confirm_or(what: &str, cancelled: &str) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
         bail!("{what} Refusing without confirmation: standard input is not a terminal; pass --yes");
@@ -346,34 +431,111 @@ fn confirm(what: &str) -> anyhow::Result<()> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     if answer.trim() != "yes" {
-        bail!("cancelled: nothing was revoked");
+        bail!("{cancelled}");
     }
     Ok(())
 }
 
 async fn run_client(app: &App, cmd: ClientCommand) -> anyhow::Result<()> {
-    let ClientCommand::Create { name, json } = cmd;
-    let new = app.core.create_client(&name).await?;
+    use crate::http::api::admin_clients::ClientView;
+    let core = &app.core;
+    let actor = operator();
     let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer(
-            &mut out,
-            &serde_json::json!({
-                "client_id": new.client.id,
-                "client_secret": new.secret.expose(),
-                "name": new.client.name,
-            }),
-        )?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "client_id:     {}", new.client.id)?;
-        writeln!(out, "client_secret: {}", new.secret.expose())?;
-        writeln!(
-            out,
-            "Store the secret now: it is kept only as a hash and cannot be shown again."
-        )?;
+    match cmd {
+        ClientCommand::Create { name, json } => {
+            let new = core.create_client_by(Some(&actor), &name).await?;
+            if json {
+                serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({
+                        "client_id": new.client.id,
+                        "client_secret": new.secret.expose(),
+                        "name": new.client.name,
+                    }),
+                )?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "client_id:     {}", new.client.id)?;
+                writeln!(out, "client_secret: {}", new.secret.expose())?;
+                writeln!(
+                    out,
+                    "Store the secret now: it is kept only as a hash and cannot be shown again."
+                )?;
+            }
+        }
+        ClientCommand::List { json } => {
+            let clients = core.list_clients().await?;
+            if json {
+                let clients: Vec<ClientView> = clients.iter().map(ClientView::from).collect();
+                serde_json::to_writer(&mut out, &serde_json::json!({ "clients": clients }))?;
+                writeln!(out)?;
+            } else {
+                if clients.is_empty() {
+                    eprintln!("no service clients (tessera client create NAME makes one)");
+                }
+                for c in &clients {
+                    writeln!(
+                        out,
+                        "{}  {}  {:<8}  {}",
+                        c.id,
+                        crate::core::time::rfc3339(c.created_at),
+                        if c.disabled() { "disabled" } else { "enabled" },
+                        c.name
+                    )?;
+                }
+            }
+        }
+        ClientCommand::Disable { id } => {
+            let c = core.set_client_disabled(&actor, &id, true).await?;
+            writeln!(
+                out,
+                "disabled {} ({}): it fails authentication from its next request on; `tessera client enable {}` undoes this",
+                c.id, c.name, c.id
+            )?;
+        }
+        ClientCommand::Enable { id } => {
+            let c = core.set_client_disabled(&actor, &id, false).await?;
+            writeln!(out, "enabled {} ({})", c.id, c.name)?;
+        }
+        ClientCommand::Delete { id } => {
+            let c = core.delete_client(&actor, &id).await?;
+            writeln!(
+                out,
+                "deleted {} ({}): it fails authentication from its next request on",
+                c.id, c.name
+            )?;
+        }
+        ClientCommand::RotateSecret { id, json } => {
+            let new = core.rotate_client_secret(&actor, &id).await?;
+            if json {
+                serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({
+                        "client_id": new.client.id,
+                        "client_secret": new.secret.expose(),
+                    }),
+                )?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "client_id:     {}", new.client.id)?;
+                writeln!(out, "client_secret: {}", new.secret.expose())?;
+                writeln!(
+                    out,
+                    "The old secret no longer works. Store this one now: it is kept only as a hash and cannot be shown again."
+                )?;
+            }
+        }
     }
     Ok(())
+}
+
+/// Who runs a command, for the audit log: `cli` and, when the environment
+/// names one (`USER`, else `LOGNAME`), the operating-system user.
+fn operator() -> crate::core::clients::Actor {
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok();
+    crate::core::clients::Actor::cli(name.as_deref())
 }
 
 async fn run_keys(app: &App, cmd: KeysCommand) -> anyhow::Result<()> {
@@ -656,6 +818,8 @@ fn inspect_token(token: &str) -> anyhow::Result<()> {
 
 async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
     let core = &app.core;
+    // Who acts, as the audit log names them (`detail.actor`).
+    let actor = operator().label();
     let mut out = std::io::stdout().lock();
     match cmd {
         UserCommand::Create {
@@ -670,11 +834,14 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
                 prompt_password()?
             };
             let user = core
-                .register(NewAccount {
-                    email,
-                    password,
-                    roles,
-                })
+                .create_user_by(
+                    Some(&actor),
+                    NewAccount {
+                        email,
+                        password,
+                        roles,
+                    },
+                )
                 .await?;
             print_user(&mut out, &user, json)?;
         }
@@ -697,7 +864,10 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
             }
         }
         UserCommand::Suspend { id } => {
-            let user = core.set_status(&id, UserStatus::Suspended).await?;
+            let user = find_user(app, &id).await?;
+            let user = core
+                .set_status_by(Some(&actor), &user.id, UserStatus::Suspended)
+                .await?;
             writeln!(
                 out,
                 "suspended {} ({}); all sessions ended",
@@ -705,15 +875,52 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
             )?;
         }
         UserCommand::Activate { id } => {
-            let user = core.set_status(&id, UserStatus::Active).await?;
+            let user = find_user(app, &id).await?;
+            let user = core
+                .set_status_by(Some(&actor), &user.id, UserStatus::Active)
+                .await?;
             writeln!(out, "reactivated {} ({})", user.id, user.email)?;
         }
         UserCommand::Roles { id, roles } => {
-            let user = core.set_roles(&id, &roles).await?;
+            let user = find_user(app, &id).await?;
+            let user = core.set_roles_by(Some(&actor), &user.id, &roles).await?;
             writeln!(out, "{} now has roles: {}", user.id, user.roles.join(","))?;
         }
+        UserCommand::SetPassword { id, password_stdin } => {
+            let user = find_user(app, &id).await?;
+            let password = if password_stdin {
+                read_password_line()?
+            } else {
+                prompt_password()?
+            };
+            core.set_password_by(Some(&actor), &user.id, password)
+                .await?;
+            writeln!(
+                out,
+                "set the password of {} ({}): every session, refresh token and earlier access token is revoked",
+                user.id, user.email
+            )?;
+        }
+        UserCommand::Delete { id, yes } => {
+            let user = find_user(app, &id).await?;
+            if !yes {
+                confirm_or(
+                    &format!(
+                        "This deletes {} ({}) for good: every session and token of theirs ends, and their audit events lose the email.",
+                        user.id, user.email
+                    ),
+                    "cancelled: nothing was deleted",
+                )?;
+            }
+            core.delete_user_by(Some(&actor), &user.id).await?;
+            writeln!(
+                out,
+                "deleted {} ({}): every session and token ended; the email can be registered again",
+                user.id, user.email
+            )?;
+        }
         UserCommand::Revoke { id } => {
-            let user = core.user(&id).await?;
+            let user = find_user(app, &id).await?;
             core.logout_all(&user.id).await?;
             writeln!(
                 out,
@@ -723,6 +930,15 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The user a command names by id or email; an unknown one is an error
+/// naming what was given.
+async fn find_user(app: &App, named: &str) -> anyhow::Result<User> {
+    app.core
+        .find_user(named)
+        .await
+        .with_context(|| named.trim().to_owned())
 }
 
 async fn all_users(app: &App, query: Option<String>) -> anyhow::Result<Vec<User>> {

@@ -768,10 +768,22 @@ async fn an_admin_suspends_a_user_whose_open_browser_is_then_refused() {
     admin.wait_for_path("/admin").await;
     assert!(admin.text_of("#flash").await.contains("suspended"));
     assert!(admin.text_of(row).await.contains("suspended"));
-    // The admin can't suspend themself (the button is disabled).
-    let own = ".user-row[data-email='root@example.com'] form[action='/admin/users/status'] button";
-    assert_eq!(admin.attr(own, "disabled").await, "true");
     admin.screenshot("admin.png").await;
+    // The last active admin cannot suspend themself: the core refuses
+    // (`last_admin`), the page says why, and they stay signed in.
+    let own = ".user-row[data-email='root@example.com'] form[action='/admin/users/status'] button";
+    admin.click(own).await;
+    admin.wait_for_path("/admin/users/status").await;
+    assert!(
+        admin.text_of("#flash").await.contains(
+            "You are the last active administrator: you cannot suspend your own account."
+        ),
+        "{}",
+        admin.body().await
+    );
+    let own_row = ".user-row[data-email='root@example.com']";
+    let own_text = admin.text_of(own_row).await;
+    assert!(own_text.contains("active") && !own_text.contains("suspended"));
 
     // The user's open browser is refused at its next page load.
     user.goto(&s.url("/account")).await;

@@ -50,7 +50,17 @@ async fn cli_administration_reaches_a_running_server_at_once() {
     assert_eq!(code, 0);
     assert!(out.contains(&id) && out.contains("Root@Example.com") && out.contains("admin,ops"));
 
-    // Another process changes roles: the server's caches hear of it.
+    // Another process changes roles: the server's caches hear of it. (A
+    // second admin first: the last active one cannot lose the role.)
+    let (code, _, err) = run(tessera(&t.db_url).args(["user", "roles", &id, "ops"]), "");
+    assert_ne!(code, 0);
+    assert!(err.contains("last active admin"), "{err}");
+    let second = t.register("second@example.com").await;
+    t.app
+        .core
+        .set_roles(second["id"].as_str().unwrap(), &["admin".into()])
+        .await
+        .unwrap();
     let (code, out, err) = run(tessera(&t.db_url).args(["user", "roles", &id, "ops"]), "");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ops"));
@@ -108,6 +118,143 @@ async fn wait_for(t: &TestApp, login: &common::Login, path: &str, want: StatusCo
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls until `req()` answers `want` (the running server hears of a CLI
+/// command through the change and revocation logs).
+async fn wait_for_answer(t: &TestApp, req: impl Fn() -> Req, want: StatusCode) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = t.send(req()).await.status;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {status}, wanted {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `user set-password` and `user delete` against a running server, users
+/// named by email in any case, and the last admin kept through this door
+/// too.
+#[tokio::test]
+async fn cli_sets_passwords_deletes_users_and_takes_emails() {
+    let t = TestApp::new().await;
+    let cancel = CancellationToken::new();
+    let follower = t.app.spawn_background(cancel.clone());
+    let user = |args: &[&str], stdin: &str| {
+        let mut cmd = tessera(&t.db_url);
+        cmd.env("USER", "opal").env_remove("LOGNAME");
+        cmd.arg("user").args(args);
+        run(&mut cmd, stdin)
+    };
+    let root = t.register("root@example.com").await;
+    let root_id = root["id"].as_str().unwrap().to_owned();
+    t.app
+        .core
+        .set_roles(&root_id, &["admin".into()])
+        .await
+        .unwrap();
+    let ann = t.register("Ann@Example.com").await;
+    let ann_id = ann["id"].as_str().unwrap().to_owned();
+    let session = t.login("ann@example.com").await;
+    let pair = t
+        .send(common::password_grant("ann@example.com"))
+        .await
+        .json();
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+    let bearer = || Req::get("/v1/me").header("authorization", &format!("Bearer {access}"));
+
+    // Any command takes an email, in any case.
+    let (code, out, err) = user(&["roles", "ANN@example.COM", "ops"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&ann_id) && out.contains("ops"), "{out}");
+    let (code, _, err) = user(&["suspend", "nobody@example.com"], "");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("nobody@example.com") && err.contains("no user has this email"),
+        "{err}"
+    );
+
+    // set-password: the new password works, the old one and everything
+    // issued before do not.
+    let new_password = "a brand new password";
+    let (code, out, err) = user(
+        &["set-password", "ann@EXAMPLE.com", "--password-stdin"],
+        &format!("{new_password}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&ann_id), "{out}");
+    assert!(!out.contains(new_password) && !err.contains(new_password));
+    wait_for(&t, &session, "/v1/me", StatusCode::UNAUTHORIZED).await;
+    wait_for_answer(&t, bearer, StatusCode::UNAUTHORIZED).await;
+    t.send(
+        Req::post("/v1/token")
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    t.send(
+        Req::post("/v1/sessions")
+            .json(serde_json::json!({"email": "ann@example.com", "password": PASSWORD})),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let again = t
+        .login_with(
+            Req::post("/v1/sessions")
+                .json(serde_json::json!({"email": "ann@example.com", "password": new_password})),
+        )
+        .await;
+    let (code, _, err) = user(&["set-password", &ann_id, "--password-stdin"], "short\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 8"), "{err}");
+
+    // The last active admin cannot be deleted (nor suspended) from here.
+    let (code, _, err) = user(&["delete", "root@example.com", "--yes"], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("last active admin"), "{err}");
+    let (code, _, err) = user(&["suspend", &root_id], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("last active admin"), "{err}");
+
+    // delete asks first; without a terminal it wants --yes.
+    let (code, _, err) = user(&["delete", "ann@example.com"], "yes\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("pass --yes"), "{err}");
+    assert!(
+        t.app.core.user(&ann_id).await.is_ok(),
+        "nothing was deleted"
+    );
+    let (code, out, err) = user(&["delete", "ANN@example.com", "--yes"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&ann_id), "{out}");
+    wait_for(&t, &again, "/v1/me", StatusCode::UNAUTHORIZED).await;
+    let (code, _, err) = user(&["delete", &ann_id, "--yes"], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("no such user"), "{err}");
+    let deleted = t
+        .app
+        .core
+        .audit_events(Some("user_deleted"), Some(&ann_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0].detail["actor"], "cli:opal");
+    let reset = t
+        .app
+        .core
+        .audit_events(Some("password_reset"), Some(&ann_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(reset.len(), 1);
+    assert_eq!(reset[0].detail["actor"], "cli:opal");
+    // The email can be registered again.
+    t.register("ann@example.com").await;
+
+    cancel.cancel();
+    follower.await.unwrap();
 }
 
 #[test]
@@ -326,6 +473,205 @@ async fn clients_keys_and_token_inspection_from_the_command_line() {
 
     cancel.cancel();
     follower.await.unwrap();
+}
+
+/// The lifecycle of a service client from the command line: listed,
+/// disabled and enabled, given a new secret (printed once), deleted; each
+/// honoured by the running server at its next request, and audited with
+/// the operator as the actor.
+#[tokio::test]
+async fn service_clients_are_listed_disabled_rotated_and_deleted_from_the_command_line() {
+    let t = TestApp::new().await;
+    let operator = |cmd: &mut Command| {
+        cmd.env("USER", "opal").env_remove("LOGNAME");
+    };
+    let client = |args: &[&str]| {
+        let mut cmd = tessera(&t.db_url);
+        operator(&mut cmd);
+        cmd.arg("client").args(args);
+        run(&mut cmd, "")
+    };
+    let (code, out, err) = client(&["create", "billing", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let access = t.tokens_for("nat@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let introspect = |secret: &str| {
+        Req::post("/v1/token/introspect")
+            .header("authorization", &common::basic_auth(&id, secret))
+            .form(&[("token", &access)])
+    };
+    assert_eq!(t.send(introspect(&secret)).await.json()["active"], true);
+
+    // Listed: one line per client, or the API's JSON shape.
+    let (code, out, err) = client(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.starts_with(&id)).expect("listed");
+    assert!(
+        line.contains("enabled") && line.ends_with("billing"),
+        "{line}"
+    );
+    assert!(!out.contains(&secret));
+    let (_, out, _) = client(&["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(listed["clients"][0]["client_id"], id.as_str());
+    assert_eq!(listed["clients"][0]["name"], "billing");
+    assert_eq!(listed["clients"][0]["disabled"], false);
+    assert!(listed["clients"][0]["created_at"].is_string());
+
+    // Disabled: the server refuses it at its next request; enabled again.
+    let (code, out, err) = client(&["disable", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("disabled {id} (billing)")), "{out}");
+    t.send(introspect(&secret))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    let (_, out, _) = client(&["list", "--json"]);
+    assert!(out.contains("\"disabled\":true"), "{out}");
+    let (code, _, err) = client(&["enable", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(t.send(introspect(&secret)).await.json()["active"], true);
+
+    // A new secret, printed once: the old one is refused at once.
+    let (code, out, err) = client(&["rotate-secret", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rotated: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(rotated["client_id"], id.as_str());
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(new_secret.len(), 43);
+    t.send(introspect(&secret))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    assert_eq!(t.send(introspect(&new_secret)).await.json()["active"], true);
+    let (code, out, err) = client(&["rotate-secret", &id]);
+    assert_eq!(code, 0, "{err}");
+    let third = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret:"))
+        .expect("the secret printed")
+        .trim()
+        .to_owned();
+    assert_eq!(third.len(), 43);
+    assert!(!err.contains(&third), "the secret only on standard output");
+    assert_eq!(t.send(introspect(&third)).await.json()["active"], true);
+
+    // Deleted: refused; a second delete, or any change, says there is none.
+    let (code, out, err) = client(&["delete", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("deleted {id} (billing)")), "{out}");
+    t.send(introspect(&third))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    for args in [
+        vec!["delete", id.as_str()],
+        vec!["disable", id.as_str()],
+        vec!["enable", "cli_nope"],
+        vec!["rotate-secret", "cli_nope"],
+    ] {
+        let (code, out, err) = client(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains("no such client"), "{args:?}: {err}");
+        assert!(!out.contains("client_secret"), "{args:?}");
+    }
+    let (code, out, err) = client(&["list"]);
+    assert_eq!(code, 0);
+    assert!(out.trim().is_empty(), "{out}");
+    assert!(err.contains("no service clients"), "{err}");
+
+    // Audited with the operator as the actor, never with a secret.
+    let events = t.app.core.audit_events(None, None, 50).await.unwrap();
+    let mine: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type.starts_with("client_"))
+        .collect();
+    let mut changes: Vec<&str> = mine
+        .iter()
+        .map(|e| e.detail["change"].as_str().unwrap_or(e.event_type.as_str()))
+        .collect();
+    changes.sort_unstable();
+    assert_eq!(
+        changes,
+        [
+            "client_created",
+            "deleted",
+            "disabled",
+            "enabled",
+            "secret_rotated",
+            "secret_rotated"
+        ]
+    );
+    for e in &mine {
+        assert_eq!(e.detail["actor"], "cli:opal", "{e:?}");
+        assert_eq!(e.detail["client_id"], id.as_str());
+        assert_eq!(e.user_id, None);
+        let text = e.detail.to_string();
+        for s in [&secret, &new_secret, &third] {
+            assert!(!text.contains(s.as_str()));
+        }
+    }
+    // A user name the environment makes up is not taken as one.
+    let (code, out, _) = run(
+        tessera(&t.db_url)
+            .env("USER", "opal\nforged")
+            .env_remove("LOGNAME")
+            .args(["client", "create", "other", "--json"]),
+        "",
+    );
+    assert_eq!(code, 0);
+    let other: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let events = t
+        .app
+        .core
+        .audit_events(Some("client_created"), None, 10)
+        .await
+        .unwrap();
+    let event = events
+        .iter()
+        .find(|e| e.detail["client_id"] == other["client_id"])
+        .unwrap();
+    assert_eq!(event.detail["actor"], "cli");
+
+    // Every argument is explained.
+    let (code, help, _) = run(tessera(&t.db_url).args(["client", "--help"]), "");
+    assert_eq!(code, 0);
+    for command in [
+        "create",
+        "list",
+        "disable",
+        "enable",
+        "delete",
+        "rotate-secret",
+    ] {
+        assert!(help.contains(command), "{help}");
+    }
+    for (command, words) in [
+        ("create", &["<NAME>", "--json"][..]),
+        ("list", &["--json"][..]),
+        ("disable", &["<ID>", "cli_"][..]),
+        ("enable", &["<ID>", "cli_"][..]),
+        ("delete", &["<ID>", "cli_"][..]),
+        ("rotate-secret", &["<ID>", "cli_", "--json"][..]),
+    ] {
+        let (code, help, _) = run(tessera(&t.db_url).args(["client", command, "--help"]), "");
+        assert_eq!(code, 0, "{command}");
+        for line in help
+            .lines()
+            .filter(|l| l.trim_start().starts_with(['<', '-']))
+        {
+            let described = line.split_whitespace().count() > 1;
+            assert!(
+                described,
+                "client {command}: an argument without help: {line}\n{help}"
+            );
+        }
+        for word in words {
+            assert!(help.contains(word), "client {command}: {word}\n{help}");
+        }
+    }
 }
 
 /// A CLI command run with a different `TESSERA_TOKEN_ALG` than the server's

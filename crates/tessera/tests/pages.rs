@@ -699,6 +699,8 @@ async fn admin_page_is_for_admins_only_and_its_forms_work() {
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text().contains("is not valid"));
+    // The last active admin keeps the role (the core's rule, the page's
+    // words).
     let r = t
         .send(post(
             "/admin/users/roles",
@@ -707,8 +709,15 @@ async fn admin_page_is_for_admins_only_and_its_forms_work() {
         .await;
     assert_eq!(
         r.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "no self-demotion"
+        StatusCode::CONFLICT,
+        "no demotion of the last admin"
+    );
+    assert!(
+        r.text().contains(
+            "You are the last active administrator: you cannot remove your own admin role."
+        ),
+        "{}",
+        r.text()
     );
     let r = t
         .send(post(
@@ -739,9 +748,17 @@ async fn admin_page_is_for_admins_only_and_its_forms_work() {
         .await;
     assert_eq!(
         r.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "no self-suspension"
+        StatusCode::CONFLICT,
+        "no suspension of the last admin"
     );
+    assert!(
+        r.text().contains(
+            "You are the last active administrator: you cannot suspend your own account."
+        ),
+        "{}",
+        r.text()
+    );
+    assert!(alive(&t, &boss.cookie).await);
     let r = t
         .send(post(
             "/admin/users/status",
@@ -794,6 +811,545 @@ async fn admin_page_is_for_admins_only_and_its_forms_work() {
     let html = r.text();
     assert_eq!(html.matches("class=\"user-row\"").count(), 1);
     assert!(html.contains("pat@example.com"));
+}
+
+/// The secret a page shows once (`client_secret: <code>…</code>`).
+fn shown_secret(html: &str) -> String {
+    let start = html
+        .find("client_secret: <code>")
+        .unwrap_or_else(|| panic!("no secret shown: {html}"))
+        + "client_secret: <code>".len();
+    let end = html[start..].find("</code>").expect("end of the secret") + start;
+    html[start..end].to_owned()
+}
+
+/// The table row of a client on the admin page.
+fn client_row<'a>(html: &'a str, id: &str) -> Option<&'a str> {
+    let start = html.find(&format!("data-client=\"{id}\""))?;
+    let end = html[start..].find("</tr>").expect("end of the row") + start;
+    Some(&html[start..end])
+}
+
+#[tokio::test]
+async fn admin_page_manages_service_clients() {
+    let t = TestApp::new().await;
+    let user = t.signed_in("pat@example.com").await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    let existing = t.app.core.create_client("billing").await.unwrap();
+    let id = existing.client.id.clone();
+    let access = t.tokens_for("uma@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let introspect = |id: &str, secret: &str| {
+        Req::post("/v1/token/introspect")
+            .header("authorization", &common::basic_auth(id, secret))
+            .form(&[("token", &access)])
+    };
+    let works = |id: String, secret: String| {
+        let t = &t;
+        let req = introspect(&id, &secret);
+        async move { t.send(req).await.status == StatusCode::OK }
+    };
+
+    // Non-admins: a 403 page for every client form, and nothing changes.
+    let user_b = page_session(&t, &user).await;
+    for (path, fields) in [
+        ("/admin/clients/create", vec![("name", "sneaky")]),
+        (
+            "/admin/clients/status",
+            vec![("client_id", id.as_str()), ("disabled", "true")],
+        ),
+        ("/admin/clients/secret", vec![("client_id", id.as_str())]),
+        (
+            "/admin/clients/delete",
+            vec![("client_id", id.as_str()), ("confirm", "yes")],
+        ),
+    ] {
+        let mut all = fields.clone();
+        all.push(("csrf_token", user_b.csrf.as_str()));
+        let r = t
+            .send(Req::post(path).header("cookie", &user_b.cookie).form(&all))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(!r.text().contains("client_secret"), "{path}");
+    }
+    assert_eq!(t.app.core.list_clients().await.unwrap().len(), 1);
+    assert!(works(id.clone(), existing.secret.expose().to_owned()).await);
+
+    // The section lists the client.
+    let b = page_session(&t, &boss).await;
+    let r = t.send(Req::get("/admin").header("cookie", &b.cookie)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    assert!(html.contains("id=\"clients\"") && html.contains("Service clients"));
+    let row = client_row(&html, &id).expect("the client is listed");
+    assert!(
+        row.contains("billing") && row.contains(">enabled<"),
+        "{row}"
+    );
+    assert!(!html.contains(existing.secret.expose()));
+
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        let mut all = fields.to_vec();
+        all.push(("csrf_token", b.csrf.as_str()));
+        Req::post(path)
+            .header("cookie", &b.cookie)
+            .header("origin", ORIGIN)
+            .form(&all)
+    };
+
+    // Disabling needs the form's token and our origin.
+    let disable = [("client_id", id.as_str()), ("disabled", "true")];
+    let wrong = format!("{}x", &b.csrf[..b.csrf.len() - 1]);
+    for (what, req) in [
+        (
+            "no token",
+            Req::post("/admin/clients/status")
+                .header("cookie", &b.cookie)
+                .form(&disable),
+        ),
+        (
+            "wrong token",
+            Req::post("/admin/clients/status")
+                .header("cookie", &b.cookie)
+                .form(&[disable[0], disable[1], ("csrf_token", &wrong)]),
+        ),
+        (
+            "foreign origin",
+            post("/admin/clients/status", &disable).header("origin", "http://evil.example"),
+        ),
+    ] {
+        let r = t.send(req).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}");
+        assert!(r.text().contains("csrf_failed"), "{what}");
+    }
+    assert!(!t.app.core.client(&id).await.unwrap().disabled());
+    assert!(works(id.clone(), existing.secret.expose().to_owned()).await);
+
+    // With them: disabled at once, shown so; enabled again.
+    let r = t.send(post("/admin/clients/status", &disable)).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    assert_eq!(location(&r), "/admin?done=client_disabled#clients");
+    assert!(!works(id.clone(), existing.secret.expose().to_owned()).await);
+    let html = t
+        .send(Req::get(location(&r)).header("cookie", &b.cookie))
+        .await
+        .text();
+    assert!(
+        html.contains("Service client disabled"),
+        "the result is said"
+    );
+    let row = client_row(&html, &id).unwrap();
+    assert!(
+        row.contains(">disabled<") && row.contains(">Enable<"),
+        "{row}"
+    );
+    let r = t
+        .send(post(
+            "/admin/clients/status",
+            &[("client_id", &id), ("disabled", "false")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/admin?done=client_enabled#clients");
+    assert!(works(id.clone(), existing.secret.expose().to_owned()).await);
+    let r = t
+        .send(post(
+            "/admin/clients/status",
+            &[("client_id", &id), ("disabled", "maybe")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = t
+        .send(post(
+            "/admin/clients/status",
+            &[
+                ("client_id", "cli_AAAAAAAAAAAAAAAAAAAAAA"),
+                ("disabled", "true"),
+            ],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text().contains("No such client."));
+
+    // Creating: the secret is shown on the answer to the post, once.
+    let r = t
+        .send(post("/admin/clients/create", &[("name", "search")]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_html(&r);
+    assert_page_headers(&r);
+    let html = r.text();
+    let secret = shown_secret(&html);
+    assert_eq!(secret.len(), 43);
+    let created = t
+        .app
+        .core
+        .list_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "search")
+        .expect("created");
+    assert!(html.contains(&created.id));
+    assert!(works(created.id.clone(), secret.clone()).await);
+    let again = t
+        .send(Req::get("/admin").header("cookie", &b.cookie))
+        .await
+        .text();
+    assert!(client_row(&again, &created.id).is_some());
+    assert!(!again.contains(&secret), "shown only once");
+    let r = t
+        .send(post("/admin/clients/create", &[("name", "  ")]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("1 to 100 printable characters"));
+
+    // A new secret: shown once, the old one refused at once.
+    let r = t
+        .send(post("/admin/clients/secret", &[("client_id", &id)]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_page_headers(&r);
+    let rotated = shown_secret(&r.text());
+    assert!(r.text().contains("The old secret no longer works"));
+    assert!(!works(id.clone(), existing.secret.expose().to_owned()).await);
+    assert!(works(id.clone(), rotated.clone()).await);
+
+    // Deleting asks first; nothing is deleted until confirmed.
+    let r = t
+        .send(post("/admin/clients/delete", &[("client_id", &id)]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains("id=\"confirm-delete\""), "{html}");
+    assert!(html.contains("name=\"confirm\" value=\"yes\""));
+    assert!(works(id.clone(), rotated.clone()).await);
+    let r = t
+        .send(post(
+            "/admin/clients/delete",
+            &[("client_id", &id), ("confirm", "yes")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/admin?done=client_deleted#clients");
+    assert!(!works(id.clone(), rotated.clone()).await);
+    let html = t
+        .send(Req::get("/admin").header("cookie", &b.cookie))
+        .await
+        .text();
+    assert!(client_row(&html, &id).is_none());
+    assert!(client_row(&html, &created.id).is_some());
+    let r = t
+        .send(post(
+            "/admin/clients/delete",
+            &[("client_id", &id), ("confirm", "yes")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Every change is in the audit log, by this admin, without a secret.
+    let events = t
+        .app
+        .core
+        .audit_events(Some("client_changed"), None, 20)
+        .await
+        .unwrap();
+    let mut changes: Vec<&str> = events
+        .iter()
+        .map(|e| e.detail["change"].as_str().unwrap())
+        .collect();
+    changes.sort_unstable();
+    assert_eq!(
+        changes,
+        ["deleted", "disabled", "enabled", "secret_rotated"]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.detail["actor"] == boss.user_id.as_str())
+    );
+    let created_events = t
+        .app
+        .core
+        .audit_events(Some("client_created"), Some(&boss.user_id), 20)
+        .await
+        .unwrap();
+    assert_eq!(created_events.len(), 1);
+    let html = t
+        .send(Req::get("/admin?type=client_changed").header("cookie", &b.cookie))
+        .await
+        .text();
+    assert!(html.contains("data-type=\"client_changed\""));
+    for s in [existing.secret.expose(), secret.as_str(), rotated.as_str()] {
+        assert!(!html.contains(s));
+    }
+}
+
+#[tokio::test]
+async fn admin_user_forms_create_set_passwords_and_delete() {
+    let t = TestApp::new().await;
+    let user = t.signed_in("pat@example.com").await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    let b = page_session(&t, &boss).await;
+    let html = t
+        .send(Req::get("/admin").header("cookie", &b.cookie))
+        .await
+        .text();
+    for form in [
+        "action=\"/admin/users/create\"",
+        "action=\"/admin/users/password\"",
+        "action=\"/admin/users/delete\"",
+    ] {
+        assert!(html.contains(form), "{form} on the page");
+    }
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        let mut all = fields.to_vec();
+        all.push(("csrf_token", b.csrf.as_str()));
+        Req::post(path)
+            .header("cookie", &b.cookie)
+            .header("origin", ORIGIN)
+            .form(&all)
+    };
+    let new_user = [
+        ("email", "Nell@Example.com"),
+        ("roles", "ops, billing:read"),
+        ("password", "picked by the admin"),
+        ("confirm_password", "picked by the admin"),
+        ("q", "nell"),
+    ];
+
+    // Non-admins, missing or wrong tokens, foreign origins: refused, and
+    // nothing happens.
+    let pat = page_session(&t, &user).await;
+    for path in [
+        "/admin/users/create",
+        "/admin/users/password",
+        "/admin/users/delete",
+    ] {
+        let fields = [
+            ("user_id", user.user_id.as_str()),
+            ("password", "hijacked password"),
+            ("confirm_password", "hijacked password"),
+            ("confirm", "yes"),
+            ("email", "evil@example.com"),
+        ];
+        let mut with_token = fields.to_vec();
+        with_token.push(("csrf_token", pat.csrf.as_str()));
+        let r = t
+            .send(
+                Req::post(path)
+                    .header("cookie", &pat.cookie)
+                    .form(&with_token),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: not an admin");
+        let r = t
+            .send(Req::post(path).header("cookie", &b.cookie).form(&fields))
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: no token");
+        let mut wrong = fields.to_vec();
+        wrong.push(("csrf_token", pat.csrf.as_str()));
+        let r = t
+            .send(Req::post(path).header("cookie", &b.cookie).form(&wrong))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{path}: another session's token"
+        );
+        let mut ours = fields.to_vec();
+        ours.push(("csrf_token", b.csrf.as_str()));
+        let r = t
+            .send(
+                Req::post(path)
+                    .header("cookie", &b.cookie)
+                    .header("origin", "https://evil.example")
+                    .form(&ours),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: foreign origin");
+    }
+    assert!(alive(&t, &user.cookie).await);
+    assert!(t.app.core.find_user("evil@example.com").await.is_err());
+
+    // Create.
+    let r = t.send(post("/admin/users/create", &new_user)).await;
+    assert_eq!(location(&r), "/admin?done=created&q=nell");
+    let nell = t
+        .send(Req::post("/v1/sessions").json(
+            serde_json::json!({"email": "nell@example.com", "password": "picked by the admin"}),
+        ))
+        .await;
+    assert_eq!(nell.status, StatusCode::CREATED, "{}", nell.text());
+    assert_eq!(
+        nell.json()["user"]["roles"],
+        serde_json::json!(["ops", "billing:read"])
+    );
+    let r = t
+        .send(Req::get("/admin?done=created&q=nell").header("cookie", &b.cookie))
+        .await;
+    assert!(r.text().contains("User created."));
+    let r = t.send(post("/admin/users/create", &new_user)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains("already exists"));
+    let mut mismatch = new_user.to_vec();
+    mismatch[0] = ("email", "other@example.com");
+    mismatch[3] = ("confirm_password", "something else");
+    let r = t.send(post("/admin/users/create", &mismatch)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("The two passwords do not match."));
+    assert!(
+        !r.text().contains("picked by the admin"),
+        "no password echoed"
+    );
+    let r = t
+        .send(post(
+            "/admin/users/create",
+            &[("email", "later@example.com")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.text().contains("cannot mail them a link yet"),
+        "{}",
+        r.text()
+    );
+    assert!(t.app.core.find_user("other@example.com").await.is_err());
+
+    // Set a password: the user's session ends, the new password works.
+    let given = "given by the admin";
+    let r = t
+        .send(post(
+            "/admin/users/password",
+            &[
+                ("user_id", &user.user_id),
+                ("password", given),
+                ("confirm_password", "typo"),
+            ],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        alive(&t, &user.cookie).await,
+        "a refused form changes nothing"
+    );
+    let r = t
+        .send(post(
+            "/admin/users/password",
+            &[
+                ("user_id", &user.user_id),
+                ("password", "short"),
+                ("confirm_password", "short"),
+            ],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("at least 8"), "{}", r.text());
+    let r = t
+        .send(post(
+            "/admin/users/password",
+            &[
+                ("user_id", &user.user_id),
+                ("password", given),
+                ("confirm_password", given),
+                ("q", "pat"),
+            ],
+        ))
+        .await;
+    assert_eq!(location(&r), "/admin?done=password&q=pat");
+    assert!(!alive(&t, &user.cookie).await);
+    let old = form_login(&t, "pat@example.com", PASSWORD).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    let new = form_login(&t, "pat@example.com", given).await;
+    assert_eq!(new.status, StatusCode::SEE_OTHER);
+    let pat_again = t
+        .login_with(
+            Req::post("/v1/sessions")
+                .json(serde_json::json!({"email": "pat@example.com", "password": given})),
+        )
+        .await;
+
+    // Delete: only once confirmed; never the last active admin.
+    let r = t
+        .send(post("/admin/users/delete", &[("user_id", &user.user_id)]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("Tick the box"));
+    assert!(alive(&t, &pat_again.cookie).await);
+    let r = t
+        .send(post(
+            "/admin/users/delete",
+            &[("user_id", &boss.user_id), ("confirm", "yes")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.text()
+            .contains("You are the last active administrator: you cannot delete your own account."),
+        "{}",
+        r.text()
+    );
+    assert!(alive(&t, &boss.cookie).await);
+    let r = t
+        .send(post(
+            "/admin/users/delete",
+            &[("user_id", &user.user_id), ("confirm", "yes"), ("q", "pat")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/admin?done=deleted&q=pat");
+    assert!(!alive(&t, &pat_again.cookie).await);
+    assert!(t.app.core.user(&user.user_id).await.is_err());
+    let r = t
+        .send(post(
+            "/admin/users/delete",
+            &[("user_id", &user.user_id), ("confirm", "yes")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // With another active admin, an admin may give up their own role (the
+    // admin page is not theirs any more), or delete their own account
+    // (signed out, cookie dropped).
+    let nell_id = t.app.core.find_user("nell@example.com").await.unwrap().id;
+    t.app
+        .core
+        .set_roles(&nell_id, &["admin".into()])
+        .await
+        .unwrap();
+    let r = t
+        .send(post(
+            "/admin/users/roles",
+            &[("user_id", &boss.user_id), ("roles", "ops")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/account");
+    let r = t.send(Req::get("/admin").header("cookie", &b.cookie)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    let r = t
+        .send(post(
+            "/admin/users/delete",
+            &[("user_id", &boss.user_id), ("confirm", "yes")],
+        ))
+        .await;
+    assert_eq!(location(&r), "/login?done=signed_out_everywhere");
+    let cleared = r.set_cookie(COOKIE).expect("the cookie is dropped");
+    assert_eq!(cleared.attr("Max-Age"), Some(Some("0")));
+    assert!(!alive(&t, &boss.cookie).await);
 }
 
 #[tokio::test]

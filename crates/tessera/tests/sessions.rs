@@ -479,6 +479,15 @@ async fn verify_reports_identity_in_headers_and_checks_roles() {
 #[tokio::test]
 async fn role_changes_and_suspension_show_at_the_next_request() {
     let t = TestApp::new().await;
+    // Another admin, so that olga is never the last active one (no one
+    // can take the role from, or suspend, that one: `last_admin`).
+    let other = t.register("ops@example.com").await;
+    let other = other["id"].as_str().unwrap();
+    t.app
+        .core
+        .set_roles(other, &["admin".into()])
+        .await
+        .unwrap();
     let login = t.signed_in("olga@example.com").await;
     // Warm every cache first.
     assert_eq!(

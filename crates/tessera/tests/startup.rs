@@ -739,5 +739,8 @@ fn each_request_gets_one_access_log_line_without_its_query_or_path() {
     one("/healthz", "200");
     assert_eq!(access.len(), 3, "{access:#?}");
     assert!(!log.contains(secret), "a token in the log:\n{log}");
-    assert!(!log.contains("access_token="), "a query string in the log:\n{log}");
+    assert!(
+        !log.contains("access_token="),
+        "a query string in the log:\n{log}"
+    );
 }

@@ -26,7 +26,7 @@ use tessera::core::revocation::Revocation;
 use tessera::core::secret::SecretHash;
 use tessera::core::sessions::SessionRecord;
 use tessera::store::cache::CachingUserStore;
-use tessera::store::{Push, StoreError, StoreOptions, Stores, UserStore};
+use tessera::store::{Push, StoreError, StoreOptions, Stores, UserStore, UserWrite};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 
@@ -320,23 +320,26 @@ async fn users_are_listed_literally_in_pages(backend: Backend) {
     assert!(list(None, Some("usr_4"), 2).await.is_empty());
 }
 
-/// Updates are visible to every node at once; an unknown user is `false`.
+/// Updates are visible to every node at once; an unknown user is `false`
+/// (`NoSuchUser` for the guarded writes).
 async fn user_updates_reach_every_node(backend: Backend) {
     let f = Fixture::new(backend).await;
     let b = f.node().await;
     add_user(&f.a, "usr_a").await;
     let at = t0() + ms(5);
-    assert!(
+    assert_eq!(
         f.a.users
-            .set_roles("usr_a", &["admin".into()], at)
+            .set_roles("usr_a", &["admin".into()], None, at)
             .await
-            .unwrap()
+            .unwrap(),
+        UserWrite::Done
     );
-    assert!(
+    assert_eq!(
         f.a.users
-            .set_status("usr_a", UserStatus::Suspended, at)
+            .set_status("usr_a", UserStatus::Suspended, None, at)
             .await
-            .unwrap()
+            .unwrap(),
+        UserWrite::Done
     );
     assert!(
         f.a.users
@@ -353,15 +356,19 @@ async fn user_updates_reach_every_node(backend: Backend) {
         Some("$new")
     );
     for unknown in [
-        f.a.users.set_roles("usr_x", &[], at).await.unwrap(),
         f.a.users
-            .set_status("usr_x", UserStatus::Active, at)
+            .set_roles("usr_x", &[], Some("admin"), at)
             .await
             .unwrap(),
-        f.a.users.set_password_hash("usr_x", "h", at).await.unwrap(),
+        f.a.users
+            .set_status("usr_x", UserStatus::Active, Some("admin"), at)
+            .await
+            .unwrap(),
+        f.a.users.delete_user("usr_x", Some("admin")).await.unwrap(),
     ] {
-        assert!(!unknown);
+        assert_eq!(unknown, UserWrite::NoSuchUser);
     }
+    assert!(!f.a.users.set_password_hash("usr_x", "h", at).await.unwrap());
     assert!(b.users.user_by_id("usr_x").await.unwrap().is_none());
 }
 
@@ -377,7 +384,7 @@ async fn generation_moves_on_invalidation_only(backend: Backend) {
     cached.user_by_id("usr_a").await.unwrap();
     assert_eq!(cached.generation(), Some(g0), "reads leave it alone");
     cached
-        .set_roles("usr_a", &["admin".into()], t0())
+        .set_roles("usr_a", &["admin".into()], None, t0())
         .await
         .unwrap();
     let g1 = cached.generation().unwrap();
@@ -389,7 +396,7 @@ async fn generation_moves_on_invalidation_only(backend: Backend) {
     // A change made through another node reaches the cache as an event.
     let b = f.node().await;
     b.users
-        .set_status("usr_a", UserStatus::Suspended, t0())
+        .set_status("usr_a", UserStatus::Suspended, None, t0())
         .await
         .unwrap();
     cached.on_change(&Change::UserChanged {
@@ -399,6 +406,284 @@ async fn generation_moves_on_invalidation_only(backend: Backend) {
     assert_eq!(
         cached.user_by_id("usr_a").await.unwrap().unwrap().status,
         UserStatus::Suspended
+    );
+}
+
+/// A user with roles and a status (and the email `<id>@example.com`).
+async fn add_holder(s: &Stores, id: &str, roles: &[&str], status: UserStatus) {
+    let mut u = user(id);
+    u.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+    u.status = status;
+    s.users
+        .insert_user(&u, &u.email, "$argon2id$stub")
+        .await
+        .unwrap();
+}
+
+async fn roles_of(s: &Stores, id: &str) -> Option<(Vec<String>, UserStatus)> {
+    let u = s.users.user_by_id(id).await.unwrap()?;
+    Some((u.roles.clone(), u.status))
+}
+
+/// The last active holder of the kept role cannot lose it by any write
+/// (roles, status, deletion), and a refused write changes nothing; a
+/// suspended holder does not count, a second active one lets the first
+/// go, and without `keep` nothing is guarded.
+async fn the_last_active_holder_of_a_kept_role_stays(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let keep = Some("admin");
+    add_holder(&f.a, "usr_a", &["admin", "ops"], UserStatus::Active).await;
+    add_holder(&f.a, "usr_s", &["admin"], UserStatus::Suspended).await;
+    add_holder(&f.a, "usr_p", &["ops"], UserStatus::Active).await;
+    let at = t0() + ms(1);
+    let users = &b.users;
+    assert_eq!(
+        users
+            .set_roles("usr_a", &["ops".into()], keep, at)
+            .await
+            .unwrap(),
+        UserWrite::LastHolder
+    );
+    assert_eq!(
+        users
+            .set_status("usr_a", UserStatus::Suspended, keep, at)
+            .await
+            .unwrap(),
+        UserWrite::LastHolder
+    );
+    assert_eq!(
+        users.delete_user("usr_a", keep).await.unwrap(),
+        UserWrite::LastHolder
+    );
+    assert_eq!(
+        roles_of(&f.a, "usr_a").await,
+        Some((vec!["admin".into(), "ops".into()], UserStatus::Active)),
+        "a refused write changes nothing"
+    );
+    // Writes that keep the holding, or concern others, go through.
+    for write in [
+        users
+            .set_roles("usr_a", &["ops".into(), "admin".into()], keep, at)
+            .await
+            .unwrap(),
+        users
+            .set_status("usr_a", UserStatus::Active, keep, at)
+            .await
+            .unwrap(),
+        users.set_roles("usr_s", &[], keep, at).await.unwrap(),
+        users
+            .set_status("usr_p", UserStatus::Suspended, keep, at)
+            .await
+            .unwrap(),
+        users.delete_user("usr_p", keep).await.unwrap(),
+        // Another role is not guarded by this one.
+        users
+            .set_roles("usr_a", &["admin".into()], keep, at)
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(write, UserWrite::Done);
+    }
+    // A suspended holder is no holder: reactivating one is a second.
+    users
+        .set_roles("usr_s", &["admin".into()], keep, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        users.delete_user("usr_a", keep).await.unwrap(),
+        UserWrite::LastHolder
+    );
+    assert_eq!(
+        users
+            .set_status("usr_s", UserStatus::Active, keep, at)
+            .await
+            .unwrap(),
+        UserWrite::Done
+    );
+    assert_eq!(
+        users.set_roles("usr_a", &[], keep, at).await.unwrap(),
+        UserWrite::Done
+    );
+    assert_eq!(
+        f.a.users.delete_user("usr_s", keep).await.unwrap(),
+        UserWrite::LastHolder,
+        "now usr_s is the last one"
+    );
+    assert_eq!(
+        f.a.users.delete_user("usr_s", None).await.unwrap(),
+        UserWrite::Done,
+        "without keep, nothing is guarded"
+    );
+    assert!(b.users.user_by_id("usr_s").await.unwrap().is_none());
+}
+
+/// Racing writes that each take the role from one of the last two active
+/// holders, on two nodes: exactly one succeeds, every round, whatever the
+/// mix of writes.
+async fn racing_removals_of_the_last_two_holders_leave_one(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let keep = Some("admin");
+    for round in 0..12 {
+        let (x, y) = (format!("usr_x{round}"), format!("usr_y{round}"));
+        add_holder(&f.a, &x, &["admin"], UserStatus::Active).await;
+        add_holder(&f.a, &y, &["admin"], UserStatus::Active).await;
+        // Earlier rounds' survivors stop holding it (without a guard).
+        if round > 0 {
+            for id in [format!("usr_x{}", round - 1), format!("usr_y{}", round - 1)] {
+                f.a.users.set_roles(&id, &[], None, t0()).await.unwrap();
+            }
+        }
+        let barrier = Arc::new(Barrier::new(2));
+        let racers = [(f.a.clone(), x.clone()), (b.clone(), y.clone())].map(|(node, id)| {
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                match round % 3 {
+                    0 => node.users.set_roles(&id, &[], keep, t0()).await,
+                    1 => {
+                        node.users
+                            .set_status(&id, UserStatus::Suspended, keep, t0())
+                            .await
+                    }
+                    _ => node.users.delete_user(&id, keep).await,
+                }
+            })
+        });
+        let mut outcomes = Vec::new();
+        for r in racers {
+            outcomes.push(r.await.unwrap().unwrap());
+        }
+        outcomes.sort_by_key(|o| *o == UserWrite::Done);
+        assert_eq!(
+            outcomes,
+            [UserWrite::LastHolder, UserWrite::Done],
+            "round {round}"
+        );
+    }
+}
+
+/// Deleting a user: gone on every node with its refresh families (and the
+/// sessions the database holds), its email key free again, and its audit
+/// events keeping their id while losing every spelling of the email, in
+/// detail (keys and values, at any depth) and user agent; other users'
+/// events are untouched.
+async fn deleting_a_user_forgets_its_email_and_frees_it(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let mut alice = user("usr_a");
+    alice.email = "Alice.Ünal@Example.com".into();
+    let key = "alice.ünal@example.com";
+    f.a.users
+        .insert_user(&alice, key, "$argon2id$a")
+        .await
+        .unwrap();
+    add_user(&f.a, "usr_b").await;
+    let session = session("usr_a", "ses_a", t0());
+    f.a.sessions.insert_session(&session, None).await.unwrap();
+    let refresh = add_family(&f.a, "fam_a", "usr_a").await;
+
+    let mut mine = event("evt_1", "user_created", Some("usr_a"), t0());
+    mine.detail = json!({"email": "Alice.Ünal@Example.com", "roles": [], "actor": "usr_b"});
+    let mut shouting = event("evt_2", "invited", Some("usr_a"), t0() + ms(1));
+    shouting.detail = json!({"to": {"list": ["x", "sent to ALICE.ÜNAL@EXAMPLE.COM today"]},
+                             "alice.ünal@example.com": true, "n": 1});
+    shouting.user_agent = Some("mailer (alice.ünal@example.com)".into());
+    let mut plain = event("evt_3", "login_succeeded", Some("usr_a"), t0() + ms(2));
+    plain.detail = json!({"via": "session", "contact": "bob@example.com"});
+    plain.user_agent = Some("curl/8".into());
+    let mut theirs = event("evt_4", "user_created", Some("usr_b"), t0() + ms(3));
+    theirs.detail = json!({"email": "usr_b@example.com", "note": "alice.ünal@example.com"});
+    for e in [&mine, &shouting, &plain, &theirs] {
+        f.a.audit.record(e).await.unwrap();
+    }
+
+    assert_eq!(
+        b.users.delete_user("usr_a", Some("admin")).await.unwrap(),
+        UserWrite::Done
+    );
+    for node in [&f.a, &b] {
+        assert!(node.users.user_by_id("usr_a").await.unwrap().is_none());
+        assert!(
+            node.users
+                .credentials_by_email(key)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            node.refresh
+                .refresh_family(&refresh)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    if backend != Backend::PostgresRedis {
+        // Sessions in the database go with the row (in Redis they are the
+        // core's to end).
+        assert!(
+            f.a.sessions
+                .session_by_hash(&session.token_hash)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            b.sessions
+                .sessions_of_user("usr_a")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        b.users.delete_user("usr_a", None).await.unwrap(),
+        UserWrite::NoSuchUser
+    );
+
+    let events = audit_all(&b).await;
+    let by_id = |id: &str| events.iter().find(|e| e.id == id).unwrap().clone();
+    assert_eq!(events.len(), 4, "events are kept");
+    let mine = by_id("evt_1");
+    assert_eq!(mine.user_id.as_deref(), Some("usr_a"), "the id stays");
+    assert_eq!(
+        mine.detail,
+        json!({"email": "[deleted]", "roles": [], "actor": "usr_b"})
+    );
+    let shouting = by_id("evt_2");
+    assert_eq!(
+        shouting.detail,
+        json!({"to": {"list": ["x", "[deleted]"]}, "[deleted]": true, "n": 1})
+    );
+    assert_eq!(shouting.user_agent.as_deref(), Some("[deleted]"));
+    assert_eq!(by_id("evt_3").detail, plain.detail, "nothing to forget");
+    assert_eq!(by_id("evt_3").user_agent, plain.user_agent);
+    assert_eq!(by_id("evt_4").detail, theirs.detail, "another user's event");
+    for e in events
+        .iter()
+        .filter(|e| e.user_id.as_deref() == Some("usr_a"))
+    {
+        let text = format!("{} {:?}", e.detail, e.user_agent).to_lowercase();
+        assert!(!text.contains("ünal@example.com"), "{text}");
+    }
+
+    // The email key is free at once.
+    let mut again = user("usr_a2");
+    again.email = "alice.ünal@example.com".into();
+    f.a.users
+        .insert_user(&again, key, "$argon2id$b")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.users
+            .credentials_by_email(key)
+            .await
+            .unwrap()
+            .map(|(u, _)| u.id)
+            .as_deref(),
+        Some("usr_a2")
     );
 }
 
@@ -1236,6 +1521,7 @@ async fn clients_are_stored_by_id(backend: Backend) {
         name: "edge".into(),
         secret_hash: fresh_hash(),
         created_at: t0(),
+        disabled_at: None,
     };
     f.a.clients.insert_client(&client).await.unwrap();
     assert!(matches!(
@@ -1249,6 +1535,155 @@ async fn clients_are_stored_by_id(backend: Backend) {
         ("cli_1".into(), "edge".into(), client.secret_hash, t0())
     );
     assert!(f.a.clients.client_by_id("cli_2").await.unwrap().is_none());
+}
+
+fn client(id: &str, created_at: OffsetDateTime) -> ServiceClient {
+    ServiceClient {
+        id: id.into(),
+        name: format!("{id} service"),
+        secret_hash: fresh_hash(),
+        created_at,
+        disabled_at: None,
+    }
+}
+
+/// A client's state and secret as every node reads it: (disabled_at, hash).
+async fn client_state(s: &Stores, id: &str) -> Option<(Option<OffsetDateTime>, SecretHash)> {
+    let c = s.clients.client_by_id(id).await.unwrap()?;
+    Some((c.disabled_at, c.secret_hash))
+}
+
+/// The client lifecycle: listed oldest first (then by id), disabled and
+/// enabled again (the first disable time kept, the secret untouched), a
+/// secret replaced in one step (the state untouched), deleted for good;
+/// each write seen at once by another node, and a write to an id that is
+/// not there (or cannot be) answering false without an error.
+async fn clients_are_listed_disabled_rotated_and_deleted(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    assert!(f.a.clients.list_clients().await.unwrap().is_empty());
+    let later = client("cli_b", t0());
+    let first = client("cli_c", t0() - ms(1));
+    let tie = client("cli_a", t0());
+    let mut off = client("cli_d", t0() + ms(5));
+    off.disabled_at = Some(t0() + ms(6));
+    for c in [&later, &first, &tie, &off] {
+        f.a.clients.insert_client(c).await.unwrap();
+    }
+    let listed = b.clients.list_clients().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["cli_c", "cli_a", "cli_b", "cli_d"]);
+    let d = &listed[3];
+    assert_eq!(
+        (d.name.as_str(), d.secret_hash, d.created_at, d.disabled_at),
+        (
+            "cli_d service",
+            off.secret_hash,
+            t0() + ms(5),
+            Some(t0() + ms(6))
+        ),
+        "a client reads back as stored, its disabled time included"
+    );
+
+    // Disable: seen by the other node at once; a second disable keeps the
+    // first time; enabling clears it. The secret never moves.
+    let a_hash = tie.secret_hash;
+    assert!(
+        f.a.clients
+            .set_client_disabled("cli_a", Some(t0() + ms(10)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        client_state(&b, "cli_a").await,
+        Some((Some(t0() + ms(10)), a_hash))
+    );
+    assert!(
+        b.clients
+            .set_client_disabled("cli_a", Some(t0() + ms(20)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        client_state(&f.a, "cli_a").await,
+        Some((Some(t0() + ms(10)), a_hash))
+    );
+    assert!(
+        f.a.clients
+            .set_client_disabled("cli_a", None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(client_state(&b, "cli_a").await, Some((None, a_hash)));
+    assert!(
+        f.a.clients
+            .set_client_disabled("cli_a", None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(client_state(&b, "cli_a").await, Some((None, a_hash)));
+    // Only that client changed.
+    assert_eq!(
+        client_state(&b, "cli_b").await,
+        Some((None, later.secret_hash))
+    );
+
+    // A new secret replaces the old one at once, whatever the state.
+    let fresh = fresh_hash();
+    assert!(b.clients.set_client_secret("cli_d", &fresh).await.unwrap());
+    assert_eq!(
+        client_state(&f.a, "cli_d").await,
+        Some((Some(t0() + ms(6)), fresh)),
+        "a disabled client stays disabled with its new secret"
+    );
+    let again = fresh_hash();
+    assert!(
+        f.a.clients
+            .set_client_secret("cli_a", &again)
+            .await
+            .unwrap()
+    );
+    assert_eq!(client_state(&b, "cli_a").await, Some((None, again)));
+
+    // Deleted for good, on every node; the others stay.
+    assert!(f.a.clients.delete_client("cli_a").await.unwrap());
+    assert!(client_state(&b, "cli_a").await.is_none());
+    assert!(!b.clients.delete_client("cli_a").await.unwrap());
+    let ids: Vec<String> = b
+        .clients
+        .list_clients()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["cli_c", "cli_b", "cli_d"]);
+
+    // Ids that are not there, or that no backend can hold: false, no error,
+    // nothing written.
+    for id in ["cli_a", "cli_nobody", "cli_b\0", ""] {
+        assert!(
+            !f.a.clients
+                .set_client_disabled(id, Some(t0()))
+                .await
+                .unwrap(),
+            "{id:?}"
+        );
+        assert!(
+            !f.a.clients
+                .set_client_secret(id, &fresh_hash())
+                .await
+                .unwrap(),
+            "{id:?}"
+        );
+        assert!(!f.a.clients.delete_client(id).await.unwrap(), "{id:?}");
+        assert!(client_state(&f.a, id).await.is_none(), "{id:?}");
+    }
+    assert_eq!(
+        client_state(&b, "cli_b").await,
+        Some((None, later.secret_hash))
+    );
+    assert_eq!(b.clients.list_clients().await.unwrap().len(), 3);
 }
 
 /// The audit log: newest first (time, then id), filters, pages, retention.
@@ -1325,12 +1760,23 @@ async fn lookups_by_unstorable_text_find_nothing(backend: Backend) {
             .is_none()
     );
     assert!(s.users.password_hash(nul).await.unwrap().is_none());
-    assert!(!s.users.set_roles(nul, &[], t0()).await.unwrap());
-    assert!(
-        !s.users
-            .set_status(nul, UserStatus::Active, t0())
+    assert_eq!(
+        s.users
+            .set_roles(nul, &[], Some("admin"), t0())
             .await
-            .unwrap()
+            .unwrap(),
+        UserWrite::NoSuchUser
+    );
+    assert_eq!(
+        s.users
+            .set_status(nul, UserStatus::Active, Some("admin"), t0())
+            .await
+            .unwrap(),
+        UserWrite::NoSuchUser
+    );
+    assert_eq!(
+        s.users.delete_user(nul, Some("admin")).await.unwrap(),
+        UserWrite::NoSuchUser
     );
     assert!(!s.users.set_password_hash(nul, "h", t0()).await.unwrap());
     for (contains, after) in [(Some("\0"), None), (None, Some("\0"))] {
@@ -1687,6 +2133,9 @@ conformance!(
     users_are_listed_literally_in_pages,
     user_updates_reach_every_node,
     generation_moves_on_invalidation_only,
+    the_last_active_holder_of_a_kept_role_stays,
+    racing_removals_of_the_last_two_holders_leave_one,
+    deleting_a_user_forgets_its_email_and_frees_it,
     a_session_and_its_audit_event_commit_together,
     idle_and_absolute_expiry,
     sessions_leave_at_their_deadline,
@@ -1702,6 +2151,7 @@ conformance!(
     server_secrets_first_writer_wins,
     deployment_facts_are_the_last_written,
     clients_are_stored_by_id,
+    clients_are_listed_disabled_rotated_and_deleted,
     the_audit_log_pages_newest_first,
     lookups_by_unstorable_text_find_nothing,
     rekeying_emails_never_merges_and_reports_collisions,

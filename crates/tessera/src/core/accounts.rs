@@ -6,6 +6,20 @@
 //! make the server hash megabytes. Role changes and suspension are recorded as
 //! change events so every cache (in this process and others) drops what it
 //! knew at once: a change shows at the user's very next request.
+//!
+//! **The last admin.** No one can remove the `admin` role from, suspend or
+//! delete the last active admin, through any door (API, pages, CLI): every
+//! such write goes through the store with `keep = admin`, and the store
+//! checks for another active admin in the same step as the write, so two
+//! admins demoting each other at once cannot both succeed
+//! ([`crate::store::UserWrite::LastHolder`]). The core answers
+//! [`CoreError::LastAdmin`].
+//!
+//! **Administrators' actions on accounts** are audited with the target as
+//! `user_id` and the administrator as `detail.actor` (their user id, or
+//! `cli` for the command line, see [`OPERATOR`]). Deleting a user ends everything of
+//! theirs at once on every node, like a suspension, and the audit log keeps
+//! their id but loses their email.
 
 use std::fmt;
 
@@ -15,8 +29,11 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::error::{CoreError, CoreResult};
 use super::events::Change;
+use super::passwords::Principals;
 use super::secret::{is_id, new_id};
+use super::sessions::ClientInfo;
 use super::{Tessera, time::serde_rfc3339};
+use crate::store::UserWrite;
 
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 1024;
@@ -35,6 +52,38 @@ pub(crate) fn check_len(name: &str, value: Option<&str>, max: usize) -> CoreResu
 }
 const ROLE_MAX_LEN: usize = 64;
 const MAX_ROLES: usize = 32;
+
+/// The role that administers Tessera; it never loses its last active
+/// holder.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// `detail.actor` when no one is named: the operator at the command line.
+///
+/// Every `*_by` function takes `actor`, who acts as the audit log names
+/// them: an administrator's user id (`usr_…`), or the command line (`cli`,
+/// `cli:NAME` with the operating-system user); `None` is this.
+pub const OPERATOR: &str = "cli";
+
+fn actor_of(actor: Option<&str>) -> &str {
+    actor.unwrap_or(OPERATOR)
+}
+
+/// What a guarded write ended in, in the core's terms.
+fn guarded(write: UserWrite) -> CoreResult<()> {
+    match write {
+        UserWrite::Done => Ok(()),
+        UserWrite::NoSuchUser => Err(CoreError::NotFound("no such user")),
+        UserWrite::LastHolder => Err(CoreError::LastAdmin),
+    }
+}
+
+/// Who creates an account, for its `user_created` event.
+enum Creator<'a> {
+    /// Self-registration, from this client.
+    Themselves(&'a ClientInfo),
+    /// An administrator (their id), or the operator (`None`).
+    Admin(Option<&'a str>),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -198,10 +247,19 @@ pub struct NewAccount {
 }
 
 impl Tessera {
-    /// Creates an account for an operator (the CLI, tests). Validation
-    /// happens before the (expensive) hash.
+    /// Creates an account for the operator ([`OPERATOR`]; tests, embedders),
+    /// audited as `user_created`. Validation happens before the
+    /// (expensive) hash.
     pub async fn register(&self, new: NewAccount) -> CoreResult<User> {
-        self.register_as(new, super::passwords::Principals::nobody())
+        self.register_as(new, Principals::nobody(), Creator::Admin(None))
+            .await
+    }
+
+    /// Creates an account for an administrator or the operator (`actor`,
+    /// see [`OPERATOR`]), audited as `user_created`. Its hash counts
+    /// towards the actor's share of the hashing pool.
+    pub async fn create_user_by(&self, actor: Option<&str>, new: NewAccount) -> CoreResult<User> {
+        self.register_as(new, Principals::new(None, actor), Creator::Admin(actor))
             .await
     }
 
@@ -213,14 +271,16 @@ impl Tessera {
         client: &super::sessions::ClientInfo,
     ) -> CoreResult<User> {
         let address = client.ip_addr().filter(|_| self.limits.per_address());
-        let who = super::passwords::Principals::new(address, None);
-        self.register_as(new, who).await
+        let who = Principals::new(address, None);
+        self.register_as(new, who, Creator::Themselves(client))
+            .await
     }
 
     async fn register_as(
         &self,
         new: NewAccount,
-        who: super::passwords::Principals,
+        who: Principals,
+        creator: Creator<'_>,
     ) -> CoreResult<User> {
         let email = parse_email(&new.email)?;
         new.password.check_policy()?;
@@ -255,7 +315,36 @@ impl Tessera {
                 other => other,
             })?;
         tracing::info!(user_id = %user.id, "account created");
+        // The email is recorded here (a deleted user's events lose it).
+        let (client, detail) = match creator {
+            Creator::Themselves(client) => (
+                Some(client),
+                serde_json::json!({"email": user.email, "roles": user.roles, "via": "registration"}),
+            ),
+            Creator::Admin(actor) => (
+                None,
+                serde_json::json!({"email": user.email, "roles": user.roles, "actor": actor_of(actor)}),
+            ),
+        };
+        self.audit("user_created", Some(&user.id), client, detail)
+            .await;
         Ok(user)
+    }
+
+    /// The user an operator names by id (`usr_…`) or by email (matched as
+    /// a login matches it: any case, any Unicode spelling).
+    pub async fn find_user(&self, id_or_email: &str) -> CoreResult<User> {
+        let named = id_or_email.trim();
+        if !named.contains('@') {
+            return self.user(named).await;
+        }
+        let email = parse_email(named)?;
+        self.stores
+            .users
+            .credentials_by_email(&email.key)
+            .await?
+            .map(|(user, _)| user)
+            .ok_or(CoreError::NotFound("no user has this email"))
     }
 
     pub async fn user(&self, id: &str) -> CoreResult<User> {
@@ -316,9 +405,12 @@ impl Tessera {
     ) -> CoreResult<User> {
         let roles = validate_roles(roles)?;
         let now = self.now();
-        if !self.stores.users.set_roles(id, &roles, now).await? {
-            return Err(CoreError::NotFound("no such user"));
-        }
+        let write = self
+            .stores
+            .users
+            .set_roles(id, &roles, Some(ADMIN_ROLE), now)
+            .await?;
+        guarded(write)?;
         self.publish(Change::UserChanged {
             user_id: id.to_owned(),
         })
@@ -329,7 +421,7 @@ impl Tessera {
             "roles_changed",
             Some(id),
             None,
-            serde_json::json!({"roles": roles, "by": actor}),
+            serde_json::json!({"roles": roles, "actor": actor_of(actor)}),
         )
         .await;
         self.user(id).await
@@ -348,9 +440,12 @@ impl Tessera {
         status: UserStatus,
     ) -> CoreResult<User> {
         let now = self.now();
-        if !self.stores.users.set_status(id, status, now).await? {
-            return Err(CoreError::NotFound("no such user"));
-        }
+        let write = self
+            .stores
+            .users
+            .set_status(id, status, Some(ADMIN_ROLE), now)
+            .await?;
+        guarded(write)?;
         if status == UserStatus::Suspended {
             self.end_all_sessions(id).await?;
             self.revoke_user_tokens(id).await?;
@@ -363,10 +458,113 @@ impl Tessera {
             UserStatus::Suspended => "user_suspended",
             UserStatus::Active => "user_reactivated",
         };
-        self.audit(event, Some(id), None, serde_json::json!({"by": actor}))
-            .await;
+        self.audit(
+            event,
+            Some(id),
+            None,
+            serde_json::json!({"actor": actor_of(actor)}),
+        )
+        .await;
         tracing::info!(user_id = %id, status = status.as_str(), "status changed");
         self.user(id).await
+    }
+
+    /// Sets a user's password for an administrator or the operator
+    /// (`actor`, see [`OPERATOR`]), without the current one: the password policy first, then
+    /// the new hash, then every session, refresh family and earlier access
+    /// token of the user ends, at once on every node (as a password change
+    /// does). Works on a suspended account too (suspend, set, reactivate is
+    /// how leaked credentials are taken back). Audited as `password_reset`.
+    pub async fn set_password_by(
+        &self,
+        actor: Option<&str>,
+        id: &str,
+        password: Password,
+    ) -> CoreResult<User> {
+        password.check_policy()?;
+        let user = self.user(id).await?;
+        let hash = self
+            .passwords
+            .hash(&Principals::new(None, actor), password)
+            .await?;
+        if !self
+            .stores
+            .users
+            .set_password_hash(id, &hash, self.now())
+            .await?
+        {
+            return Err(CoreError::NotFound("no such user"));
+        }
+        let sessions = self.end_all_sessions(id).await?;
+        self.revoke_user_tokens(id).await?;
+        self.publish(Change::UserSessionsRevoked {
+            user_id: id.to_owned(),
+        })
+        .await?;
+        tracing::info!(user_id = %id, "password set by an administrator");
+        self.audit(
+            "password_reset",
+            Some(id),
+            None,
+            serde_json::json!({"actor": actor_of(actor), "sessions": sessions}),
+        )
+        .await;
+        Ok(user)
+    }
+
+    /// Deletes a user for an administrator or the operator (`actor`, see
+    /// [`OPERATOR`]); returns the user as it was. The row goes with its
+    /// database sessions and refresh families in one step that the last
+    /// admin guard is part of; then every session (wherever sessions
+    /// live) ends and every access token of the user is cut off, at once
+    /// on every node, as a suspension does. The audit log keeps the id and
+    /// loses the email; `user_deleted` records the actor. The email can be
+    /// registered again at once.
+    ///
+    /// Should the revocations fail after the row is gone (a store down),
+    /// the error is returned and logged; the row stays deleted, so the
+    /// user's sessions and refresh tokens are dead anyway (their user is
+    /// gone), and only access tokens seen by verifiers that do not look
+    /// the user up can live on, until their expiry.
+    pub async fn delete_user_by(&self, actor: Option<&str>, id: &str) -> CoreResult<User> {
+        let user = self.user(id).await?;
+        guarded(self.stores.users.delete_user(id, Some(ADMIN_ROLE)).await?)?;
+        tracing::info!(user_id = %id, "user deleted");
+        // Recorded once the row is gone (after the store forgot the email
+        // in the user's earlier events); it names no email itself.
+        self.audit(
+            "user_deleted",
+            Some(id),
+            None,
+            serde_json::json!({"actor": actor_of(actor)}),
+        )
+        .await;
+        let ended = async {
+            // The access-token cut-off first (tokens are what no store
+            // lookup stops), then the sessions wherever they live.
+            self.revoke_user_tokens(id).await?;
+            let sessions = self.end_all_sessions(id).await?;
+            self.publish(Change::UserChanged {
+                user_id: id.to_owned(),
+            })
+            .await?;
+            self.publish(Change::UserSessionsRevoked {
+                user_id: id.to_owned(),
+            })
+            .await?;
+            Ok::<_, CoreError>(sessions)
+        }
+        .await;
+        match ended {
+            Ok(sessions) => {
+                tracing::info!(user_id = %id, sessions, "deleted user's sessions and tokens ended");
+                Ok(user)
+            }
+            Err(e) => {
+                tracing::error!(user_id = %id, error = %e, "user deleted, but ending their sessions and tokens failed");
+                Err(e)
+            }
+        }
     }
 }
 

@@ -29,8 +29,13 @@ pub const AUDIT_TYPES: &[&str] = &[
     "roles_changed",
     "user_suspended",
     "user_reactivated",
+    "user_created",
+    "user_deleted",
+    "password_reset",
     "key_rotated",
     "rate_limited",
+    "client_created",
+    "client_changed",
 ];
 
 /// A page request for the audit log, newest first.

@@ -19,6 +19,10 @@ pub enum CoreError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(&'static str),
+    /// The change would leave no active user with the `admin` role: no one
+    /// can remove it from, suspend or delete the last active admin.
+    #[error("this is the last active admin: give another active user the admin role first")]
+    LastAdmin,
     /// Input that is well-formed but not acceptable (bad email, short password).
     #[error("{0}")]
     Validation(String),

@@ -158,6 +158,7 @@ impl From<CoreError> for ApiError {
             CoreError::Forbidden(_) => Self::forbidden(description),
             CoreError::NotFound(_) => Self::not_found(description),
             CoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", description),
+            CoreError::LastAdmin => Self::new(StatusCode::CONFLICT, "last_admin", description),
             CoreError::Validation(_) => Self::validation(description),
             CoreError::Busy => {
                 let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", description);

@@ -75,12 +75,31 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/oauth-authorization-server",
             get(api::wellknown::metadata),
         )
-        .route("/v1/admin/users", get(api::admin::users))
-        .route("/v1/admin/users/{id}", patch(api::admin::update_user))
+        .route(
+            "/v1/admin/users",
+            get(api::admin::users).post(api::admin_users::create_user),
+        )
+        .route(
+            "/v1/admin/users/{id}",
+            patch(api::admin::update_user).delete(api::admin_users::delete_user),
+        )
         .route("/v1/admin/users/{id}/revoke", post(api::admin::revoke_user))
+        .route(
+            "/v1/admin/users/{id}/password",
+            post(api::admin_users::set_password),
+        )
         .route("/v1/admin/audit", get(api::admin::audit))
         .route("/v1/admin/keys", get(api::admin::keys))
         .route("/v1/admin/keys/rotate", post(api::admin::rotate_keys))
+        .route("/v1/admin/clients", get(api::admin_clients::clients))
+        .route(
+            "/v1/admin/clients/{client_id}",
+            patch(api::admin_clients::update_client).delete(api::admin_clients::delete_client),
+        )
+        .route(
+            "/v1/admin/clients/{client_id}/secret",
+            post(api::admin_clients::rotate_client_secret),
+        )
         .route("/v1/me", get(api::identity::me))
         .route("/v1/verify", get(api::identity::verify))
         .merge(pages::router())

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use quick_cache::sync::Cache;
 use time::OffsetDateTime;
 
-use super::{QueuedTouch, SessionStore, StoreResult, UserStore};
+use super::{QueuedTouch, SessionStore, StoreResult, UserStore, UserWrite};
 use crate::core::accounts::{User, UserQuery, UserStatus};
 use crate::core::audit::AuditEvent;
 use crate::core::events::{Change, ChangeListener};
@@ -244,8 +244,14 @@ impl UserStore for CachingUserStore {
         self.inner.set_password_hash(id, hash, at).await
     }
 
-    async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
-        let changed = self.inner.set_roles(id, roles, at).await;
+    async fn set_roles(
+        &self,
+        id: &str,
+        roles: &[String],
+        keep: Option<&str>,
+        at: OffsetDateTime,
+    ) -> StoreResult<UserWrite> {
+        let changed = self.inner.set_roles(id, roles, keep, at).await;
         self.forget(id);
         changed
     }
@@ -254,11 +260,18 @@ impl UserStore for CachingUserStore {
         &self,
         id: &str,
         status: UserStatus,
+        keep: Option<&str>,
         at: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        let changed = self.inner.set_status(id, status, at).await;
+    ) -> StoreResult<UserWrite> {
+        let changed = self.inner.set_status(id, status, keep, at).await;
         self.forget(id);
         changed
+    }
+
+    async fn delete_user(&self, id: &str, keep: Option<&str>) -> StoreResult<UserWrite> {
+        let deleted = self.inner.delete_user(id, keep).await;
+        self.forget(id);
+        deleted
     }
 
     /// Keys are not cached: nothing to drop.
@@ -347,17 +360,28 @@ mod tests {
             &self,
             _: &str,
             roles: &[String],
+            _: Option<&str>,
             _: OffsetDateTime,
-        ) -> StoreResult<bool> {
+        ) -> StoreResult<UserWrite> {
             let mut user = self.user.lock().unwrap();
             let Some(user) = user.as_mut() else {
-                return Ok(false);
+                return Ok(UserWrite::NoSuchUser);
             };
             user.roles = roles.to_vec();
-            Ok(true)
+            Ok(UserWrite::Done)
         }
 
-        async fn set_status(&self, _: &str, _: UserStatus, _: OffsetDateTime) -> StoreResult<bool> {
+        async fn set_status(
+            &self,
+            _: &str,
+            _: UserStatus,
+            _: Option<&str>,
+            _: OffsetDateTime,
+        ) -> StoreResult<UserWrite> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
+        async fn delete_user(&self, _: &str, _: Option<&str>) -> StoreResult<UserWrite> {
             Err(StoreError::Backend("not used here".into()))
         }
 
@@ -395,11 +419,12 @@ mod tests {
         inner.read_started.notified().await;
         let before = users.generation();
         let now = OffsetDateTime::UNIX_EPOCH;
-        assert!(
+        assert_eq!(
             users
-                .set_roles("usr_a", &["admin".into()], now)
+                .set_roles("usr_a", &["admin".into()], None, now)
                 .await
-                .unwrap()
+                .unwrap(),
+            UserWrite::Done
         );
         assert_ne!(users.generation(), before, "a change moves the generation");
         inner.release_read.notify_one();

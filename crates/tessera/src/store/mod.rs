@@ -14,6 +14,8 @@
 //! written when its times are whole milliseconds (see `core::time`).
 
 pub mod cache;
+pub mod forget;
+mod guard;
 pub mod migrate;
 pub mod postgres;
 mod push_task;
@@ -91,15 +93,42 @@ pub trait UserStore: Send + Sync {
         hash: &str,
         at: OffsetDateTime,
     ) -> StoreResult<bool>;
-    /// Returns false when there is no such user.
-    async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool>;
-    /// Returns false when there is no such user.
+    /// Replaces the user's roles, guarded by `keep` (see
+    /// [`UserWrite::LastHolder`]).
+    async fn set_roles(
+        &self,
+        id: &str,
+        roles: &[String],
+        keep: Option<&str>,
+        at: OffsetDateTime,
+    ) -> StoreResult<UserWrite>;
+    /// Sets the user's status, guarded by `keep` (see
+    /// [`UserWrite::LastHolder`]).
     async fn set_status(
         &self,
         id: &str,
         status: UserStatus,
+        keep: Option<&str>,
         at: OffsetDateTime,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<UserWrite>;
+    /// Deletes the user for good, guarded by `keep` (see
+    /// [`UserWrite::LastHolder`]), in one transaction with:
+    ///
+    /// - what hangs off the user in the database: its sessions where they
+    ///   live there, its refresh families and their tokens (sessions kept
+    ///   elsewhere, in Redis, are the core's to end, as are the
+    ///   revocations that make its access tokens die);
+    /// - its audit events (`user_id` = `id`) losing the email while keeping
+    ///   the id: every string in their `detail` (keys and values, at any
+    ///   depth) and their `user_agent` that mentions the user's email
+    ///   ([`forget::mentions`]: its key, or the key of the stored address,
+    ///   found in the text's key, so any case or Unicode spelling of it)
+    ///   becomes [`forget::REDACTED`]. Events recorded after this returns
+    ///   are the caller's to keep free of it.
+    ///
+    /// The email key is free at once: a new user may register it. Durable
+    /// when it returns; a later read by the id finds nothing on any node.
+    async fn delete_user(&self, id: &str, keep: Option<&str>) -> StoreResult<UserWrite>;
     /// Gives users the email keys `key_of` makes from their emails: the
     /// data step named `step` (see `rekey`), after the key's definition
     /// changed.
@@ -127,6 +156,27 @@ pub trait UserStore: Send + Sync {
         apply: bool,
         at: OffsetDateTime,
     ) -> StoreResult<rekey::RekeyOutcome>;
+}
+
+/// What a guarded write to a user did ([`UserStore::set_roles`],
+/// [`UserStore::set_status`], [`UserStore::delete_user`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserWrite {
+    /// Written.
+    Done,
+    /// There is no such user; nothing was written.
+    NoSuchUser,
+    /// Refused, nothing written: `keep` names a role that must keep an
+    /// active holder (the core passes `admin`), the user is active and
+    /// holds it, would not be both after the write, and no other active
+    /// user holds it. The check and the write are one step that no other
+    /// guarded write interleaves with, in this process or on any other
+    /// node: of racing writes that each take the role away from one of the
+    /// last two active holders, exactly one succeeds. A write that adds a
+    /// holder is not serialised with them; it can only make a refusal too
+    /// cautious, never let the last holder go. With `keep` `None`, never
+    /// returned.
+    LastHolder,
 }
 
 /// Browser sessions, stored by the SHA-256 of their cookie value.
@@ -401,11 +451,36 @@ pub trait RevocationStore: Send + Sync {
 }
 
 /// Service clients (their secrets stored hashed).
+///
+/// Every write is durable when it returns and seen by every later read, on
+/// this node and any other sharing the backend: nothing caches clients, so
+/// a client disabled, deleted or given a new secret fails its very next
+/// authentication everywhere. Writes to an id that is not there (never
+/// was, deleted, or text no backend can hold) change nothing and answer
+/// `false`, never an error.
 #[async_trait]
 pub trait ClientStore: Send + Sync {
-    /// `Conflict` if the id is taken.
+    /// Stores a client as given (its `disabled_at` included); `Conflict`
+    /// (and nothing written) if the id is taken.
     async fn insert_client(&self, client: &ServiceClient) -> StoreResult<()>;
+    /// The client with this id, enabled or disabled; `None` once deleted.
     async fn client_by_id(&self, id: &str) -> StoreResult<Option<ServiceClient>>;
+    /// Every client, oldest first (by `created_at`, then id), disabled ones
+    /// included, deleted ones not.
+    async fn list_clients(&self) -> StoreResult<Vec<ServiceClient>>;
+    /// Disables the client (`disabled_at` becomes `at`, unless it was
+    /// disabled already: then the first time is kept) or, with `None`,
+    /// enables it again (`disabled_at` cleared). Nothing else changes (the
+    /// secret stays). Returns false when there is no such client.
+    async fn set_client_disabled(&self, id: &str, at: Option<OffsetDateTime>) -> StoreResult<bool>;
+    /// Replaces the client's secret hash in one step: once this returns,
+    /// the old hash matches on no read on any node, and the new one does.
+    /// Whether the client is disabled does not change. Returns false when
+    /// there is no such client.
+    async fn set_client_secret(&self, id: &str, secret_hash: &SecretHash) -> StoreResult<bool>;
+    /// Deletes the client for good; returns false when there was none.
+    /// Every later read by its id finds nothing.
+    async fn delete_client(&self, id: &str) -> StoreResult<bool>;
 }
 
 /// The audit log.

@@ -161,6 +161,7 @@ pub struct UserPatch {
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
         (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
         (status = 404, description = "`not_found`: no such user", body = doc::Error),
+        (status = 409, description = "`last_admin`: the change would take the `admin` role from, or suspend, the last active admin", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
         (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, a role that is not valid, or a status other than `active` or `suspended`", body = doc::Error),

@@ -3,6 +3,8 @@
 pub mod account;
 pub mod accounts;
 pub mod admin;
+pub mod admin_clients;
+pub mod admin_users;
 pub mod health;
 pub mod identity;
 pub mod revocations;

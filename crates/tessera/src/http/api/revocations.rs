@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -15,10 +16,12 @@ use serde::Deserialize;
 use super::super::AppState;
 use super::super::error::{ApiError, ApiResult};
 use super::tokens::basic_credentials;
+use crate::core::clients::CLIENT_RECHECK;
 use crate::core::error::CoreError;
 use crate::core::events::FOLLOW_INTERVAL;
 use crate::core::feed::{FeedPage, parse_cursor};
 use crate::core::revocation::Revocation;
+use crate::core::secret::SecretHash;
 use crate::http::openapi as doc;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -55,13 +58,16 @@ pub async fn feed(
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let (id, secret) = basic_credentials(&headers).ok_or(CoreError::InvalidClient)?;
-    state.core.authenticate_client(&id, &secret).await?;
+    // The stream keeps the hash to check its client again, not the secret.
+    let presented = SecretHash::of(secret.as_bytes());
+    state.core.authenticate_client_hash(&id, &presented).await?;
     let Query(query) =
         query.map_err(|_| ApiError::invalid_request("the query string cannot be read"))?;
     let cursor = parse_cursor(query.after.as_deref())?;
     if wants_event_stream(&headers) {
         let (backlog, read_to) = state.core.revocations_since(cursor).await?;
-        return Ok(Sse::new(follow(state, read_to, backlog.into()))
+        let client = (id, presented);
+        return Ok(Sse::new(follow(state, client, read_to, backlog.into()))
             .keep_alive(KeepAlive::default())
             .into_response());
     }
@@ -79,27 +85,49 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 /// The backlog, then every revocation as it lands in the log (read every
 /// follow interval, like the other processes' caches do). The stream ends if
 /// the store cannot be read or the server shuts down; the client reconnects
-/// with the last event id. `read_to` is where the log was read to (past
-/// the backlog, and past entries the feed leaves out).
+/// with the last event id. It also ends, within [`CLIENT_RECHECK`], once
+/// its client (id and the hash of the secret it presented) no longer
+/// authenticates: disabled, deleted, or given a new secret. `read_to` is
+/// where the log was read to (past the backlog, and past entries the feed
+/// leaves out).
 fn follow(
     state: AppState,
+    client: (String, SecretHash),
     read_to: i64,
     backlog: VecDeque<(i64, Revocation)>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
+    let checked = Instant::now();
     futures_util::stream::unfold(
-        (state, read_to, backlog),
-        |(state, mut read_to, mut queue)| async move {
+        (state, client, checked, read_to, backlog),
+        |(state, client, mut checked, mut read_to, mut queue)| async move {
             loop {
                 if let Some((seq, revocation)) = queue.pop_front() {
                     let event = Event::default()
                         .id(seq.to_string())
                         .json_data(&revocation)
                         .unwrap_or_else(|_| Event::default().comment("unencodable event"));
-                    return Some((Ok(event), (state, read_to, queue)));
+                    return Some((Ok(event), (state, client, checked, read_to, queue)));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(FOLLOW_INTERVAL) => {}
                     () = state.core.shutdown.cancelled() => return None,
+                }
+                if checked.elapsed() >= CLIENT_RECHECK {
+                    match state
+                        .core
+                        .authenticate_client_hash(&client.0, &client.1)
+                        .await
+                    {
+                        Ok(_) => checked = Instant::now(),
+                        Err(CoreError::InvalidClient) => {
+                            tracing::info!(client_id = %client.0, "revocation feed: the client no longer authenticates, ending the stream");
+                            return None;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "revocation feed: store unreadable, ending the stream");
+                            return None;
+                        }
+                    }
                 }
                 match state.core.revocations_since(read_to).await {
                     Ok((next, to)) => {

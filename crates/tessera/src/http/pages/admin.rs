@@ -1,5 +1,6 @@
 //! `/admin` (role `admin` only): users (search, roles, suspend/reactivate,
-//! sign out everywhere), signing keys (list, rotate) and the audit log
+//! sign out everywhere; `users`: create, set a password, delete), signing
+//! keys (list, rotate), service clients (`clients`: create, disable/enable, new secret, delete) and the audit log
 //! (filtered by type and user). Every action is a CSRF-checked form.
 
 use askama::Template;
@@ -13,12 +14,15 @@ use super::support::{
     parse_query, render, see_other, see_other_with_cookie, when, with_query,
 };
 use crate::core::accounts::UserQuery;
-use crate::core::accounts::UserStatus;
+use crate::core::accounts::{ADMIN_ROLE, UserStatus};
 use crate::core::audit::AUDIT_TYPES;
 use crate::core::error::CoreError;
 use crate::core::secret::is_id;
 use crate::http::AppState;
 use crate::http::cookies::clear_session_cookie;
+
+pub(super) mod clients;
+pub(super) mod users;
 
 /// Users per page.
 const PAGE_SIZE: u32 = 25;
@@ -74,6 +78,11 @@ struct AdminPage {
     audit_types: Vec<TypeOption>,
     events: Vec<EventRow>,
     audit_filtered: bool,
+    clients: Vec<clients::ClientRow>,
+    /// A client secret shown once (the answer to creating or rotating).
+    shown_secret: Option<clients::ShownSecret>,
+    /// A client the admin asked to delete, to confirm first.
+    confirm_delete: Option<clients::ClientRow>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -106,7 +115,7 @@ fn flash_for(done: &str) -> Option<Flash> {
         "rotated" => Flash::ok(
             "A new signing key is active. Earlier keys keep verifying until their tokens expire.",
         ),
-        _ => return None,
+        _ => return clients::flash_for(done).or_else(|| users::flash_for(done)),
     })
 }
 
@@ -253,6 +262,9 @@ async fn admin_page(
         audit_user,
         audit_types,
         events,
+        clients: clients::rows(state).await?,
+        shown_secret: None,
+        confirm_delete: None,
     })
 }
 
@@ -327,26 +339,22 @@ pub async fn set_roles(
         .filter(|r| !r.is_empty())
         .map(str::to_owned)
         .collect();
-    if form.user_id == who.auth.user.id && !roles.iter().any(|r| r == "admin") {
-        return refuse(
-            &state,
-            &who,
-            &form.q,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "You cannot remove your own admin role; ask another administrator.".to_owned(),
-        )
-        .await;
-    }
+    // Whether the admin may take the role from themselves is the core's
+    // rule (not while they are the last active admin); the page only words
+    // its refusal.
     match state
         .core
         .set_roles_by(Some(&who.auth.user.id), &form.user_id, &roles)
         .await
     {
+        // No longer an admin: this page is not theirs any more.
+        Ok(user) if user.id == who.auth.user.id && !user.has_role(ADMIN_ROLE) => {
+            Ok(see_other("/account"))
+        }
         Ok(_) => Ok(done(&form.q, "roles")),
-        Err(e @ (CoreError::Unavailable | CoreError::Unauthenticated)) => Err(PageError::core(e)),
         Err(e) => {
-            let status = form_status(&e);
-            refuse(&state, &who, &form.q, status, core_message(&e).into_owned()).await
+            let action = Some(users::LastAdminAction::RemoveRole);
+            users::refused(&state, &who, &form.q, &form.user_id, action, e).await
         }
     }
 }
@@ -366,21 +374,17 @@ pub async fn set_status(
         )
         .await;
     };
-    if status == UserStatus::Suspended && form.user_id == who.auth.user.id {
-        return refuse(
-            &state,
-            &who,
-            &form.q,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "You cannot suspend your own account.".to_owned(),
-        )
-        .await;
-    }
+    // Suspending themselves is the core's call too (not while they are the
+    // last active admin).
     match state
         .core
         .set_status_by(Some(&who.auth.user.id), &form.user_id, status)
         .await
     {
+        // That ended this browser's session.
+        Ok(user) if user.id == who.auth.user.id && status == UserStatus::Suspended => {
+            Ok(users::signed_out(&state))
+        }
         Ok(_) => Ok(done(
             &form.q,
             match status {
@@ -388,10 +392,9 @@ pub async fn set_status(
                 UserStatus::Active => "reactivated",
             },
         )),
-        Err(e @ (CoreError::Unavailable | CoreError::Unauthenticated)) => Err(PageError::core(e)),
         Err(e) => {
-            let status = form_status(&e);
-            refuse(&state, &who, &form.q, status, core_message(&e).into_owned()).await
+            let action = Some(users::LastAdminAction::Suspend);
+            users::refused(&state, &who, &form.q, &form.user_id, action, e).await
         }
     }
 }

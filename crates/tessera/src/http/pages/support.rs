@@ -268,6 +268,7 @@ impl PageError {
             CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             CoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            CoreError::LastAdmin => (StatusCode::CONFLICT, "last_admin", "Last active admin"),
             CoreError::Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation_failed",
@@ -315,7 +316,7 @@ pub fn form_status(e: &CoreError) -> StatusCode {
         CoreError::InvalidCredentials => StatusCode::UNAUTHORIZED,
         CoreError::AccountSuspended | CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
         CoreError::NotFound(_) => StatusCode::NOT_FOUND,
-        CoreError::Conflict(_) => StatusCode::CONFLICT,
+        CoreError::Conflict(_) | CoreError::LastAdmin => StatusCode::CONFLICT,
         CoreError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
         CoreError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::Busy | CoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -39,6 +39,7 @@ mod listen;
 pub mod migrate;
 mod rekey;
 mod tokens;
+mod users;
 
 /// The integration tests' private PostgreSQL (`$TEST_POSTGRES_URL`, else a
 /// cluster of its own), for the unit tests of this backend.
@@ -64,10 +65,11 @@ use crate::core::events::Change;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::{from_millis, to_millis};
+use crate::store::guard::Write;
 use crate::store::write_queue::WriteBatcher;
 use crate::store::{
     Backend, EventStore, Push, QueuedTouch, SessionStore, StoreError, StoreOptions, StoreResult,
-    Stores, UserStore,
+    Stores, UserStore, UserWrite,
 };
 
 /// Longest a request waits for a connection: with the server down or the
@@ -445,37 +447,28 @@ impl UserStore for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
-        if unstorable(&[id]) {
-            return Ok(false);
-        }
-        let done = query("UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3")
-            .bind(roles)
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+    async fn set_roles(
+        &self,
+        id: &str,
+        roles: &[String],
+        keep: Option<&str>,
+        at: OffsetDateTime,
+    ) -> StoreResult<UserWrite> {
+        users::guarded(self, id, keep, Write::Roles(roles, at)).await
     }
 
     async fn set_status(
         &self,
         id: &str,
         status: UserStatus,
+        keep: Option<&str>,
         at: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        if unstorable(&[id]) {
-            return Ok(false);
-        }
-        let done = query("UPDATE users SET status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status.as_str())
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+    ) -> StoreResult<UserWrite> {
+        users::guarded(self, id, keep, Write::Status(status, at)).await
+    }
+
+    async fn delete_user(&self, id: &str, keep: Option<&str>) -> StoreResult<UserWrite> {
+        users::guarded(self, id, keep, Write::Delete).await
     }
 
     async fn rekey_emails(

@@ -430,17 +430,31 @@ impl RevocationStore for PostgresStore {
     }
 }
 
+/// A client from a row of `id, name, secret_hash, created_at, disabled_at`.
+fn client_from_row(r: &PgRow) -> StoreResult<ServiceClient> {
+    let hash: Vec<u8> = r.try_get("secret_hash").map_err(backend)?;
+    let disabled_at: Option<i64> = r.try_get("disabled_at").map_err(backend)?;
+    Ok(ServiceClient {
+        id: r.try_get("id").map_err(backend)?,
+        name: r.try_get("name").map_err(backend)?,
+        secret_hash: SecretHash::from_slice(&hash).ok_or_else(|| corrupt("secret_hash"))?,
+        created_at: from_millis(r.try_get("created_at").map_err(backend)?),
+        disabled_at: disabled_at.map(from_millis),
+    })
+}
+
 #[async_trait]
 impl ClientStore for PostgresStore {
     async fn insert_client(&self, c: &ServiceClient) -> StoreResult<()> {
         query(
-            "INSERT INTO service_clients (id, name, secret_hash, created_at)
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO service_clients (id, name, secret_hash, created_at, disabled_at)
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&c.id)
         .bind(&c.name)
         .bind(c.secret_hash.as_bytes())
         .bind(to_millis(c.created_at))
+        .bind(c.disabled_at.map(to_millis))
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -451,20 +465,71 @@ impl ClientStore for PostgresStore {
         if unstorable(&[id]) {
             return Ok(None);
         }
-        let row =
-            query("SELECT id, name, secret_hash, created_at FROM service_clients WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(backend)?;
-        let Some(r) = row else { return Ok(None) };
-        let hash: Vec<u8> = r.try_get("secret_hash").map_err(backend)?;
-        Ok(Some(ServiceClient {
-            id: r.try_get("id").map_err(backend)?,
-            name: r.try_get("name").map_err(backend)?,
-            secret_hash: SecretHash::from_slice(&hash).ok_or_else(|| corrupt("secret_hash"))?,
-            created_at: from_millis(r.try_get("created_at").map_err(backend)?),
-        }))
+        let row = query(
+            "SELECT id, name, secret_hash, created_at, disabled_at
+             FROM service_clients WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ServiceClient>> {
+        // Ids compared byte by byte, as SQLite does.
+        let rows = query(
+            "SELECT id, name, secret_hash, created_at, disabled_at
+             FROM service_clients ORDER BY created_at, id COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn set_client_disabled(&self, id: &str, at: Option<OffsetDateTime>) -> StoreResult<bool> {
+        if unstorable(&[id]) {
+            return Ok(false);
+        }
+        // Disabling twice keeps the first time; enabling clears it.
+        let done = query(
+            "UPDATE service_clients
+             SET disabled_at = CASE WHEN $1::bigint IS NULL THEN NULL
+                                    ELSE COALESCE(disabled_at, $1::bigint) END
+             WHERE id = $2",
+        )
+        .bind(at.map(to_millis))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &SecretHash) -> StoreResult<bool> {
+        if unstorable(&[id]) {
+            return Ok(false);
+        }
+        let done = query("UPDATE service_clients SET secret_hash = $1 WHERE id = $2")
+            .bind(secret_hash.as_bytes())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        if unstorable(&[id]) {
+            return Ok(false);
+        }
+        let done = query("DELETE FROM service_clients WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

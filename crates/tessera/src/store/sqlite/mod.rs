@@ -12,6 +12,7 @@ mod checkpoint;
 pub mod migrate;
 mod rekey;
 mod tokens;
+mod users;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -32,9 +33,11 @@ use crate::core::events::Change;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
 use crate::core::time::{from_millis, to_millis};
+use crate::store::guard::Write;
 use crate::store::write_queue::WriteBatcher;
 use crate::store::{
     Backend, EventStore, QueuedTouch, SessionStore, StoreError, StoreResult, Stores, UserStore,
+    UserWrite,
 };
 
 const READ_CONNECTIONS: u32 = 4;
@@ -336,32 +339,28 @@ impl UserStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn set_roles(&self, id: &str, roles: &[String], at: OffsetDateTime) -> StoreResult<bool> {
-        let roles = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let done = query("UPDATE users SET roles = ?, updated_at = ? WHERE id = ?")
-            .bind(roles)
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.write)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+    async fn set_roles(
+        &self,
+        id: &str,
+        roles: &[String],
+        keep: Option<&str>,
+        at: OffsetDateTime,
+    ) -> StoreResult<UserWrite> {
+        users::guarded(self, id, keep, Write::Roles(roles, at)).await
     }
 
     async fn set_status(
         &self,
         id: &str,
         status: UserStatus,
+        keep: Option<&str>,
         at: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        let done = query("UPDATE users SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.write)
-            .await
-            .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+    ) -> StoreResult<UserWrite> {
+        users::guarded(self, id, keep, Write::Status(status, at)).await
+    }
+
+    async fn delete_user(&self, id: &str, keep: Option<&str>) -> StoreResult<UserWrite> {
+        users::guarded(self, id, keep, Write::Delete).await
     }
 
     async fn rekey_emails(

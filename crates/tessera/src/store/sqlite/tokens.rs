@@ -390,16 +390,31 @@ impl RevocationStore for SqliteStore {
     }
 }
 
+/// A client from a row of `id, name, secret_hash, created_at, disabled_at`.
+fn client_from_row(r: &SqliteRow) -> StoreResult<ServiceClient> {
+    let hash: Vec<u8> = r.try_get("secret_hash").map_err(backend)?;
+    let disabled_at: Option<i64> = r.try_get("disabled_at").map_err(backend)?;
+    Ok(ServiceClient {
+        id: r.try_get("id").map_err(backend)?,
+        name: r.try_get("name").map_err(backend)?,
+        secret_hash: SecretHash::from_slice(&hash).ok_or_else(|| corrupt("secret_hash"))?,
+        created_at: from_millis(r.try_get("created_at").map_err(backend)?),
+        disabled_at: disabled_at.map(from_millis),
+    })
+}
+
 #[async_trait]
 impl ClientStore for SqliteStore {
     async fn insert_client(&self, c: &ServiceClient) -> StoreResult<()> {
         query(
-            "INSERT INTO service_clients (id, name, secret_hash, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO service_clients (id, name, secret_hash, created_at, disabled_at)
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.name)
         .bind(c.secret_hash.as_bytes())
         .bind(to_millis(c.created_at))
+        .bind(c.disabled_at.map(to_millis))
         .execute(&self.write)
         .await
         .map_err(backend)?;
@@ -407,20 +422,60 @@ impl ClientStore for SqliteStore {
     }
 
     async fn client_by_id(&self, id: &str) -> StoreResult<Option<ServiceClient>> {
-        let row =
-            query("SELECT id, name, secret_hash, created_at FROM service_clients WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await
-                .map_err(backend)?;
-        let Some(r) = row else { return Ok(None) };
-        let hash: Vec<u8> = r.try_get("secret_hash").map_err(backend)?;
-        Ok(Some(ServiceClient {
-            id: r.try_get("id").map_err(backend)?,
-            name: r.try_get("name").map_err(backend)?,
-            secret_hash: SecretHash::from_slice(&hash).ok_or_else(|| corrupt("secret_hash"))?,
-            created_at: from_millis(r.try_get("created_at").map_err(backend)?),
-        }))
+        let row = query(
+            "SELECT id, name, secret_hash, created_at, disabled_at
+             FROM service_clients WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ServiceClient>> {
+        let rows = query(
+            "SELECT id, name, secret_hash, created_at, disabled_at
+             FROM service_clients ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn set_client_disabled(&self, id: &str, at: Option<OffsetDateTime>) -> StoreResult<bool> {
+        // Disabling twice keeps the first time; enabling clears it.
+        let done = query(
+            "UPDATE service_clients
+             SET disabled_at = CASE WHEN ?1 IS NULL THEN NULL ELSE COALESCE(disabled_at, ?1) END
+             WHERE id = ?2",
+        )
+        .bind(at.map(to_millis))
+        .bind(id)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &SecretHash) -> StoreResult<bool> {
+        let done = query("UPDATE service_clients SET secret_hash = ? WHERE id = ?")
+            .bind(secret_hash.as_bytes())
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        let done = query("DELETE FROM service_clients WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
