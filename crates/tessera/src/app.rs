@@ -118,8 +118,10 @@ impl App {
         core.load_state(switch_alg)
             .await
             .context("cannot load signing keys and revocations")?;
+        let core = Arc::new(core);
+        start_mail(&core, &settings)?;
         Ok(Self {
-            core: Arc::new(core),
+            core,
             settings: Arc::new(settings),
             stores,
         })
@@ -141,6 +143,38 @@ impl App {
     /// Closes the store's connections; later store calls fail (closed).
     pub async fn close(&self) {
         self.stores.backend.close().await;
+    }
+}
+
+/// The outbox in front of the configured transport (SMTP, or the log
+/// mailer), handed to the core with what links are built from.
+fn start_mail(core: &Arc<Tessera>, settings: &Settings) -> anyhow::Result<()> {
+    use crate::mail::{LogTransport, Outbox, Transport, smtp::SmtpTransport};
+    let transport: Arc<dyn Transport> = match &settings.smtp {
+        None => Arc::new(LogTransport {
+            from: settings.mail_from.clone(),
+        }),
+        Some(target) => {
+            Arc::new(SmtpTransport::new(target, &settings.mail_from).map_err(anyhow::Error::msg)?)
+        }
+    };
+    let report = Arc::new(crate::core::links::CoreReport(Arc::downgrade(core)));
+    core.set_mail(crate::core::links::MailSetup {
+        outbox: Outbox::start(transport, report),
+        public_url: settings.public_url.url.clone(),
+        reset_ttl: duration(settings.password_reset_ttl),
+    });
+    Ok(())
+}
+
+/// The banner's line about mail: where it goes, never with credentials.
+pub fn mail_banner(settings: &Settings) -> String {
+    match &settings.smtp {
+        None => format!(
+            "mail: log (SMTP unset: each message, links included, is written to the log;              set TESSERA_SMTP_URL to send it), from {}",
+            settings.mail_from
+        ),
+        Some(target) => format!("mail: {} from {}", target.shown(), settings.mail_from),
     }
 }
 
@@ -321,6 +355,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
     eprintln!("{}", browser_hint(local, &app.settings.public_url));
+    eprintln!("{}", mail_banner(&app.settings));
     let limits = crate::listener::Limits::from_settings(&app.settings);
     match open_files {
         Some(files) => eprintln!("{}; {files}", limits.describe()),
@@ -402,6 +437,20 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 #[cfg(test)]
 mod tests {
     use super::browser_hint;
+
+    #[test]
+    fn the_banner_names_the_mailer_without_credentials() {
+        let banner = |pairs: &[(&str, &str)]| {
+            super::mail_banner(&crate::config::Settings::from_pairs(pairs).expect("settings"))
+        };
+        let log = banner(&[]);
+        assert!(log.starts_with("mail: log (SMTP unset"), "{log}");
+        let smtp = banner(&[("smtp_url", "smtp://u:s3cr3t-pw@mail.example.com:2525")]);
+        assert_eq!(
+            smtp,
+            "mail: smtp://[redacted]@mail.example.com:2525 from Tessera <noreply@localhost>"
+        );
+    }
 
     fn hint(listen: &str, public_url: &str) -> String {
         let settings =

@@ -121,12 +121,18 @@ pub async fn all_user_ids(app: &App) -> anyhow::Result<Vec<String>> {
     }
 }
 
-/// Logs every user out everywhere; the summary goes to `out`.
-pub async fn revoke_all(app: &App, ids: &[String], out: &mut impl Write) -> anyhow::Result<()> {
+/// Logs every user out everywhere, each event naming `actor` (who ran it,
+/// `cli`/`cli:NAME`); the summary goes to `out`.
+pub async fn revoke_all(
+    app: &App,
+    actor: &str,
+    ids: &[String],
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut progress = Progress::new(ids.len(), "revoked", "users");
     for (n, id) in ids.iter().enumerate() {
-        if let Err(e) = app.core.logout_all(id).await {
+        if let Err(e) = app.core.logout_all_by(Some(actor), id).await {
             progress.finish();
             anyhow::bail!(
                 "stopped after {n} of {} users: {e}; it is safe to run it again",

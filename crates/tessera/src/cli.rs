@@ -62,6 +62,58 @@ pub enum Command {
     /// Check the configuration (and, with --url, a running server) against
     /// known pitfalls; exits 1 on danger.
     Doctor(DoctorArgs),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write every matching audit event to standard output, oldest first
+    /// (read from the database page by page, so any size of log streams).
+    Export {
+        /// Only events at or after this time: RFC 3339
+        /// (2026-01-31T08:00:00Z) or a duration back from now (90m, 24h,
+        /// 7d, 2w).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<Since>,
+        /// Output format (CSV columns: id, at, type, user_id, ip,
+        /// user_agent, detail as JSON).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// Only events of this type.
+        #[arg(long = "type", value_name = "TYPE", value_parser = clap::builder::PossibleValuesParser::new(crate::core::audit::AUDIT_TYPES))]
+        event_type: Option<String>,
+    },
+}
+
+/// The output format of `audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+/// `--since`: a moment, or a duration back from when the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    At(time::OffsetDateTime),
+    Ago(std::time::Duration),
+}
+
+/// Parses `--since`: RFC 3339, or a duration such as `24h` or `7d`.
+fn parse_since(s: &str) -> Result<Since, String> {
+    let s = s.trim();
+    if let Ok(at) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(Since::At(at));
+    }
+    humantime::parse_duration(s).map(Since::Ago).map_err(|_| {
+        format!(
+            "{s:?} is neither an RFC 3339 time (2026-01-31T08:00:00Z) nor a duration back from now (90m, 24h, 7d)"
+        )
+    })
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +203,7 @@ pub enum ClientCommand {
 pub enum KeysCommand {
     /// List signing keys and their status.
     List {
+        /// Print `{"keys": [...]}` (the shape of GET /v1/admin/keys).
         #[arg(long)]
         json: bool,
     },
@@ -186,6 +239,7 @@ pub struct ServeArgs {
 pub enum UserCommand {
     /// Create a user; prompts for the password unless --password-stdin.
     Create {
+        /// The new user's email (their login).
         #[arg(long)]
         email: String,
         /// A role to grant (repeatable).
@@ -203,6 +257,7 @@ pub enum UserCommand {
         /// Only users whose email contains this text.
         #[arg(long, value_name = "TEXT")]
         query: Option<String>,
+        /// Print `{"users": [...]}` (no header row).
         #[arg(long)]
         json: bool,
     },
@@ -223,6 +278,8 @@ pub enum UserCommand {
         /// The user's id (`usr_…`) or email (any case).
         #[arg(value_name = "ID|EMAIL")]
         id: String,
+        /// The roles the user has from now on (none: no roles).
+        #[arg(value_name = "ROLE")]
         roles: Vec<String>,
     },
     /// Log a user out everywhere: every session, refresh token and earlier
@@ -242,6 +299,14 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+    },
+    /// Print a one-time password reset link for a user (for operators
+    /// without mail): it works once, within password_reset_ttl, and is
+    /// built from public_url. Give it to the user only.
+    ResetLink {
+        /// The user's id (`usr_…`) or email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
     },
     /// Delete a user for good: every session and token ends at once, the
     /// audit log keeps the id but loses the email, and the email can be
@@ -289,6 +354,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 Command::Client(cmd) => run_client(&app, cmd).await,
                 Command::Keys(cmd) => run_keys(&app, cmd).await,
                 Command::Sessions(cmd) => run_sessions(&app, cmd).await,
+                Command::Audit(cmd) => run_audit(&app, cmd).await,
                 Command::Serve(_)
                 | Command::Migrate
                 | Command::Token(_)
@@ -412,7 +478,8 @@ async fn run_sessions(app: &App, cmd: SessionsCommand) -> anyhow::Result<()> {
             ids.len()
         ))?;
     }
-    crate::bulk::revoke_all(app, &ids, &mut std::io::stdout().lock()).await
+    let actor = operator().label();
+    crate::bulk::revoke_all(app, &actor, &ids, &mut std::io::stdout().lock()).await
 }
 
 /// Asks on the terminal; without one, refuses (the caller wants `--yes`).
@@ -529,6 +596,88 @@ async fn run_client(app: &App, cmd: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Events per page read by `audit export`.
+const EXPORT_PAGE: u32 = 500;
+
+/// `tessera audit export`: every matching event, oldest first, page by page
+/// (a page is written out before the next is read).
+async fn run_audit(app: &App, cmd: AuditCommand) -> anyhow::Result<()> {
+    use crate::core::audit::AuditExportQuery;
+    let AuditCommand::Export {
+        since,
+        format,
+        event_type,
+    } = cmd;
+    let since = match since {
+        None => None,
+        Some(Since::At(at)) => Some(at),
+        Some(Since::Ago(back)) => Some(
+            time::Duration::try_from(back)
+                .ok()
+                .and_then(|back| app.core.now().checked_sub(back))
+                .context("--since is too far back")?,
+        ),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if format == ExportFormat::Csv {
+        writeln!(out, "id,at,type,user_id,ip,user_agent,detail")?;
+    }
+    let mut query = AuditExportQuery {
+        event_type,
+        since,
+        after: None,
+        limit: EXPORT_PAGE,
+    };
+    loop {
+        let page = app.core.audit_export_page(&query).await?;
+        for event in &page {
+            match format {
+                ExportFormat::Jsonl => {
+                    serde_json::to_writer(&mut out, event)?;
+                    writeln!(out)?;
+                }
+                ExportFormat::Csv => {
+                    let fields = [
+                        event.id.clone(),
+                        crate::core::time::rfc3339(event.at),
+                        event.event_type.clone(),
+                        event.user_id.clone().unwrap_or_default(),
+                        event.ip.clone().unwrap_or_default(),
+                        event.user_agent.clone().unwrap_or_default(),
+                        event.detail.to_string(),
+                    ];
+                    let row: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+                    writeln!(out, "{}", row.join(","))?;
+                }
+            }
+        }
+        out.flush()?;
+        match page.last() {
+            Some(last) if page.len() == EXPORT_PAGE as usize => {
+                query.after = Some((last.at, last.id.clone()));
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a
+/// line break, quotes doubled. A field a spreadsheet would run as a
+/// formula (`=`, `+`, `-`, `@`, tab, carriage return first: user agents are
+/// chosen by whoever sent the request) is prefixed with `'`.
+fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
 /// Who runs a command, for the audit log: `cli` and, when the environment
 /// names one (`USER`, else `LOGNAME`), the operating-system user.
 fn operator() -> crate::core::clients::Actor {
@@ -560,7 +709,11 @@ async fn run_keys(app: &App, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Rotate { retire_previous } => {
-            let key = app.core.rotate_keys_with(None, retire_previous).await?;
+            let actor = operator().label();
+            let key = app
+                .core
+                .rotate_keys_with(Some(&actor), retire_previous)
+                .await?;
             let earlier = if retire_previous {
                 "earlier keys are retired: their tokens are refused now"
             } else {
@@ -851,16 +1004,7 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
                 serde_json::to_writer(&mut out, &serde_json::json!({ "users": users }))?;
                 writeln!(out)?;
             } else {
-                for u in &users {
-                    writeln!(
-                        out,
-                        "{}  {}  {}  {}",
-                        u.id,
-                        u.email,
-                        u.status.as_str(),
-                        u.roles.join(",")
-                    )?;
-                }
+                print_user_table(&mut out, &users)?;
             }
         }
         UserCommand::Suspend { id } => {
@@ -901,6 +1045,18 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
                 user.id, user.email
             )?;
         }
+        UserCommand::ResetLink { id } => {
+            let user = find_user(app, &id).await?;
+            let link = core.password_reset_link(&user.id).await?;
+            writeln!(out, "{link}")?;
+            writeln!(
+                out,
+                "a one-time link to set the password of {} ({}), valid for {}: give it to them only",
+                user.id,
+                user.email,
+                humantime::format_duration(app.settings.password_reset_ttl)
+            )?;
+        }
         UserCommand::Delete { id, yes } => {
             let user = find_user(app, &id).await?;
             if !yes {
@@ -921,7 +1077,7 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Revoke { id } => {
             let user = find_user(app, &id).await?;
-            core.logout_all(&user.id).await?;
+            core.logout_all_by(Some(&actor), &user.id).await?;
             writeln!(
                 out,
                 "logged out {} ({}) everywhere: every session, refresh token and earlier access token is revoked",
@@ -960,6 +1116,36 @@ async fn all_users(app: &App, query: Option<String>) -> anyhow::Result<Vec<User>
             return Ok(users);
         }
     }
+}
+
+/// `user list` as a table: a header row, then a user a line, in columns.
+fn print_user_table(out: &mut impl Write, users: &[User]) -> anyhow::Result<()> {
+    let id_width = users.iter().map(|u| u.id.len()).max().unwrap_or(0).max(2);
+    let email_width = users
+        .iter()
+        .map(|u| u.email.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    writeln!(
+        out,
+        "{:<id_width$}  {:<email_width$}  {:<9}  ROLES",
+        "ID", "EMAIL", "STATUS"
+    )?;
+    for u in users {
+        writeln!(
+            out,
+            "{:<id_width$}  {:<email_width$}  {:<9}  {}",
+            u.id,
+            u.email,
+            u.status.as_str(),
+            u.roles.join(",")
+        )?;
+    }
+    if users.is_empty() {
+        eprintln!("no users match");
+    }
+    Ok(())
 }
 
 fn print_user(out: &mut impl Write, user: &User, json: bool) -> anyhow::Result<()> {

@@ -201,6 +201,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("audit_retention", "90d", "a duration up to 3650d"),
     (
+        "smtp_url",
+        "(unset: the log mailer writes each message to the log)",
+        "smtp://[user:password@]host[:port] (STARTTLS when offered, required with credentials off loopback; port 587) or smtps://… (implicit TLS; port 465)",
+    ),
+    (
+        "mail_from",
+        "Tessera <noreply@<public_url's host>>",
+        "a mailbox: Name <address@domain> or address@domain",
+    ),
+    (
+        "password_reset_ttl",
+        "30m",
+        "a duration from 1m to 24h: how long a password reset link works",
+    ),
+    (
         "metrics_addr",
         "(unset: /metrics on addr)",
         "a socket address for a separate /metrics listener",
@@ -334,6 +349,12 @@ pub struct Settings {
     /// (a client could send it through a proxy that only appends to its own).
     pub trusted_proxy_header: tessera_wire::forwarded::ProxyHeader,
     pub audit_retention: Duration,
+    /// Outgoing mail through SMTP (`mail::smtp`); unset, the log mailer.
+    pub smtp: Option<crate::mail::smtp::SmtpTarget>,
+    /// The `From` of every message.
+    pub mail_from: String,
+    /// How long a password reset link works.
+    pub password_reset_ttl: Duration,
     /// A separate listener for `/metrics` (then it is not on `addr`).
     pub metrics_addr: Option<SocketAddr>,
     pub log: String,
@@ -729,6 +750,7 @@ impl Settings {
             &crate::fd_limit::default_max_connections_per_ip(max_connections).to_string(),
             range(1, 1_000_000),
         )?;
+        let mail_from_default = default_mail_from(&public_url);
         let settings = Settings {
             addr,
             public_url,
@@ -803,6 +825,22 @@ impl Settings {
             })?,
             audit_retention: raw.parse("audit_retention", "90d", |s| {
                 parse_duration(s).filter(|d| d.as_secs() <= 3650 * 86_400)
+            })?,
+            smtp: raw.parse("smtp_url", "", |s| {
+                if s.is_empty() {
+                    Some(None)
+                } else {
+                    crate::mail::smtp::SmtpTarget::parse(s).ok().map(Some)
+                }
+            })?,
+            mail_from: raw.parse("mail_from", &mail_from_default, |s| {
+                crate::mail::smtp::check_mailbox(s)
+                    .ok()
+                    .map(|()| s.to_owned())
+            })?,
+            password_reset_ttl: raw.parse("password_reset_ttl", "30m", |s| {
+                parse_duration(s)
+                    .filter(|d| (Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(d))
             })?,
             metrics_addr: raw.parse("metrics_addr", "", |s| {
                 if s.is_empty() {
@@ -1146,6 +1184,8 @@ fn shown(key: &str, text: &str) -> String {
     match key {
         "hs256_secret" => "[redacted]".to_owned(),
         "database_url" => redact_url(text),
+        "smtp_url" => crate::mail::smtp::SmtpTarget::parse(text)
+            .map_or_else(|_| redact_url(text), |t| t.shown()),
         // One URL, or several (cluster seeds), each redacted.
         "redis_url" => shown_redis_url(text),
         _ => text.to_owned(),
@@ -1292,6 +1332,19 @@ where
             None
         }
     }
+}
+
+/// `Tessera <noreply@HOST>` with the public URL's host (`localhost` when
+/// that is an IP address, which a mailbox cannot end with).
+fn default_mail_from(public_url: &PublicUrl) -> String {
+    let host = url::Url::parse(&public_url.url)
+        .ok()
+        .and_then(|u| match u.host() {
+            Some(url::Host::Domain(d)) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("Tessera <noreply@{host}>")
 }
 
 fn parse_public_url(s: &str) -> Option<PublicUrl> {
@@ -1693,6 +1746,36 @@ mod tests {
         assert!(e.0.contains("TESSERA_ACCESS_TOKEN_TTL"), "{e}");
         let e = Settings::from_pairs(&[("token_alg", "none")]).unwrap_err();
         assert!(e.0.contains("EdDSA, ES256, RS256 or HS256"), "{e}");
+    }
+
+    #[test]
+    fn mail_settings_are_checked_and_smtp_credentials_never_shown() {
+        let s = Settings::from_pairs(&[]).unwrap();
+        assert!(s.smtp.is_none());
+        assert_eq!(s.mail_from, "Tessera <noreply@localhost>");
+        assert_eq!(s.password_reset_ttl, Duration::from_secs(1800));
+        let s = Settings::from_pairs(&[
+            ("public_url", "https://Auth.Example.com"),
+            ("smtp_url", "smtps://mailer:s3cr3t-pw@mail.example.com"),
+            ("password_reset_ttl", "10m"),
+        ])
+        .unwrap();
+        assert_eq!(s.mail_from, "Tessera <noreply@auth.example.com>");
+        assert_eq!(s.password_reset_ttl, Duration::from_secs(600));
+        let shown = s.effective.iter().find(|e| e.key == "smtp_url").unwrap();
+        assert_eq!(shown.value, "smtps://[redacted]@mail.example.com:465");
+        assert!(!format!("{s:?}").contains("s3cr3t-pw"));
+        // A refused URL is named without its password.
+        let e = Settings::from_pairs(&[("smtp_url", "smtpx://mailer:s3cr3t-pw@mail.example.com")])
+            .unwrap_err();
+        assert!(
+            e.0.contains("TESSERA_SMTP_URL") && !e.0.contains("s3cr3t-pw"),
+            "{e}"
+        );
+        let e = Settings::from_pairs(&[("mail_from", "not a mailbox")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_MAIL_FROM"), "{e}");
+        let e = Settings::from_pairs(&[("password_reset_ttl", "2d")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_PASSWORD_RESET_TTL"), "{e}");
     }
 
     #[test]

@@ -15,4 +15,5 @@ pub mod fd_limit;
 pub mod http;
 pub mod inspect;
 pub mod listener;
+pub mod mail;
 pub mod store;

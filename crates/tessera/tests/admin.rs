@@ -349,6 +349,21 @@ async fn every_event_type_is_audited_without_any_secret() {
         .send(Req::post(&format!("/v1/admin/clients/{}/secret", client.client.id)).session(&boss))
         .await;
     secrets.push(r.json()["client_secret"].as_str().unwrap().to_owned());
+    // A mail given up: reported as the outbox reports it after its last
+    // attempt (tests/mail.rs delivers to a real, then a closed, SMTP port;
+    // here the retries' 15 s are not waited for).
+    {
+        use tessera::mail::Report;
+        let report = tessera::core::links::CoreReport(std::sync::Arc::downgrade(&t.app.core));
+        report
+            .failed(
+                "password_reset",
+                Some(&boss.user_id),
+                5,
+                "SMTP: connection refused",
+            )
+            .await;
+    }
 
     let r = t
         .send(Req::get("/v1/admin/audit?limit=200").session(&boss))
@@ -1331,4 +1346,66 @@ async fn an_open_feed_stream_ends_when_its_client_is_disabled() {
         ends(&mut body, Duration::from_secs(5)).await,
         "the stream outlived its client's old secret"
     );
+}
+
+#[tokio::test]
+async fn an_unknown_audit_type_is_refused_naming_the_known_ones() {
+    let t = TestApp::new().await;
+    let boss = admin(&t, "boss@example.com").await;
+    let r = t
+        .send(Req::get("/v1/admin/audit?type=login_success").session(&boss))
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let description = r.json()["error_description"].as_str().unwrap().to_owned();
+    assert!(description.contains("login_success"), "{description}");
+    for known in tessera::core::audit::AUDIT_TYPES {
+        assert!(
+            description.contains(known),
+            "{known} not named: {description}"
+        );
+    }
+    // A known type without events is an empty page, not an error.
+    let r = t
+        .send(Req::get("/v1/admin/audit?type=client_created").session(&boss))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["events"], json!([]));
+    // An empty type is no filter.
+    let r = t
+        .send(Req::get("/v1/admin/audit?type=").session(&boss))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(!r.json()["events"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_admin_signing_a_user_out_everywhere_is_named_as_the_actor() {
+    let t = TestApp::new().await;
+    let boss = admin(&t, "boss@example.com").await;
+    let user = t.signed_in("user@example.com").await;
+    let r = t
+        .send(Req::post(&format!("/v1/admin/users/{}/revoke", user.user_id)).session(&boss))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let events = t
+        .app
+        .core
+        .audit_events(Some("logout_all"), Some(&user.user_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].detail["actor"], boss.user_id.as_str());
+    // The user's own "sign out everywhere" names no actor.
+    let again = t.login("user@example.com").await;
+    let r = t.send(Req::post("/v1/logout-all").session(&again)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let events = t
+        .app
+        .core
+        .audit_events(Some("logout_all"), Some(&user.user_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let unnamed = events.iter().filter(|e| e.detail.get("actor").is_none());
+    assert_eq!(unnamed.count(), 1, "{events:?}");
 }

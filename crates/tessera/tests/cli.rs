@@ -939,3 +939,297 @@ fn an_hs256_secret_with_another_algorithm_is_reported() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains(warning), "{err}");
 }
+
+/// Splits CSV text (RFC 4180: quoted fields, doubled quotes, line breaks
+/// inside quotes) into rows of fields.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    assert!(!quoted, "an unterminated quoted field");
+    assert!(
+        field.is_empty() && row.is_empty(),
+        "the last row ends with a newline"
+    );
+    rows
+}
+
+/// `audit export` output as JSON lines.
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_export_writes_every_matching_event_oldest_first_as_jsonl_or_csv() {
+    let t = TestApp::new().await;
+    let start = t.app.core.now();
+    let pat = t.signed_in("pat@example.com").await;
+    // Events ten days and two hours ago (the server's clock, then back).
+    t.clock.set(start - time::Duration::days(10));
+    t.app.core.logout_all(&pat.user_id).await.unwrap();
+    t.clock.set(start - time::Duration::hours(2));
+    t.app.core.logout_all(&pat.user_id).await.unwrap();
+    t.clock.set(start);
+    // An event of 2020 whose user agent and detail need CSV quoting (and a
+    // user agent a spreadsheet would take for a formula), and 1200 events
+    // of 2020: more than two pages of the export.
+    common::db::execute(
+        &t.db_url,
+        r#"INSERT INTO audit_events (id, at, type, user_id, ip, user_agent, detail)
+           VALUES ('evt_csv', 1577836800000, 'login_failed', NULL, '192.0.2.9',
+                   '=HYPERLINK("http://x.example")', '{"note": "a, \"quoted\"\nline"}')"#,
+    )
+    .await;
+    common::db::execute(
+        &t.db_url,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200)
+         INSERT INTO audit_events (id, at, type, user_id, ip, user_agent, detail)
+         SELECT 'evt_bulk' || (100000 + i), 1577836800000 + i, 'token_revoked', NULL, NULL, NULL, '{}'
+         FROM n",
+    )
+    .await;
+    let stored = t.app.core.audit_events(None, None, 5000).await.unwrap();
+
+    // Everything, oldest first, as JSON lines (the API's event shape).
+    let (code, out, err) = run(tessera(&t.db_url).args(["audit", "export"]), "");
+    assert_eq!(code, 0, "{err}");
+    let events = json_lines(&out);
+    assert_eq!(events.len(), stored.len());
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let mut newest_first: Vec<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    newest_first.reverse();
+    assert_eq!(ids, newest_first, "the reverse of the API's order");
+    assert_eq!(ids[0], "evt_csv");
+    assert_eq!(ids[1], "evt_bulk100001");
+    assert_eq!(ids[1200], "evt_bulk101200");
+    assert_eq!(events[0]["at"], "2020-01-01T00:00:00Z");
+    assert_eq!(events[0]["type"], "login_failed");
+    assert_eq!(events[0]["detail"]["note"], "a, \"quoted\"\nline");
+    assert_eq!(events[1201]["type"], "logout_all");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "no event twice");
+
+    // --type and a relative --since: the logout two hours ago, not the one
+    // ten days ago.
+    let (code, out, err) = run(
+        tessera(&t.db_url).args(["audit", "export", "--since", "7d", "--type", "logout_all"]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let events = json_lines(&out);
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(events[0]["user_id"], pat.user_id.as_str());
+    let (code, out, _) = run(
+        tessera(&t.db_url).args(["audit", "export", "--since", "30d", "--type", "logout_all"]),
+        "",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&out).len(), 2);
+    // Every page of a type that spans several.
+    let (code, out, _) = run(
+        tessera(&t.db_url).args(["audit", "export", "--type", "token_revoked"]),
+        "",
+    );
+    assert_eq!(code, 0);
+    let bulk = json_lines(&out);
+    assert_eq!(bulk.len(), 1200);
+    assert!(
+        bulk.windows(2)
+            .all(|w| w[0]["id"].as_str() < w[1]["id"].as_str())
+    );
+
+    // CSV with an RFC 3339 --since: a header row, then quoted fields that
+    // read back to the event.
+    let (code, out, err) = run(
+        tessera(&t.db_url).args([
+            "audit",
+            "export",
+            "--format",
+            "csv",
+            "--since",
+            "2019-12-31T23:00:00Z",
+            "--type",
+            "login_failed",
+        ]),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let rows = parse_csv(&out);
+    assert_eq!(
+        rows[0],
+        ["id", "at", "type", "user_id", "ip", "user_agent", "detail"]
+    );
+    assert_eq!(rows.len(), 2, "{out}");
+    let row = &rows[1];
+    assert_eq!(row[0], "evt_csv");
+    assert_eq!(row[1], "2020-01-01T00:00:00Z");
+    assert_eq!(row[2], "login_failed");
+    assert_eq!(row[3], "");
+    assert_eq!(row[4], "192.0.2.9");
+    assert_eq!(row[5], "'=HYPERLINK(\"http://x.example\")", "not a formula");
+    let detail: serde_json::Value = serde_json::from_str(&row[6]).unwrap();
+    assert_eq!(detail, serde_json::json!({"note": "a, \"quoted\"\nline"}));
+    // A --since after everything: nothing (CSV: the header only).
+    let (code, out, _) = run(
+        tessera(&t.db_url).args(["audit", "export", "--since", "2999-01-01T00:00:00Z"]),
+        "",
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, out, _) = run(
+        tessera(&t.db_url).args([
+            "audit",
+            "export",
+            "--since",
+            "2999-01-01T00:00:00Z",
+            "--format",
+            "csv",
+        ]),
+        "",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out, "id,at,type,user_id,ip,user_agent,detail\n");
+
+    // Usage mistakes: exit 2, saying what is accepted.
+    let (code, _, err) = run(
+        tessera(&t.db_url).args(["audit", "export", "--type", "login_success"]),
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("login_succeeded"), "{err}");
+    let (code, _, err) = run(
+        tessera(&t.db_url).args(["audit", "export", "--since", "yesterday"]),
+        "",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("RFC 3339") && err.contains("24h"), "{err}");
+}
+
+#[tokio::test]
+async fn cli_actions_are_audited_with_the_operator_and_user_list_has_a_header() {
+    let t = TestApp::new().await;
+    let pat = t.signed_in("pat@example.com").await;
+    let cli = || {
+        let mut cmd = tessera(&t.db_url);
+        cmd.env("USER", "opsbot").env_remove("LOGNAME");
+        cmd
+    };
+    let (code, _, err) = run(cli().args(["user", "revoke", "pat@example.com"]), "");
+    assert_eq!(code, 0, "{err}");
+    let events = t
+        .app
+        .core
+        .audit_events(Some("logout_all"), Some(&pat.user_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].detail["actor"], "cli:opsbot");
+
+    let (code, _, err) = run(cli().args(["keys", "rotate", "--retire-previous"]), "");
+    assert_eq!(code, 0, "{err}");
+    let events = t
+        .app
+        .core
+        .audit_events(Some("key_rotated"), None, 10)
+        .await
+        .unwrap();
+    let rotated = events
+        .iter()
+        .find(|e| e.detail["actor"] == "cli:opsbot")
+        .unwrap_or_else(|| panic!("no rotation by the operator: {events:?}"));
+    assert_eq!(rotated.user_id, None);
+    assert_eq!(rotated.detail["previous_retired_now"], true);
+
+    let (code, _, err) = run(cli().args(["sessions", "revoke-all", "--yes"]), "");
+    assert_eq!(code, 0, "{err}");
+    let events = t
+        .app
+        .core
+        .audit_events(Some("logout_all"), Some(&pat.user_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.detail["actor"] == "cli:opsbot"));
+
+    // `user list`: a header row, then a user a line; --json stays JSON.
+    let (code, out, err) = run(cli().args(["user", "list"]), "");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["ID", "EMAIL", "STATUS", "ROLES"]);
+    assert!(lines[1].starts_with(&pat.user_id) && lines[1].contains("pat@example.com"));
+    assert_eq!(
+        lines[1].find("pat@example.com"),
+        lines[0].find("EMAIL"),
+        "columns line up: {out}"
+    );
+    let (code, out, _) = run(cli().args(["user", "list", "--json"]), "");
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(list["users"][0]["id"], pat.user_id.as_str());
+}
+
+/// Every argument and flag of every command says what it is for in
+/// `--help` (clap's own `--help` and `--version` aside).
+#[test]
+fn every_argument_of_every_command_has_help_text() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        if cmd.get_about().is_none() && !path.is_empty() {
+            missing.push(format!("{path} (the command itself)"));
+        }
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut cli = tessera::cli::Cli::command();
+    cli.build();
+    let mut missing = Vec::new();
+    walk(&cli, "", &mut missing);
+    assert!(missing.is_empty(), "without help text: {missing:#?}");
+    // The walk reaches the commands (it is not vacuous).
+    let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+    assert!(
+        names.contains(&"user") && names.contains(&"audit"),
+        "{names:?}"
+    );
+    let user = cli.find_subcommand("user").unwrap();
+    assert!(
+        user.find_subcommand("list")
+            .unwrap()
+            .get_arguments()
+            .any(|a| a.get_id() == "json")
+    );
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use axum::http::StatusCode;
+use common::logs::Logs;
 use common::{COOKIE, Login, ORIGIN, PASSWORD, Req, Resp, TestApp};
 
 /// The value of the first `name="<field>" value="…"` in a page.
@@ -1662,53 +1663,12 @@ async fn api_csrf_refusals_name_the_origin_the_public_url_and_the_fix() {
     assert!(!d.contains("s3cr3t") && !d.contains("/p"), "{d}");
 }
 
-/// Log lines written on this thread while `f` runs (the tests run on a
-/// current-thread runtime, so the request is handled on this thread).
-#[derive(Clone, Default)]
-struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn a_refused_origin_is_logged_once_a_minute_naming_both_origins() {
     // Addresses no other test uses: the rate limit is per process.
     let public = "http://localhost:18471";
     let t = TestApp::with(&[("public_url", public)]).await;
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture(tracing::Level::INFO);
     let refused = |origin: &str| {
         Req::post("/login")
             .header("origin", origin)
@@ -1901,4 +1861,229 @@ async fn the_sign_in_marker_is_only_used_where_a_browser_may_refuse_the_cookie()
             .await;
         assert!(!r.text().contains("cookie-refused"), "{pairs:?}");
     }
+}
+
+/// The ids of the audit rows on an admin page, top to bottom.
+fn audit_ids(html: &str) -> Vec<String> {
+    html.split("data-event=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').expect("end of the id")].to_owned())
+        .collect()
+}
+
+/// The target of the audit pager's link labelled `label`, unescaped.
+fn audit_pager_link(html: &str, label: &str) -> Option<String> {
+    let start = html.find("id=\"audit-pager\"").expect("the audit pager");
+    let pager = &html[start..start + html[start..].find("</div>").expect("end of pager")];
+    let at = pager.find(label)?;
+    let href_start = pager[..at].rfind("href=\"").expect("the link's href") + "href=\"".len();
+    let href_end = href_start + pager[href_start..].find('"').expect("end of href");
+    Some(
+        pager[href_start..href_end]
+            .replace("&#38;", "&")
+            .replace("&amp;", "&"),
+    )
+}
+
+#[tokio::test]
+async fn the_admin_audit_log_pages_and_refuses_an_unknown_filter() {
+    let t = TestApp::new().await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    let pat = t.signed_in("pat@example.com").await;
+    // 60 events of one type: more than a page (50).
+    for _ in 0..60 {
+        t.app.core.logout_all(&pat.user_id).await.unwrap();
+    }
+    let b = page_session(&t, &boss).await;
+    let get = |path: &str| Req::get(path).header("cookie", &b.cookie);
+
+    let r = t.send(get("/admin?type=logout_all")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    let first = audit_ids(&html);
+    assert_eq!(first.len(), 50, "a page is 50 events");
+    assert!(audit_pager_link(&html, "Newest events").is_none());
+    let older = audit_pager_link(&html, "Older events").expect("a link to older events");
+    assert!(
+        older.starts_with("/admin?type=logout_all&before=evt_") && older.ends_with("#audit"),
+        "{older}"
+    );
+    // The page after it: the 10 older ones, the filter kept, no further page.
+    let path = older.trim_end_matches("#audit");
+    let r = t.send(get(path)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    let second = audit_ids(&html);
+    assert_eq!(second.len(), 10, "{second:?}");
+    assert_eq!(html.matches("data-type=\"logout_all\"").count(), 10);
+    assert!(second.iter().all(|id| !first.contains(id)), "pages overlap");
+    assert!(audit_pager_link(&html, "Older events").is_none());
+    let newest = audit_pager_link(&html, "Newest events").expect("back to the newest");
+    assert_eq!(newest, "/admin?type=logout_all#audit");
+    // The same order as the API's pages.
+    let mut all = first.clone();
+    all.extend(second);
+    let api: Vec<String> = t
+        .app
+        .core
+        .audit_events(Some("logout_all"), Some(&pat.user_id), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all, api);
+
+    // An unknown type: the page with a clear message naming the known
+    // ones, not a table of nothing.
+    let r = t.send(get("/admin?type=login_success")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_html(&r);
+    let html = r.text();
+    assert!(html.contains("id=\"audit-error\""), "{html}");
+    assert!(html.contains("unknown audit event type"), "{html}");
+    assert!(html.contains("login_success") && html.contains("login_succeeded, login_failed"));
+    assert!(!html.contains("No audit events"));
+    assert!(audit_ids(&html).is_empty());
+    // A garbage `before` is ignored (the newest page).
+    let r = t.send(get("/admin?type=logout_all&before=nonsense")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(audit_ids(&r.text()), first);
+
+    // "Sign out all" on the page names the admin as the actor.
+    let r = t
+        .send(
+            Req::post("/admin/users/revoke")
+                .header("cookie", &b.cookie)
+                .header("origin", ORIGIN)
+                .form(&[("user_id", pat.user_id.as_str()), ("csrf_token", &b.csrf)]),
+        )
+        .await;
+    assert_eq!(location(&r), "/admin?done=revoked");
+    let events = t
+        .app
+        .core
+        .audit_events(Some("logout_all"), Some(&pat.user_id), 100)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 61);
+    let by_admin: Vec<_> = events
+        .iter()
+        .filter(|e| e.detail["actor"] == boss.user_id.as_str())
+        .collect();
+    assert_eq!(by_admin.len(), 1, "{events:?}");
+}
+
+#[tokio::test]
+async fn the_admin_page_rotates_and_retires_the_previous_keys_after_confirmation() {
+    let t = TestApp::new().await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    let b = page_session(&t, &boss).await;
+    let grant = t.tokens_for("app@example.com").await;
+    let bearer = format!("Bearer {}", grant["access_token"].as_str().unwrap());
+    let r = t.send(Req::get("/admin").header("cookie", &b.cookie)).await;
+    let html = r.text();
+    assert!(html.contains("Rotate and retire the previous keys"));
+    assert!(html.contains("For a leaked or compromised signing key only"));
+    assert!(html.contains("name=\"retire_previous\" value=\"yes\""));
+    let keys_before = t.app.core.key_list().await.unwrap();
+    assert!(keys_before.iter().all(|k| k.status.as_str() != "retired"));
+    let post = |fields: &[(&str, &str)]| {
+        Req::post("/admin/keys/rotate")
+            .header("cookie", &b.cookie)
+            .header("origin", ORIGIN)
+            .form(fields)
+    };
+
+    // Without the form token: refused, nothing changes.
+    let r = t
+        .send(post(&[("retire_previous", "yes"), ("confirm", "yes")]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // With a wrong one neither.
+    let r = t
+        .send(post(&[
+            ("retire_previous", "yes"),
+            ("confirm", "yes"),
+            ("csrf_token", "not-the-token"),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Without the confirmation box: the page again, saying so.
+    let r = t
+        .send(post(&[("retire_previous", "yes"), ("csrf_token", &b.csrf)]))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("Tick the box to confirm"), "{}", r.text());
+    assert_eq!(
+        t.app.core.key_list().await.unwrap().len(),
+        keys_before.len()
+    );
+    let me = t
+        .send(Req::get("/v1/me").header("authorization", &bearer))
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "the old key still verifies");
+
+    // Confirmed: a new active key, every earlier one retired at once.
+    let r = t
+        .send(post(&[
+            ("retire_previous", "yes"),
+            ("confirm", "yes"),
+            ("csrf_token", &b.csrf),
+        ]))
+        .await;
+    assert_eq!(location(&r), "/admin?done=rotated_retired");
+    let keys = t.app.core.key_list().await.unwrap();
+    assert_eq!(keys.len(), keys_before.len() + 1);
+    for k in &keys_before {
+        let now = keys.iter().find(|n| n.kid == k.kid).expect("still listed");
+        assert_eq!(now.status.as_str(), "retired", "{}", now.kid);
+    }
+    let me = t
+        .send(Req::get("/v1/me").header("authorization", &bearer))
+        .await;
+    assert_eq!(
+        me.status,
+        StatusCode::UNAUTHORIZED,
+        "its tokens are refused now"
+    );
+    let r = t
+        .send(Req::get("/admin?done=rotated_retired").header("cookie", &b.cookie))
+        .await;
+    assert!(r.text().contains("the earlier keys are retired"));
+    // Audited with the admin as actor.
+    let events = t
+        .app
+        .core
+        .audit_events(Some("key_rotated"), None, 10)
+        .await
+        .unwrap();
+    let event = events
+        .iter()
+        .find(|e| e.detail["previous_retired_now"] == true)
+        .expect("the rotation is audited");
+    assert_eq!(event.user_id.as_deref(), Some(boss.user_id.as_str()));
+    assert_eq!(event.detail["actor"], boss.user_id.as_str());
+
+    // The plain rotation stays what it was: earlier keys keep verifying.
+    let r = t.send(post(&[("csrf_token", &b.csrf)])).await;
+    assert_eq!(location(&r), "/admin?done=rotated");
+    let keys = t.app.core.key_list().await.unwrap();
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.status.as_str() == "retiring")
+            .count(),
+        1,
+        "{keys:?}"
+    );
 }

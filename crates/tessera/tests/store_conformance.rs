@@ -17,7 +17,7 @@ use std::time::Duration as StdDuration;
 use serde_json::json;
 use tempfile::TempDir;
 use tessera::core::accounts::{User, UserQuery, UserStatus};
-use tessera::core::audit::{AuditEvent, AuditQuery};
+use tessera::core::audit::{AuditEvent, AuditExportQuery, AuditQuery};
 use tessera::core::clients::ServiceClient;
 use tessera::core::events::{Change, ChangeListener};
 use tessera::core::keys::{StoredKey, TokenAlg};
@@ -26,7 +26,7 @@ use tessera::core::revocation::Revocation;
 use tessera::core::secret::SecretHash;
 use tessera::core::sessions::SessionRecord;
 use tessera::store::cache::CachingUserStore;
-use tessera::store::{Push, StoreError, StoreOptions, Stores, UserStore, UserWrite};
+use tessera::store::{LinkToken, Push, StoreError, StoreOptions, Stores, UserStore, UserWrite};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 
@@ -1743,6 +1743,101 @@ async fn the_audit_log_pages_newest_first(backend: Backend) {
     );
 }
 
+/// The audit log oldest first (for exports): time then id, filtered by
+/// type and a lower bound on time, paged from a position that need not be
+/// an event still stored.
+async fn the_audit_log_pages_oldest_first_for_export(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let events = [
+        event("evt_3", "login_succeeded", Some("usr_b"), t0() + ms(1)),
+        event("evt_1", "login_succeeded", Some("usr_a"), t0()),
+        event("evt_5", "login_succeeded", None, t0() + ms(3)),
+        event("evt_2", "login_failed", None, t0() + ms(1)),
+        event("evt_4", "logout", Some("usr_a"), t0() + ms(2)),
+    ];
+    for e in &events {
+        f.a.audit.record(e).await.unwrap();
+    }
+    let page = |event_type: Option<&str>,
+                since: Option<OffsetDateTime>,
+                after: Option<(OffsetDateTime, &str)>,
+                limit| {
+        let q = AuditExportQuery {
+            event_type: event_type.map(str::to_owned),
+            since,
+            after: after.map(|(at, id)| (at, id.to_owned())),
+            limit,
+        };
+        let audit = Arc::clone(&f.a.audit);
+        async move {
+            audit
+                .audit_events_oldest_first(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        page(None, None, None, 10).await,
+        ["evt_1", "evt_2", "evt_3", "evt_4", "evt_5"]
+    );
+    // Paging from the last event of each page visits each event once, in
+    // order, even between events of the same millisecond.
+    assert_eq!(page(None, None, None, 2).await, ["evt_1", "evt_2"]);
+    assert_eq!(
+        page(None, None, Some((t0() + ms(1), "evt_2")), 2).await,
+        ["evt_3", "evt_4"]
+    );
+    assert_eq!(
+        page(None, None, Some((t0() + ms(2), "evt_4")), 2).await,
+        ["evt_5"]
+    );
+    assert!(
+        page(None, None, Some((t0() + ms(3), "evt_5")), 2)
+            .await
+            .is_empty()
+    );
+    // `since` is inclusive; filters combine.
+    assert_eq!(
+        page(None, Some(t0() + ms(1)), None, 10).await,
+        ["evt_2", "evt_3", "evt_4", "evt_5"]
+    );
+    assert_eq!(
+        page(Some("login_succeeded"), None, None, 10).await,
+        ["evt_1", "evt_3", "evt_5"]
+    );
+    assert_eq!(
+        page(
+            Some("login_succeeded"),
+            Some(t0() + ms(1)),
+            Some((t0() + ms(1), "evt_3")),
+            10
+        )
+        .await,
+        ["evt_5"]
+    );
+    assert!(page(Some("login\0"), None, None, 10).await.is_empty());
+    // Events come back whole.
+    let q = AuditExportQuery {
+        limit: 10,
+        ..AuditExportQuery::default()
+    };
+    let stored = f.a.audit.audit_events_oldest_first(&q).await.unwrap();
+    let first = &stored[0];
+    assert_eq!(first.detail, events[1].detail);
+    assert_eq!(first.user_id.as_deref(), Some("usr_a"));
+    assert_eq!(first.ip.as_deref(), Some("192.0.2.1"));
+    assert_eq!(first.at, t0());
+    // A position whose event was pruned still pages on.
+    assert_eq!(f.a.audit.prune_audit(t0() + ms(1)).await.unwrap(), 1);
+    assert_eq!(
+        page(None, None, Some((t0(), "evt_1")), 10).await,
+        ["evt_2", "evt_3", "evt_4", "evt_5"]
+    );
+}
+
 /// Lookups by text no backend can hold (a NUL, which a client can send as
 /// `%00`) find nothing and change nothing; they are never an error, which
 /// the core would have to answer with a 503 for a client's mistake.
@@ -2098,6 +2193,221 @@ async fn deployment_facts_are_the_last_written(backend: Backend) {
     assert_eq!(f.a.keys.deployment_fact("other").await.unwrap(), None);
 }
 
+// --- single-use link tokens ---------------------------------------------
+
+fn link(hash: &SecretHash, purpose: &str, user_id: &str, expires_ms: i64) -> LinkToken {
+    LinkToken {
+        hash: *hash,
+        purpose: purpose.into(),
+        user_id: user_id.into(),
+        created_at: t0(),
+        expires_at: t0() + ms(expires_ms),
+    }
+}
+
+/// A token is consumed once, by its purpose, before its expiry; a used
+/// one stays used on every node; voiding ends a user's other tokens of a
+/// purpose; a hash is stored once; expired tokens are deleted by the sweep;
+/// a deleted user's tokens go with it.
+async fn link_tokens_are_single_use_and_expire(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    add_user(&f.a, "usr_b").await;
+    let reset = "password_reset";
+    let h1 = fresh_hash();
+    f.a.links
+        .insert_link_token(&link(&h1, reset, "usr_a", 1000))
+        .await
+        .unwrap();
+    // A hash is stored once.
+    assert!(matches!(
+        f.a.links
+            .insert_link_token(&link(&h1, reset, "usr_b", 1000))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    // Another purpose, an unknown hash: nothing, and the token stays.
+    let links = &f.a.links;
+    assert_eq!(
+        links
+            .consume_link_token(&h1, "email_verification", t0())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        links
+            .consume_link_token(&fresh_hash(), reset, t0())
+            .await
+            .unwrap(),
+        None
+    );
+    // Used once, on whichever node.
+    assert_eq!(
+        b.links
+            .consume_link_token(&h1, reset, t0() + ms(10))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("usr_a")
+    );
+    assert_eq!(
+        links
+            .consume_link_token(&h1, reset, t0() + ms(20))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        b.links
+            .consume_link_token(&h1, reset, t0() + ms(20))
+            .await
+            .unwrap(),
+        None
+    );
+    // Expiry: usable until just before `expires_at`, not at it.
+    let h2 = fresh_hash();
+    links
+        .insert_link_token(&link(&h2, reset, "usr_a", 1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        links
+            .consume_link_token(&h2, reset, t0() + ms(1000))
+            .await
+            .unwrap(),
+        None
+    );
+    let h3 = fresh_hash();
+    links
+        .insert_link_token(&link(&h3, reset, "usr_a", 1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        links
+            .consume_link_token(&h3, reset, t0() + ms(999))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("usr_a")
+    );
+    // Voiding: the user's unused tokens of that purpose, no one else's.
+    let (a1, a2, a_other, b1) = (fresh_hash(), fresh_hash(), fresh_hash(), fresh_hash());
+    for (h, purpose, user) in [
+        (&a1, reset, "usr_a"),
+        (&a2, reset, "usr_a"),
+        (&a_other, "email_verification", "usr_a"),
+        (&b1, reset, "usr_b"),
+    ] {
+        links
+            .insert_link_token(&link(h, purpose, user, 5000))
+            .await
+            .unwrap();
+    }
+    // (h2, never used, counts too.)
+    assert_eq!(
+        links
+            .void_link_tokens("usr_a", reset, t0() + ms(30))
+            .await
+            .unwrap(),
+        3
+    );
+    for h in [&a1, &a2] {
+        assert_eq!(
+            b.links
+                .consume_link_token(h, reset, t0() + ms(40))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        b.links
+            .consume_link_token(&a_other, "email_verification", t0() + ms(40))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("usr_a")
+    );
+    // The sweep deletes what expired before the cut, used or not.
+    let late = fresh_hash();
+    links
+        .insert_link_token(&link(&late, reset, "usr_b", 10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        links
+            .delete_expired_link_tokens(t0() + ms(5001))
+            .await
+            .unwrap(),
+        // h1, h2, h3 (1000) and a1, a2, a_other, b1 (5000).
+        7
+    );
+    assert_eq!(
+        links
+            .delete_expired_link_tokens(t0() + ms(5001))
+            .await
+            .unwrap(),
+        0
+    );
+    // A deleted user's tokens go with it.
+    assert_eq!(
+        f.a.users.delete_user("usr_b", None).await.unwrap(),
+        UserWrite::Done
+    );
+    assert_eq!(
+        links
+            .consume_link_token(&late, reset, t0() + ms(50))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        links
+            .delete_expired_link_tokens(t0() + ms(20_000))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// Of many consumes of one token racing on two nodes, exactly one wins.
+async fn racing_consumes_of_a_link_token_exactly_one_wins(backend: Backend) {
+    const ROUNDS: usize = 30;
+    const RACERS: usize = 6;
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    for round in 0..ROUNDS {
+        let hash = fresh_hash();
+        f.a.links
+            .insert_link_token(&link(&hash, "password_reset", "usr_a", 60_000))
+            .await
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut racers = Vec::new();
+        for i in 0..RACERS {
+            let node = if i % 2 == 0 { f.a.clone() } else { b.clone() };
+            let barrier = Arc::clone(&barrier);
+            racers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                node.links
+                    .consume_link_token(&hash, "password_reset", t0() + ms(1))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut winners = 0;
+        for r in racers {
+            if r.await.unwrap().is_some() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one consume wins");
+    }
+}
+
 /// One test per check and backend.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
@@ -2153,8 +2463,11 @@ conformance!(
     clients_are_stored_by_id,
     clients_are_listed_disabled_rotated_and_deleted,
     the_audit_log_pages_newest_first,
+    the_audit_log_pages_oldest_first_for_export,
     lookups_by_unstorable_text_find_nothing,
     rekeying_emails_never_merges_and_reports_collisions,
     a_resolved_rekeying_is_recorded_and_racing_runs_serialise,
     a_closed_backend_fails_closed,
+    link_tokens_are_single_use_and_expire,
+    racing_consumes_of_a_link_token_exactly_one_wins,
 );

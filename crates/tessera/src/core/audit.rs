@@ -36,6 +36,7 @@ pub const AUDIT_TYPES: &[&str] = &[
     "rate_limited",
     "client_created",
     "client_changed",
+    "mail_failed",
 ];
 
 /// A page request for the audit log, newest first.
@@ -46,6 +47,32 @@ pub struct AuditQuery {
     pub limit: u32,
     /// The id of the last event of the previous page.
     pub before: Option<String>,
+}
+
+/// Refuses an audit type filter that names no known type, with a message
+/// listing the known ones (an unknown filter would otherwise match nothing
+/// and look like an empty log).
+pub fn check_type(event_type: &str) -> Result<(), String> {
+    if AUDIT_TYPES.contains(&event_type) {
+        Ok(())
+    } else {
+        let shown: String = event_type.chars().take(40).collect();
+        Err(format!(
+            "unknown audit event type {shown:?}; known types: {}",
+            AUDIT_TYPES.join(", ")
+        ))
+    }
+}
+
+/// A page of the audit log oldest first (for exports): events at or after
+/// `since`, strictly after the `after` position (the `(at, id)` of the
+/// last event of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct AuditExportQuery {
+    pub event_type: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub after: Option<(OffsetDateTime, String)>,
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -128,6 +155,18 @@ impl Tessera {
         check_len("user_id", query.user_id.as_deref(), ID_MAX_LEN)?;
         check_len("before", query.before.as_deref(), ID_MAX_LEN)?;
         Ok(self.stores.audit.audit_events(query).await?)
+    }
+
+    /// A page of the audit log oldest first, for exports: page on by
+    /// passing the last event's `(at, id)` as `after`.
+    pub async fn audit_export_page(
+        &self,
+        query: &AuditExportQuery,
+    ) -> super::error::CoreResult<Vec<AuditEvent>> {
+        if let Some(t) = query.event_type.as_deref() {
+            check_type(t).map_err(super::error::CoreError::Validation)?;
+        }
+        Ok(self.stores.audit.audit_events_oldest_first(query).await?)
     }
 
     /// Drops events past the retention period.

@@ -41,6 +41,10 @@ pub enum CoreError {
     #[error("client authentication failed")]
     InvalidClient,
     /// Too many attempts: try again after this many seconds.
+    /// A link token (password reset, …) that is used, expired, unknown or
+    /// made for something else: all the same to the caller.
+    #[error("this link is invalid, used or expired; ask for a new one")]
+    InvalidToken,
     #[error("too many attempts; try again later")]
     RateLimited(u64),
     /// A store failed; the request fails closed.

@@ -293,6 +293,7 @@ impl Tessera {
             tracing::warn!(error = %e, "pruning old revocations failed");
         }
         self.prune_audit().await;
+        self.prune_link_tokens().await;
         if let Err(e) = self.retire_keys().await {
             tracing::warn!(error = %e, "retiring signing keys failed");
         }

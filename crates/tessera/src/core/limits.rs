@@ -61,6 +61,10 @@ struct Failures {
 
 const TRACKED_KEYS: usize = 100_000;
 
+/// Mails one email address may be sent an hour by the endpoints that mail
+/// on request (password reset).
+pub const MAILS_PER_EMAIL_PER_HOUR: u32 = 5;
+
 /// The address a limit counts: IPv4 as is (an IPv4-mapped IPv6 address as
 /// its IPv4 address), IPv6 by its /64.
 pub fn address_key(ip: IpAddr) -> IpAddr {
@@ -81,6 +85,9 @@ pub struct Limits {
     policy: LimitPolicy,
     /// Theoretical arrival time per address (GCRA).
     buckets: Cache<IpAddr, OffsetDateTime>,
+    /// Per-email buckets of the mail-sending endpoints (keyed like
+    /// accounts, by a salted hash of the canonical email).
+    mail_buckets: Cache<u64, OffsetDateTime>,
     failures: Cache<FailureKey, Failures>,
     /// Salts the account hashes (per process), so colliding keys cannot be
     /// computed ahead.
@@ -102,6 +109,7 @@ impl Limits {
         Self {
             policy,
             buckets: Cache::new(TRACKED_KEYS),
+            mail_buckets: Cache::new(TRACKED_KEYS),
             failures: Cache::new(TRACKED_KEYS),
             salt: foldhash::fast::RandomState::default(),
             audited: Cache::new(TRACKED_KEYS),
@@ -133,6 +141,25 @@ impl Limits {
             return Err(RetryAfter(secs_ceil(next - now - burst)));
         }
         self.buckets.insert(ip, next);
+        Ok(())
+    }
+
+    /// Takes one token from the bucket of mail to `account` (a canonical
+    /// email, whether or not an account has it, so a refusal says nothing
+    /// about which emails exist): [`MAILS_PER_EMAIL_PER_HOUR`] an hour,
+    /// in a burst of as many.
+    pub fn check_mail_to(&self, account: &str, now: OffsetDateTime) -> Result<(), RetryAfter> {
+        let per_hour = MAILS_PER_EMAIL_PER_HOUR;
+        let interval = Duration::hours(1) / per_hour;
+        let burst = interval * per_hour;
+        let key = self.salt.hash_one(("mail", account));
+        let _guard = self.lock.lock().map_err(|_| RetryAfter(1))?;
+        let tat = self.mail_buckets.get(&key).unwrap_or(now).max(now);
+        let next = tat + interval;
+        if next - now > burst {
+            return Err(RetryAfter(secs_ceil(next - now - burst)));
+        }
+        self.mail_buckets.insert(key, next);
         Ok(())
     }
 

@@ -16,6 +16,7 @@ pub mod introspect;
 pub mod keys;
 pub mod latency;
 pub mod limits;
+pub mod links;
 pub mod passwords;
 pub mod refresh;
 pub mod revocation;
@@ -93,6 +94,9 @@ pub struct Tessera {
     /// Cancelled when the server starts shutting down, so that long-lived
     /// responses (the revocation event stream) end and the drain completes.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The outbox and what links are built from (see [`links`]); set once
+    /// where the app is wired.
+    pub(crate) mail: std::sync::OnceLock<links::MailSetup>,
 }
 
 impl Tessera {
@@ -136,6 +140,7 @@ impl Tessera {
             audit_retention: options.audit_retention,
             telemetry: telemetry::Telemetry::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            mail: std::sync::OnceLock::new(),
         })
     }
 

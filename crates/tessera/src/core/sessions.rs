@@ -696,8 +696,14 @@ impl Tessera {
     }
 
     /// Ends every session, refresh family and earlier access token of the
-    /// user.
+    /// user (the user's own doing: the event names no actor).
     pub async fn logout_all(&self, user_id: &str) -> CoreResult<()> {
+        self.logout_all_by(None, user_id).await
+    }
+
+    /// [`Tessera::logout_all`] done to the user by `actor` (an admin's user
+    /// id, or `cli`/`cli:NAME`), named in the event's `detail.actor`.
+    pub async fn logout_all_by(&self, actor: Option<&str>, user_id: &str) -> CoreResult<()> {
         let n = self.end_all_sessions(user_id).await?;
         self.revoke_user_tokens(user_id).await?;
         tracing::info!(user_id = %user_id, sessions = n, "all sessions revoked");
@@ -705,8 +711,11 @@ impl Tessera {
             user_id: user_id.to_owned(),
         })
         .await?;
-        self.audit("logout_all", Some(user_id), None, json!({"sessions": n}))
-            .await;
+        let detail = match actor {
+            Some(actor) => json!({"sessions": n, "actor": actor}),
+            None => json!({"sessions": n}),
+        };
+        self.audit("logout_all", Some(user_id), None, detail).await;
         Ok(())
     }
 }

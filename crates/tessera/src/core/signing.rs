@@ -168,11 +168,17 @@ impl Tessera {
         if let Err(e) = self.wipe_private_halves(now).await {
             tracing::warn!(error = %e, "wiping the rotated-out key's private half failed; the sweep tries again");
         }
+        // `actor` is an admin's user id (the event is filed under it) or
+        // the command line (`cli`, `cli:NAME`); either way `detail.actor`
+        // (null for a rotation of the server's own: first key, interval,
+        // algorithm change).
+        let admin = actor.filter(|a| super::secret::is_id("usr", a));
         self.audit(
             "key_rotated",
-            actor,
+            admin,
             None,
             json!({
+                "actor": actor,
                 "kid": key.kid,
                 "alg": key.alg.as_str(),
                 "previous": current,

@@ -148,6 +148,11 @@ impl Telemetry {
                 "tessera_rate_limited_total",
                 "Requests refused by an abuse limit, by limit"
             );
+            metrics::describe_counter!("tessera_mail_sent_total", "Mail messages sent, by kind");
+            metrics::describe_counter!(
+                "tessera_mail_failed_total",
+                "Mail messages given up after their last attempt (or dropped by a full queue), by kind"
+            );
         });
     }
 

@@ -171,6 +171,9 @@ impl From<CoreError> for ApiError {
             CoreError::InvalidScope => {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
             }
+            CoreError::InvalidToken => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_token", description)
+            }
             CoreError::InvalidClient => {
                 let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description);
                 e.basic_challenge = true;

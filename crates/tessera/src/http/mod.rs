@@ -66,6 +66,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/logout-all", post(api::sessions::logout_all))
         .route("/v1/session/token", post(api::tokens::session_token))
         .route("/v1/account/password", post(api::account::change_password))
+        .route("/v1/password-reset", post(api::password_reset::request))
+        .route(
+            "/v1/password-reset/confirm",
+            post(api::password_reset::confirm),
+        )
         .route("/v1/token", post(api::tokens::token))
         .route("/v1/token/revoke", post(api::tokens::revoke))
         .route("/v1/token/introspect", post(api::tokens::introspect))

@@ -329,6 +329,8 @@ const ALWAYS: &str = "Always sent";
         api::sessions::logout_all,
         api::tokens::session_token,
         api::account::change_password,
+        api::password_reset::request,
+        api::password_reset::confirm,
         api::tokens::token,
         api::tokens::revoke,
         api::tokens::introspect,

@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 
 use crate::core::accounts::{User, UserQuery, UserStatus};
-use crate::core::audit::{AuditEvent, AuditQuery};
+use crate::core::audit::{AuditEvent, AuditExportQuery, AuditQuery};
 use crate::core::clients::ServiceClient;
 use crate::core::events::Change;
 use crate::core::keys::StoredKey;
@@ -484,6 +484,54 @@ pub trait ClientStore: Send + Sync {
 }
 
 /// The audit log.
+/// A single-use link token as stored: only its hash (see
+/// `core::links`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkToken {
+    pub hash: SecretHash,
+    /// What the link does (`password_reset`, …): a token consumed for
+    /// another purpose is refused.
+    pub purpose: String,
+    pub user_id: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Single-use link tokens (password reset links, …).
+#[async_trait]
+pub trait LinkTokenStore: Send + Sync {
+    /// Stores a new, unused token. A hash already stored is a
+    /// [`StoreError::Conflict`]; a user that does not exist is refused
+    /// (the token goes with its user).
+    async fn insert_link_token(&self, token: &LinkToken) -> StoreResult<()>;
+
+    /// Uses the token whose hash is `hash`, if it exists, was made for
+    /// `purpose`, was never used and expires after `now`: marks it used
+    /// at `now` and returns its user id; otherwise `None` and nothing
+    /// changes. Atomic: of any number of racing consumes of one token
+    /// (on one node or several), exactly one gets the user id. A used
+    /// token stays used across restarts.
+    async fn consume_link_token(
+        &self,
+        hash: &SecretHash,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<String>>;
+
+    /// Marks every unused token of `user_id` for `purpose` used at `at`
+    /// (the earlier links die once one of them did its work); returns how
+    /// many.
+    async fn void_link_tokens(
+        &self,
+        user_id: &str,
+        purpose: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<u64>;
+
+    /// Deletes the tokens (used or not) that expired before `before`.
+    async fn delete_expired_link_tokens(&self, before: OffsetDateTime) -> StoreResult<u64>;
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Durable when it returns.
@@ -491,6 +539,16 @@ pub trait AuditStore: Send + Sync {
     /// Newest first (by time, then id), filtered; `before` is the id of the
     /// last event of the previous page.
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Oldest first (by time, then id: the reverse of [`Self::audit_events`]),
+    /// at most `limit`: events of `event_type` (when set) with `at` at or
+    /// after `since` (when set) and `(at, id)` strictly after `after` (when
+    /// set). `after` is a position, not an id to look up, so paging goes on
+    /// even when that event has since been pruned; paging from the last
+    /// event of each page visits every matching event once.
+    async fn audit_events_oldest_first(
+        &self,
+        query: &AuditExportQuery,
+    ) -> StoreResult<Vec<AuditEvent>>;
     /// Deletes events older than `before` (retention).
     async fn prune_audit(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }
@@ -532,6 +590,7 @@ pub struct Stores {
     pub refresh: Arc<dyn RefreshStore>,
     pub revocations: Arc<dyn RevocationStore>,
     pub clients: Arc<dyn ClientStore>,
+    pub links: Arc<dyn LinkTokenStore>,
     pub audit: Arc<dyn AuditStore>,
     pub backend: Arc<dyn Backend>,
 }

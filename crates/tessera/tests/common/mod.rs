@@ -17,9 +17,11 @@ use tessera::core::clock::ManualClock;
 use tower::ServiceExt;
 
 pub mod db;
+pub mod logs;
 pub mod node;
 pub mod postgres;
 pub mod redis;
+pub mod smtp;
 
 pub const ORIGIN: &str = "http://localhost:8080";
 pub const PASSWORD: &str = "correct horse battery staple";

@@ -221,11 +221,14 @@ pub async fn update_user(
 )]
 pub async fn revoke_user(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     state.core.user(&id).await?;
-    state.core.logout_all(&id).await?;
+    state
+        .core
+        .logout_all_by(Some(caller.user_id()), &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -234,14 +237,23 @@ pub async fn revoke_user(
 pub struct AuditParams {
     /// Only events of this user.
     user_id: Option<String>,
-    /// Only events of this type.
+    /// Only events of this type (another is 400 `invalid_request`).
     #[serde(rename = "type")]
+    #[param(schema_with = audit_type_schema)]
     event_type: Option<String>,
     /// Page size, 1 to 200 (default 50; other values are clamped).
     #[param(minimum = 0, maximum = 4294967295_u64, format = Int64)]
     limit: Option<u32>,
     /// The `cursor` of the previous page: events older than that one.
     before: Option<String>,
+}
+
+/// The audit `type` filter: one of the known types.
+fn audit_type_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(crate::core::audit::AUDIT_TYPES.iter().copied()))
+        .build()
 }
 
 /// `GET /v1/admin/audit?user_id=&type=&limit=&before=`, newest first.
@@ -253,7 +265,7 @@ pub struct AuditParams {
     params(AuditParams),
     responses(
         (status = 200, description = "A page of audit events, newest first", body = doc::AuditPage),
-        (status = 400, description = "`invalid_request`: the query string is malformed (e.g. `limit` is not a whole number)", body = doc::Error),
+        (status = 400, description = "`invalid_request`: the query string is malformed (e.g. `limit` is not a whole number), or `type` is not a known audit type (the description lists them)", body = doc::Error),
         (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
         (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
@@ -267,6 +279,15 @@ pub async fn audit(
     Query(params): Query<AuditParams>,
 ) -> ApiResult<Response> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    // An unknown type would match nothing and pass for an empty log (an
+    // oversized one is the core's 422, like the other parameters).
+    if let Some(t) = params
+        .event_type
+        .as_deref()
+        .filter(|t| !t.is_empty() && t.len() <= crate::core::accounts::ID_MAX_LEN)
+    {
+        crate::core::audit::check_type(t).map_err(ApiError::invalid_request)?;
+    }
     let events = state
         .core
         .audit_page(&AuditQuery {

@@ -7,6 +7,7 @@ pub mod admin_clients;
 pub mod admin_users;
 pub mod health;
 pub mod identity;
+pub mod password_reset;
 pub mod revocations;
 pub mod sessions;
 pub mod tokens;

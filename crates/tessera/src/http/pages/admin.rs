@@ -26,7 +26,7 @@ pub(super) mod users;
 
 /// Users per page.
 const PAGE_SIZE: u32 = 25;
-/// Audit events shown.
+/// Audit events per page.
 const AUDIT_LIMIT: u32 = 50;
 const MAX_QUERY_CHARS: usize = 254;
 
@@ -48,6 +48,7 @@ struct KeyRow {
 }
 
 struct EventRow {
+    id: String,
     at: String,
     at_ago: String,
     event_type: String,
@@ -78,6 +79,12 @@ struct AdminPage {
     audit_types: Vec<TypeOption>,
     events: Vec<EventRow>,
     audit_filtered: bool,
+    /// Why the filter cannot be applied (an unknown event type).
+    audit_error: Option<String>,
+    /// Older events (the next page of the audit log).
+    audit_next: Option<String>,
+    /// Back to the newest events, when on a later page.
+    audit_newest: Option<String>,
     clients: Vec<clients::ClientRow>,
     /// A client secret shown once (the answer to creating or rotating).
     shown_secret: Option<clients::ShownSecret>,
@@ -93,7 +100,21 @@ pub struct AdminQuery {
     #[serde(rename = "type")]
     event_type: String,
     user: String,
+    /// The audit page: events older than this event id.
+    before: String,
     done: String,
+}
+
+/// The key rotation forms: plain, or retiring the previous keys at once
+/// (after a confirmation box).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct KeysForm {
+    /// `yes` to retire the previous keys now (key compromise).
+    retire_previous: String,
+    /// `yes` once the admin ticked the confirmation box.
+    confirm: String,
+    q: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -115,6 +136,9 @@ fn flash_for(done: &str) -> Option<Flash> {
         "rotated" => Flash::ok(
             "A new signing key is active. Earlier keys keep verifying until their tokens expire.",
         ),
+        "rotated_retired" => Flash::ok(
+            "A new signing key is active and the earlier keys are retired: every token they signed is refused from now on.",
+        ),
         _ => return clients::flash_for(done).or_else(|| users::flash_for(done)),
     })
 }
@@ -132,16 +156,6 @@ fn require_admin(who: &SignedIn) -> Result<(), PageError> {
 
 fn clip(s: &str, max: usize) -> String {
     s.trim().chars().take(max).collect()
-}
-
-/// An audit type filter: lowercase letters and `_` only (else ignored).
-fn audit_type_filter(s: &str) -> String {
-    let s = s.trim();
-    if !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        s.to_owned()
-    } else {
-        String::new()
-    }
 }
 
 async fn admin_page(
@@ -197,17 +211,47 @@ async fn admin_page(
         })
         .collect();
 
-    let audit_type = audit_type_filter(&query.event_type);
+    let audit_type = clip(&query.event_type, 64);
     let audit_user = clip(&query.user, 64);
-    let events = state
-        .core
-        .audit_events(
-            (!audit_type.is_empty()).then_some(audit_type.as_str()),
-            (!audit_user.is_empty()).then_some(audit_user.as_str()),
-            AUDIT_LIMIT,
-        )
-        .await
-        .map_err(PageError::core)?;
+    let before = clip(&query.before, 64);
+    let before = is_id("evt", &before).then_some(before);
+    // An unknown type matches nothing: say so rather than show an empty log.
+    let audit_error = if audit_type.is_empty() {
+        None
+    } else {
+        crate::core::audit::check_type(&audit_type).err()
+    };
+    let mut events = match audit_error {
+        Some(_) => Vec::new(),
+        None => state
+            .core
+            .audit_page(&crate::core::audit::AuditQuery {
+                event_type: (!audit_type.is_empty()).then(|| audit_type.clone()),
+                user_id: (!audit_user.is_empty()).then(|| audit_user.clone()),
+                limit: AUDIT_LIMIT + 1,
+                before: before.clone(),
+            })
+            .await
+            .map_err(PageError::core)?,
+    };
+    let more = events.len() > AUDIT_LIMIT as usize;
+    events.truncate(AUDIT_LIMIT as usize);
+    let audit_link = |before: &str| {
+        let path = with_query(
+            "/admin",
+            &[
+                ("type", audit_type.as_str()),
+                ("user", audit_user.as_str()),
+                ("before", before),
+            ],
+        );
+        format!("{path}#audit")
+    };
+    let audit_next = match events.last() {
+        Some(last) if more => Some(audit_link(&last.id)),
+        _ => None,
+    };
+    let audit_newest = before.is_some().then(|| audit_link(""));
     // Emails read better than ids: look each distinct user up once.
     let mut emails: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for id in events.iter().filter_map(|e| e.user_id.as_deref()) {
@@ -225,6 +269,7 @@ async fn admin_page(
         .map(|e| {
             let user_id = e.user_id.unwrap_or_default();
             EventRow {
+                id: e.id,
                 at: when(e.at),
                 at_ago: ago(now, e.at),
                 user_email: emails.get(&user_id).cloned().unwrap_or_default(),
@@ -235,19 +280,13 @@ async fn admin_page(
             }
         })
         .collect();
-    let mut audit_types: Vec<TypeOption> = AUDIT_TYPES
+    let audit_types: Vec<TypeOption> = AUDIT_TYPES
         .iter()
         .map(|t| TypeOption {
             value: (*t).to_owned(),
             selected: *t == audit_type,
         })
         .collect();
-    if !audit_type.is_empty() && !AUDIT_TYPES.contains(&audit_type.as_str()) {
-        audit_types.push(TypeOption {
-            value: audit_type.clone(),
-            selected: true,
-        });
-    }
 
     Ok(AdminPage {
         nav: who.nav("admin"),
@@ -259,6 +298,9 @@ async fn admin_page(
         first_page,
         keys,
         audit_filtered: !audit_type.is_empty() || !audit_user.is_empty(),
+        audit_error,
+        audit_next,
+        audit_newest,
         audit_user,
         audit_types,
         events,
@@ -413,7 +455,7 @@ pub async fn revoke_user(
     }
     state
         .core
-        .logout_all(&form.user_id)
+        .logout_all_by(Some(who.user_id()), &form.user_id)
         .await
         .map_err(PageError::core)?;
     if form.user_id == who.auth.user.id {
@@ -426,12 +468,30 @@ pub async fn revoke_user(
     Ok(done(&form.q, "revoked"))
 }
 
+/// Rotates the signing key; with `retire_previous=yes` (and the
+/// confirmation box ticked) the earlier keys are retired at once.
 pub async fn rotate_keys(
     State(state): State<AppState>,
-    SignedInForm { who, form }: SignedInForm<UserForm>,
+    SignedInForm { who, form }: SignedInForm<KeysForm>,
 ) -> Result<Response, PageError> {
     require_admin(&who)?;
-    match state.core.rotate_keys(Some(who.user_id())).await {
+    let retire_previous = form.retire_previous == "yes";
+    if retire_previous && form.confirm != "yes" {
+        return refuse(
+            &state,
+            &who,
+            &form.q,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Tick the box to confirm: retiring the previous keys refuses every access token they signed at once. Nothing was changed.".to_owned(),
+        )
+        .await;
+    }
+    match state
+        .core
+        .rotate_keys_with(Some(who.user_id()), retire_previous)
+        .await
+    {
+        Ok(_) if retire_previous => Ok(done(&form.q, "rotated_retired")),
         Ok(_) => Ok(done(&form.q, "rotated")),
         Err(e @ CoreError::Validation(_)) => {
             refuse(

@@ -213,6 +213,9 @@ pub async fn login_page(
             "You have been signed out on every device, and every API token was revoked.",
         )),
         "registered" => Some(Flash::ok("Your account is ready. Sign in to continue.")),
+        "password_reset" => Some(Flash::ok(
+            "Your new password is set, and every device was signed out. Sign in with it.",
+        )),
         _ => None,
     };
     // A sign-in a moment ago whose cookie did not come back (and not a

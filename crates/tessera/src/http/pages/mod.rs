@@ -1,4 +1,5 @@
-//! Server-rendered HTML pages (`/login`, `/register`, `/account`, `/admin`).
+//! Server-rendered HTML pages (`/login`, `/register`, `/forgot`, `/reset`,
+//! `/account`, `/admin`).
 //!
 //! Plain HTML forms that work without JavaScript: each POSTs form-encoded
 //! and answers with a 303 to a page (post/redirect/get), or re-renders its
@@ -16,6 +17,7 @@
 mod account;
 mod admin;
 mod auth;
+mod reset;
 mod support;
 
 pub use support::{CSRF_FIELD, check_session_form};
@@ -44,6 +46,8 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/register", get(auth::register_page).post(auth::register))
         .route("/logout", post(auth::logout))
+        .route("/forgot", get(reset::forgot_page).post(reset::forgot))
+        .route("/reset", get(reset::reset_page).post(reset::reset))
         .route("/account", get(account::page))
         .route("/account/password", post(account::change_password))
         .route("/account/sessions/revoke", post(account::revoke_session))
@@ -87,10 +91,14 @@ async fn security_headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
+    // A page that chose a stricter policy keeps it (`/reset`, whose
+    // address carries a token: `no-referrer`).
+    if !headers.contains_key(header::REFERRER_POLICY) {
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+    }
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         "cross-origin-opener-policy",

@@ -287,6 +287,7 @@ impl PageError {
             CoreError::InvalidGrant(_) | CoreError::InvalidScope | CoreError::InvalidClient => {
                 (StatusCode::BAD_REQUEST, "invalid_request", "Bad request")
             }
+            CoreError::InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token", "Invalid link"),
         };
         Self::Page {
             status,
@@ -321,9 +322,10 @@ pub fn form_status(e: &CoreError) -> StatusCode {
         CoreError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         CoreError::Busy | CoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
-        CoreError::InvalidGrant(_) | CoreError::InvalidScope | CoreError::InvalidClient => {
-            StatusCode::BAD_REQUEST
-        }
+        CoreError::InvalidGrant(_)
+        | CoreError::InvalidScope
+        | CoreError::InvalidClient
+        | CoreError::InvalidToken => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -35,6 +35,7 @@
 
 mod batch;
 pub mod facts;
+mod links;
 mod listen;
 pub mod migrate;
 mod rekey;
@@ -250,6 +251,7 @@ impl PostgresStore {
             refresh: this.clone(),
             revocations: this.clone(),
             clients: this.clone(),
+            links: this.clone(),
             audit: this.clone(),
             backend: this,
         }

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{LogLock, PostgresStore, backend, unstorable};
-use crate::core::audit::{AuditEvent, AuditQuery};
+use crate::core::audit::{AuditEvent, AuditExportQuery, AuditQuery};
 use crate::core::clients::ServiceClient;
 use crate::core::keys::{StoredKey, TokenAlg};
 use crate::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
@@ -555,6 +555,46 @@ impl AuditStore for PostgresStore {
         .bind(q.event_type.as_deref())
         .bind(q.user_id.as_deref())
         .bind(q.before.as_deref())
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail").map_err(backend)?;
+                Ok(AuditEvent {
+                    id: r.try_get("id").map_err(backend)?,
+                    at: from_millis(r.try_get("at").map_err(backend)?),
+                    event_type: r.try_get("type").map_err(backend)?,
+                    user_id: r.try_get("user_id").map_err(backend)?,
+                    ip: r.try_get("ip").map_err(backend)?,
+                    user_agent: r.try_get("user_agent").map_err(backend)?,
+                    detail: serde_json::from_str(&detail).map_err(|_| corrupt("detail"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_events_oldest_first(
+        &self,
+        q: &AuditExportQuery,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let filters = [&q.event_type].map(|f| f.as_deref().unwrap_or(""));
+        let after_id = q.after.as_ref().map(|(_, id)| id.as_str()).unwrap_or("");
+        if unstorable(&filters) || unstorable(&[after_id]) {
+            return Ok(Vec::new());
+        }
+        let rows = query(
+            "SELECT id, at, type, user_id, ip, user_agent, detail::text AS detail
+             FROM audit_events
+             WHERE ($1::text IS NULL OR type = $1) AND ($2::bigint IS NULL OR at >= $2)
+               AND ($3::bigint IS NULL OR (at, id) > ($3, $4::text))
+             ORDER BY at ASC, id ASC LIMIT $5",
+        )
+        .bind(q.event_type.as_deref())
+        .bind(q.since.map(to_millis))
+        .bind(q.after.as_ref().map(|(at, _)| to_millis(*at)))
+        .bind(q.after.as_ref().map(|(_, id)| id.as_str()))
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await

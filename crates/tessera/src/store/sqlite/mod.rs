@@ -9,6 +9,7 @@
 
 mod batch;
 mod checkpoint;
+mod links;
 pub mod migrate;
 mod rekey;
 mod tokens;
@@ -186,6 +187,7 @@ impl SqliteStore {
             refresh: this.clone(),
             revocations: this.clone(),
             clients: this.clone(),
+            links: this.clone(),
             audit: this.clone(),
             backend: this,
         }

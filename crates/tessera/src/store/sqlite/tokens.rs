@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{SqliteStore, backend};
-use crate::core::audit::{AuditEvent, AuditQuery};
+use crate::core::audit::{AuditEvent, AuditExportQuery, AuditQuery};
 use crate::core::clients::ServiceClient;
 use crate::core::keys::{StoredKey, TokenAlg};
 use crate::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
@@ -495,6 +495,40 @@ impl AuditStore for SqliteStore {
         .bind(q.event_type.as_deref())
         .bind(q.user_id.as_deref())
         .bind(q.before.as_deref())
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail").map_err(backend)?;
+                Ok(AuditEvent {
+                    id: r.try_get("id").map_err(backend)?,
+                    at: from_millis(r.try_get("at").map_err(backend)?),
+                    event_type: r.try_get("type").map_err(backend)?,
+                    user_id: r.try_get("user_id").map_err(backend)?,
+                    ip: r.try_get("ip").map_err(backend)?,
+                    user_agent: r.try_get("user_agent").map_err(backend)?,
+                    detail: serde_json::from_str(&detail).map_err(|_| corrupt("detail"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_events_oldest_first(
+        &self,
+        q: &AuditExportQuery,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let rows = query(
+            "SELECT id, at, type, user_id, ip, user_agent, detail FROM audit_events
+             WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR at >= ?2)
+               AND (?3 IS NULL OR (at, id) > (?3, ?4))
+             ORDER BY at ASC, id ASC LIMIT ?5",
+        )
+        .bind(q.event_type.as_deref())
+        .bind(q.since.map(to_millis))
+        .bind(q.after.as_ref().map(|(at, _)| to_millis(*at)))
+        .bind(q.after.as_ref().map(|(_, id)| id.as_str()))
         .bind(i64::from(q.limit))
         .fetch_all(&self.read)
         .await
