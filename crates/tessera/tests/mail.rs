@@ -634,3 +634,118 @@ async fn the_pages_ask_for_a_link_and_set_the_new_password_without_javascript() 
     let r = t.send(Req::get("/reset")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+/// An administrator's forced reset (`{"send_reset": true}`): the leaked
+/// password stops working at once, everything the user was signed in with
+/// ends, and the mailed link sets a new password.
+#[tokio::test]
+async fn an_administrator_forces_a_reset_and_the_user_sets_a_new_password_by_mail() {
+    let smtp = SmtpServer::start();
+    let t = app_mailing_to(&smtp).await;
+    let admin = t.signed_in("root@example.com").await;
+    t.app
+        .core
+        .set_roles(&admin.user_id, &["admin".to_owned()])
+        .await
+        .unwrap();
+    let admin = t.login("root@example.com").await;
+    let email = "leaky@example.com";
+    let victim = t.signed_in(email).await;
+    let path = format!("/v1/admin/users/{}/password", victim.user_id);
+
+    let r = t
+        .send(
+            Req::post(&path)
+                .session(&admin)
+                .json(json!({"send_reset": true, "password": NEW_PASSWORD})),
+        )
+        .await;
+    r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let r = t
+        .send(Req::post(&path).session(&admin).json(json!({})))
+        .await;
+    r.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(login_status(&t, email, PASSWORD).await, StatusCode::CREATED);
+
+    let r = t
+        .send(
+            Req::post(&path)
+                .session(&admin)
+                .json(json!({"send_reset": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    // The old password is dead at once, and so is every session.
+    assert_eq!(
+        login_status(&t, email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = t.send(Req::get("/v1/session").session(&victim)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+
+    let got = smtp.wait_for(email, 1).await;
+    assert_eq!(got[0].subject, "Reset your Tessera password");
+    let link = got[0].link_with("/reset?token=").expect("a reset link");
+    let r = t.send(confirm(&token_of(&link), NEW_PASSWORD)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(
+        login_status(&t, email, NEW_PASSWORD).await,
+        StatusCode::CREATED
+    );
+    let events = t
+        .app
+        .core
+        .audit_events(Some("password_reset"), Some(&victim.user_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        2,
+        "the forced reset and the reset by link: {events:?}"
+    );
+    // Newest first, but both may share a millisecond: find each by its detail.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.detail["actor"] == admin.user_id.as_str()),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.detail["via"] == "reset_link"),
+        "{events:?}"
+    );
+}
+
+/// A user an administrator creates without a password is mailed a link to
+/// set one; no password works before that.
+#[tokio::test]
+async fn a_user_created_without_a_password_sets_one_by_mail() {
+    let smtp = SmtpServer::start();
+    let t = app_mailing_to(&smtp).await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".to_owned()])
+        .await
+        .unwrap();
+    let boss = t.login("boss@example.com").await;
+    let email = "newcomer@example.com";
+    let r = t
+        .send(
+            Req::post("/v1/admin/users")
+                .session(&boss)
+                .json(json!({"email": email})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let got = smtp.wait_for(email, 1).await;
+    let link = got[0]
+        .link_with("/reset?token=")
+        .expect("a link to set a password");
+    let r = t.send(confirm(&token_of(&link), NEW_PASSWORD)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(
+        login_status(&t, email, NEW_PASSWORD).await,
+        StatusCode::CREATED
+    );
+}

@@ -671,11 +671,10 @@ include-name = "DELETE /v1/admin/users/{{id}}"
 parameters = {{ "path.id" = "{doomed_id}" }}
 
 # Schema-valid bodies Tessera refuses on purpose: an email too long in
-# bytes (as for /v1/accounts), one taken already (409); and, until Tessera
-# sends mail, `send_reset: true` (422).
-# It always gets a password (a body without one is refused with 422 until
-# the admin API mails new users a link): otherwise whether any generated
-# body succeeds depends on the fuzzer's stream, which shifts with every
+# bytes (as for /v1/accounts), one taken already (409); and both a password
+# and `send_reset: true`, or neither (422).
+# Creating always gets a password: otherwise whether any generated body
+# succeeds depends on the fuzzer's stream, which shifts with every
 # operation the document gains.
 [[operations]]
 include-name = "POST /v1/admin/users"

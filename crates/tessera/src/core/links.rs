@@ -153,6 +153,26 @@ impl Tessera {
         if user.status != UserStatus::Active {
             return Ok(());
         }
+        self.mail_reset_link_to(&user).await
+    }
+
+    /// An administrator's forced reset (`{"send_reset": true}`): the
+    /// password is replaced by one nobody knows (so a leaked one stops
+    /// working at once), everything the user was signed in with ends, as
+    /// for any password an administrator sets (audited `password_reset`),
+    /// and the user is mailed a link to choose a new one. A suspended user
+    /// gets the link too: it works once they are reactivated, until it
+    /// expires.
+    pub async fn force_password_reset_by(&self, actor: Option<&str>, id: &str) -> CoreResult<()> {
+        self.mail_setup()?;
+        let unknown = Password::new(BearerSecret::generate().expose().to_owned());
+        let user = self.set_password_by(actor, id, unknown).await?;
+        self.mail_reset_link_to(&user).await
+    }
+
+    /// Mails `user` a new reset link (a user an administrator created
+    /// without a password sets one with it).
+    pub async fn mail_reset_link_to(&self, user: &super::accounts::User) -> CoreResult<()> {
         let link = self.password_reset_link(&user.id).await?;
         let setup = self.mail_setup()?;
         let message = mail::templates::password_reset(

@@ -5,10 +5,10 @@
 //! administrator as `detail.actor`) and refuses to delete the last active
 //! admin (409 `last_admin`).
 //!
-//! Tessera sends no mail yet, so the two forms of the contract that need it
-//! are refused with a 422 that says so rather than pretending: creating a
-//! user without a password (the contract mails a set-password link), and
-//! `{"send_reset": true}` (the contract mails a reset link).
+//! Two forms mail the user (through the outbox, `crate::mail`): creating a
+//! user without a password (the password is one nobody knows, and the user
+//! is mailed a link to set one), and `{"send_reset": true}` (the current
+//! password stops working and the user is mailed a reset link).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -19,14 +19,12 @@ use utoipa::openapi::{ObjectBuilder, Type};
 
 use super::admin::Admin;
 use crate::core::accounts::{NewAccount, Password};
+use crate::core::secret::BearerSecret;
 use crate::http::AppState;
 use crate::http::api::views::UserEnvelope;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Json;
 use crate::http::openapi as doc;
-
-/// What the contract's mail-sending forms answer until Tessera sends mail.
-const NO_MAIL: &str = "Tessera cannot send mail yet (no mailer is available on this server)";
 
 /// `NewUser.roles`: the role rules of `core::accounts::validate_roles`.
 fn new_roles_schema() -> Array {
@@ -51,11 +49,10 @@ pub struct NewUser {
     email: String,
     #[schema(schema_with = new_roles_schema)]
     roles: Option<Vec<String>>,
-    /// The new user's password. Required for now: without one the contract
-    /// mails the user a link to set it, and Tessera sends no mail yet (422).
+    /// The new user's password. Without one, the user is mailed a link to
+    /// set it (and no password works until then).
     #[schema(
         value_type = String,
-        required = true,
         min_length = 8,
         max_length = 1024,
         example = "correct horse battery staple"
@@ -63,7 +60,7 @@ pub struct NewUser {
     password: Option<String>,
 }
 
-/// `POST /v1/admin/users` `{email, roles?, password}`: creates a user.
+/// `POST /v1/admin/users` `{email, roles?, password?}`: creates a user.
 #[utoipa::path(
     post,
     path = "/v1/admin/users",
@@ -72,7 +69,7 @@ pub struct NewUser {
     params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)")),
     request_body(content = NewUser, content_type = "application/json"),
     responses(
-        (status = 201, description = "The user was created (audited as `user_created`, the administrator as `detail.actor`)", body = UserEnvelope),
+        (status = 201, description = "The user was created (audited as `user_created`, the administrator as `detail.actor`); without a password, the user was mailed a link to set one", body = UserEnvelope),
         (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
         (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
@@ -80,7 +77,7 @@ pub struct NewUser {
         (status = 409, description = "`conflict`: an account with this email already exists", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
-        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, the email is not valid, a role is not valid, the password is not 8 to 1024 characters, or there is no password (Tessera sends no mail yet, so it cannot mail a set-password link)", body = doc::Error),
+        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, the email is not valid, a role is not valid, or the password is not 8 to 1024 characters", body = doc::Error),
         (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
             headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
     ),
@@ -90,22 +87,26 @@ pub async fn create_user(
     Admin(admin): Admin,
     Json(body): Json<NewUser>,
 ) -> ApiResult<Response> {
-    let Some(password) = body.password else {
-        return Err(ApiError::validation(format!(
-            "password is required: {NO_MAIL} to send a link to set one"
-        )));
-    };
+    // Without a password: one nobody knows, and a mailed link to set one.
+    let mail_link = body.password.is_none();
+    let password = body.password.map_or_else(
+        || Password::new(BearerSecret::generate().expose().to_owned()),
+        Password::new,
+    );
     let user = state
         .core
         .create_user_by(
             Some(admin.user_id()),
             NewAccount {
                 email: body.email,
-                password: Password::new(password),
+                password,
                 roles: body.roles.unwrap_or_default(),
             },
         )
         .await?;
+    if mail_link {
+        state.core.mail_reset_link_to(&user).await?;
+    }
     Ok((
         StatusCode::CREATED,
         axum::Json(UserEnvelope { user: &user }),
@@ -116,17 +117,16 @@ pub async fn create_user(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordSet {
-    /// The user's new password.
+    /// The user's new password (or, instead, `send_reset: true`).
     #[schema(
         value_type = String,
-        required = true,
         min_length = 8,
         max_length = 1024,
         example = "correct horse battery staple"
     )]
     password: Option<String>,
-    /// `true` asks Tessera to mail the user a reset link instead; Tessera
-    /// sends no mail yet, so it is refused (422).
+    /// `true` instead of a password: the current password stops working
+    /// at once and the user is mailed a link to choose a new one.
     #[serde(default)]
     send_reset: bool,
 }
@@ -145,7 +145,7 @@ pub struct PasswordSet {
     ),
     request_body(content = PasswordSet, content_type = "application/json"),
     responses(
-        (status = 204, description = "The password is set; every session, refresh family and earlier access token of the user is revoked (audited as `password_reset`, the administrator as `detail.actor`)"),
+        (status = 204, description = "The password is set (with `send_reset: true`: replaced by one nobody knows, and the user mailed a reset link); every session, refresh family and earlier access token of the user is revoked (audited as `password_reset`, the administrator as `detail.actor`)"),
         (status = 400, description = "`invalid_request`: the body is not valid JSON, or the id is not valid UTF-8 once percent-decoded", body = doc::Error),
         (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
@@ -153,7 +153,7 @@ pub struct PasswordSet {
         (status = 404, description = "`not_found`: no such user", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
-        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, no password, a password that is not 8 to 1024 characters, or `send_reset: true` (Tessera sends no mail yet)", body = doc::Error),
+        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, neither or both of a password and `send_reset: true`, or a password that is not 8 to 1024 characters", body = doc::Error),
         (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
             headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
     ),
@@ -164,13 +164,25 @@ pub async fn set_password(
     Path(id): Path<String>,
     Json(body): Json<PasswordSet>,
 ) -> ApiResult<Response> {
-    if body.send_reset {
-        return Err(ApiError::validation(format!(
-            "send_reset is not available: {NO_MAIL}; set a password instead"
-        )));
-    }
-    let Some(password) = body.password else {
-        return Err(ApiError::validation("password is required"));
+    let password = match (body.send_reset, body.password) {
+        (true, Some(_)) => {
+            return Err(ApiError::validation(
+                "give either a password or send_reset: true, not both",
+            ));
+        }
+        (true, None) => {
+            state
+                .core
+                .force_password_reset_by(Some(admin.user_id()), &id)
+                .await?;
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        (false, Some(password)) => password,
+        (false, None) => {
+            return Err(ApiError::validation(
+                "password is required (or send_reset: true to mail the user a reset link)",
+            ));
+        }
     };
     state
         .core
