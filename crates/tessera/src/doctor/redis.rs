@@ -878,7 +878,9 @@ impl Scrub {
         let mut add = |p: &str| {
             if !p.is_empty() {
                 secrets.push(p.to_owned());
-                let decoded = percent_decoded(p);
+                let decoded = percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned();
                 if decoded != p {
                     secrets.push(decoded);
                 }
@@ -922,30 +924,6 @@ impl Scrub {
         }
         text
     }
-}
-
-/// `%XX` escapes decoded (as a URL's password is).
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `host:port` of a `redis://` URL.

@@ -78,7 +78,10 @@ impl SmtpTarget {
             return Err("no path, query or fragment is allowed".into());
         }
         let decode = |s: &str| {
-            percent_decode(s).ok_or_else(|| "the user or password is not valid UTF-8".to_owned())
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(std::borrow::Cow::into_owned)
+                .map_err(|_| "the user or password is not valid UTF-8".to_owned())
         };
         let credentials = match (url.username(), url.password()) {
             ("", None) => None,
@@ -113,23 +116,6 @@ impl SmtpTarget {
         };
         format!("{scheme}://{user}{}:{}", self.host, self.port)
     }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Sends through one SMTP server (a connection per message: mail here is

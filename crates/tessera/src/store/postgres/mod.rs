@@ -123,8 +123,9 @@ fn scrub(text: String, url: &str) -> String {
     let mut secrets: Vec<String> = Vec::new();
     if let Some(raw) = parsed.password() {
         secrets.push(raw.to_owned());
-        if let Some(decoded) = percent_decode(raw) {
-            secrets.push(decoded);
+        // As sqlx hands it to the server: `%XX` escapes decoded.
+        if let Ok(decoded) = percent_encoding::percent_decode_str(raw).decode_utf8() {
+            secrets.push(decoded.into_owned());
         }
     }
     for (key, value) in parsed.query_pairs() {
@@ -138,30 +139,6 @@ fn scrub(text: String, url: &str) -> String {
         .fold(text, |text, secret| {
             text.replace(secret.as_str(), "[redacted]")
         })
-}
-
-/// `%XX` escapes decoded (a password as sqlx hands it to the server).
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = s
-            .get(i + 1..i + 3)
-            .filter(|_| bytes[i] == b'%')
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The connection settings a `postgres://` or `postgresql://` URL gives
