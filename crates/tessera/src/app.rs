@@ -12,6 +12,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::events::ChangeListener;
 use crate::core::limits::LimitPolicy;
 use crate::core::passwords::{HashParams, PoolSize};
+use crate::core::registration::AccountPolicy;
 use crate::core::sessions::SessionPolicy;
 use crate::core::tokens::TokenPolicy;
 use crate::core::{CoreOptions, Tessera};
@@ -111,6 +112,13 @@ impl App {
             },
             audit_retention: duration(settings.audit_retention),
             revocation_max_staleness: settings.revocation_max_staleness,
+            accounts: AccountPolicy {
+                registration: settings.registration,
+                allowed_email_domains: settings.allowed_email_domains.clone(),
+                email_verification: settings.email_verification,
+                verification_ttl: duration(settings.email_verification_ttl),
+                invitation_ttl: duration(settings.invitation_ttl),
+            },
         };
         sessions_where_the_servers_keep_them(&stores, &settings, clock.now(), switch_alg).await?;
         let (cached, listeners) = with_caches(stores.clone(), &settings);
@@ -163,6 +171,7 @@ fn start_mail(core: &Arc<Tessera>, settings: &Settings) -> anyhow::Result<()> {
         outbox: Outbox::start(transport, report),
         public_url: settings.public_url.url.clone(),
         reset_ttl: duration(settings.password_reset_ttl),
+        notify_new_device: settings.notify_new_device,
     });
     Ok(())
 }

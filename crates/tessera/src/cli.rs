@@ -308,6 +308,20 @@ pub enum UserCommand {
         #[arg(value_name = "ID|EMAIL")]
         id: String,
     },
+    /// Invite an email address to register (for `registration = invite`,
+    /// though it works under any setting but `closed`): prints a one-time
+    /// link, valid for invitation_ttl and built from public_url, that
+    /// registers only this address, with these roles. Give it to them only.
+    Invite {
+        /// The address invited; only it can register with the link.
+        email: String,
+        /// A role the new account gets (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Print `{"url": …, "expires_at": …}`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a user for good: every session and token ends at once, the
     /// audit log keeps the id but loses the email, and the email can be
     /// registered again. Asks first unless --yes.
@@ -996,6 +1010,10 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
                     },
                 )
                 .await?;
+            // The operator vouches for the address (a CLI process cannot
+            // count on mailing a link before it exits), so the account can
+            // sign in under email_verification = required too.
+            let user = core.verify_email_by(Some(&actor), &user.id).await?;
             print_user(&mut out, &user, json)?;
         }
         UserCommand::List { query, json } => {
@@ -1056,6 +1074,30 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
                 user.email,
                 humantime::format_duration(app.settings.password_reset_ttl)
             )?;
+        }
+        UserCommand::Invite { email, roles, json } => {
+            // Not mailed: this process may end before its outbox sends.
+            let invitation = core.invite_by(Some(&actor), &email, &roles, false).await?;
+            let expires_at = crate::core::time::rfc3339(invitation.expires_at);
+            if json {
+                serde_json::to_writer(
+                    &mut out,
+                    &serde_json::json!({"url": invitation.url, "expires_at": expires_at}),
+                )?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{}", invitation.url)?;
+                writeln!(
+                    out,
+                    "a one-time link to register {} (roles: {}), valid until {expires_at}: give it to them only",
+                    email.trim(),
+                    if roles.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        roles.join(", ")
+                    },
+                )?;
+            }
         }
         UserCommand::Delete { id, yes } => {
             let user = find_user(app, &id).await?;
@@ -1129,16 +1171,17 @@ fn print_user_table(out: &mut impl Write, users: &[User]) -> anyhow::Result<()> 
         .max(5);
     writeln!(
         out,
-        "{:<id_width$}  {:<email_width$}  {:<9}  ROLES",
-        "ID", "EMAIL", "STATUS"
+        "{:<id_width$}  {:<email_width$}  {:<9}  {:<8}  ROLES",
+        "ID", "EMAIL", "STATUS", "VERIFIED"
     )?;
     for u in users {
         writeln!(
             out,
-            "{:<id_width$}  {:<email_width$}  {:<9}  {}",
+            "{:<id_width$}  {:<email_width$}  {:<9}  {:<8}  {}",
             u.id,
             u.email,
             u.status.as_str(),
+            if u.email_verified { "yes" } else { "no" },
             u.roles.join(",")
         )?;
     }

@@ -216,6 +216,36 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "a duration from 1m to 24h: how long a password reset link works",
     ),
     (
+        "notify_new_device",
+        "false",
+        "true or false: mail a user when their password signs in from a device (User-Agent) the account has not used before",
+    ),
+    (
+        "registration",
+        "open",
+        "open, invite or closed: who may create their own account (administrators always can)",
+    ),
+    (
+        "allowed_email_domains",
+        "(empty: any domain)",
+        "a comma-separated list of domains (example.com; *.example.com also admits its subdomains) self-registration is open to",
+    ),
+    (
+        "email_verification",
+        "optional",
+        "off, optional or required: whether accounts are mailed a link to verify their address, and whether an unverified one may sign in",
+    ),
+    (
+        "email_verification_ttl",
+        "24h",
+        "a duration from 1h to 30d: how long an email verification link works",
+    ),
+    (
+        "invitation_ttl",
+        "7d",
+        "a duration from 1h to 90d: how long an invitation works",
+    ),
+    (
         "metrics_addr",
         "(unset: /metrics on addr)",
         "a socket address for a separate /metrics listener",
@@ -355,6 +385,16 @@ pub struct Settings {
     pub mail_from: String,
     /// How long a password reset link works.
     pub password_reset_ttl: Duration,
+    /// Mail a user after a password login from a device (User-Agent) the
+    /// account has not used before (`core::devices`).
+    pub notify_new_device: bool,
+    /// Who may create their own account.
+    pub registration: crate::core::registration::Registration,
+    /// The domains self-registration is open to (empty: any).
+    pub allowed_email_domains: Vec<crate::core::registration::DomainRule>,
+    pub email_verification: crate::core::verification::EmailVerification,
+    pub email_verification_ttl: Duration,
+    pub invitation_ttl: Duration,
     /// A separate listener for `/metrics` (then it is not on `addr`).
     pub metrics_addr: Option<SocketAddr>,
     pub log: String,
@@ -841,6 +881,34 @@ impl Settings {
             password_reset_ttl: raw.parse("password_reset_ttl", "30m", |s| {
                 parse_duration(s)
                     .filter(|d| (Duration::from_secs(60)..=Duration::from_secs(86_400)).contains(d))
+            })?,
+            notify_new_device: raw.parse("notify_new_device", "false", parse_bool)?,
+            registration: raw.parse(
+                "registration",
+                "open",
+                crate::core::registration::Registration::parse,
+            )?,
+            allowed_email_domains: raw.parse("allowed_email_domains", "", |s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                    .map(crate::core::registration::DomainRule::parse)
+                    .collect::<Option<Vec<_>>>()
+            })?,
+            email_verification: raw.parse(
+                "email_verification",
+                "optional",
+                crate::core::verification::EmailVerification::parse,
+            )?,
+            email_verification_ttl: raw.parse("email_verification_ttl", "24h", |s| {
+                parse_duration(s).filter(|d| {
+                    (Duration::from_secs(3600)..=Duration::from_secs(30 * 86_400)).contains(d)
+                })
+            })?,
+            invitation_ttl: raw.parse("invitation_ttl", "7d", |s| {
+                parse_duration(s).filter(|d| {
+                    (Duration::from_secs(3600)..=Duration::from_secs(90 * 86_400)).contains(d)
+                })
             })?,
             metrics_addr: raw.parse("metrics_addr", "", |s| {
                 if s.is_empty() {
@@ -1776,6 +1844,24 @@ mod tests {
         assert!(e.0.contains("TESSERA_MAIL_FROM"), "{e}");
         let e = Settings::from_pairs(&[("password_reset_ttl", "2d")]).unwrap_err();
         assert!(e.0.contains("TESSERA_PASSWORD_RESET_TTL"), "{e}");
+    }
+
+    #[test]
+    fn new_device_notices_are_off_unless_turned_on() {
+        let s = Settings::from_pairs(&[]).unwrap();
+        assert!(!s.notify_new_device);
+        let shown = s
+            .effective
+            .iter()
+            .find(|e| e.key == "notify_new_device")
+            .unwrap();
+        assert_eq!(shown.value, "false");
+        for on in ["true", "on", "1", "yes"] {
+            let s = Settings::from_pairs(&[("notify_new_device", on)]).unwrap();
+            assert!(s.notify_new_device, "{on}");
+        }
+        let e = Settings::from_pairs(&[("notify_new_device", "sometimes")]).unwrap_err();
+        assert!(e.0.contains("TESSERA_NOTIFY_NEW_DEVICE"), "{e}");
     }
 
     #[test]

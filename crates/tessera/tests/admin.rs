@@ -349,6 +349,27 @@ async fn every_event_type_is_audited_without_any_secret() {
         .send(Req::post(&format!("/v1/admin/clients/{}/secret", client.client.id)).session(&boss))
         .await;
     secrets.push(r.json()["client_secret"].as_str().unwrap().to_owned());
+    // An email changed, an address vouched for, an invitation made
+    // (`email_changed`, `email_verified`, `invitation_created`; the
+    // invitation's link never in the log).
+    let r = t
+        .send(patch(&user.user_id, json!({"email": "uma.new@example.com"})).session(&boss))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = t
+        .send(patch(&user.user_id, json!({"email_verified": true})).session(&boss))
+        .await;
+    assert_eq!(r.json()["user"]["email_verified"], true, "{}", r.text());
+    let r = t
+        .send(
+            Req::post("/v1/admin/invitations")
+                .session(&boss)
+                .json(json!({"email": "guest@example.com", "mail": false})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let url = r.json()["url"].as_str().unwrap().to_owned();
+    secrets.push(url.split_once("invitation=").unwrap().1.to_owned());
     // A mail given up: reported as the outbox reports it after its last
     // attempt (tests/mail.rs delivers to a real, then a closed, SMTP port;
     // here the retries' 15 s are not waited for).

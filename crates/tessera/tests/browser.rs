@@ -24,6 +24,7 @@ use axum::extract::Query;
 use axum::response::Html;
 use axum::routing::get;
 use common::PASSWORD;
+use common::smtp::SmtpServer;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tempfile::TempDir;
@@ -45,6 +46,8 @@ const NEW_PASSWORD: &str = "an entirely new passphrase";
 const SECOND_DEVICE_UA: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.5; rv:130.0) \
                                 Gecko/20100101 Firefox/130.0";
 const SECOND_DEVICE_IP: &str = "203.0.113.7";
+const VERIFY_SUBJECT: &str = "Confirm your email address for Tessera";
+const INVITE_SUBJECT: &str = "You are invited to Tessera";
 
 /// One browser test at a time: each runs a Chromium (or two).
 static BROWSER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -83,25 +86,27 @@ async fn bind_loopback() -> (Vec<TcpListener>, u16) {
     panic!("no loopback port free on both 127.0.0.1 and ::1");
 }
 
-async fn start_tessera() -> Server {
-    start_tessera_on("localhost").await
-}
-
 /// Tessera on loopback with the public URL `http://<host>:<port>` (a host
 /// other than localhost is mapped to loopback by the browser's
 /// `--host-resolver-rules`, see [`open_browser_with`]).
 async fn start_tessera_on(host: &str) -> Server {
+    start_tessera_with(host, &[]).await
+}
+
+/// [`start_tessera_on`] with more settings (`smtp_url`, …).
+async fn start_tessera_with(host: &str, extra: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let (listeners, port) = bind_loopback().await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let base = format!("http://{host}:{port}");
     let db = format!("sqlite://{}", dir.path().join("tessera.db").display());
-    let settings = Settings::from_pairs(&[
+    let mut pairs = vec![
         ("database_url", db.as_str()),
         ("public_url", base.as_str()),
         ("hash_threads", "2"),
-    ])
-    .expect("settings");
+    ];
+    pairs.extend_from_slice(extra);
+    let settings = Settings::from_pairs(&pairs).expect("settings");
     let app = App::open(settings, Arc::new(SystemClock))
         .await
         .expect("app opens");
@@ -483,6 +488,24 @@ impl Browser {
         self.click("#login-form button[type=submit]").await;
     }
 
+    /// The HTTP status of the document shown (Chromium's navigation
+    /// timing: the final response of the last navigation, a form's post
+    /// included). Call it once the page is known to be the new one.
+    async fn status(&self) -> u16 {
+        let status = self
+            .client
+            .execute(
+                "return performance.getEntriesByType('navigation')[0].responseStatus",
+                vec![],
+            )
+            .await
+            .expect("navigation timing");
+        status
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or_else(|| panic!("no response status: {status:?}"))
+    }
+
     async fn signed_in_as(&self, server: &Server, email: &str) -> bool {
         self.goto(&server.url("/account")).await;
         self.path().await == "/account" && self.text_of("#profile-email").await == email
@@ -498,8 +521,13 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(&[]).await
+}
+
+/// [`harness`] with more settings for Tessera.
+async fn harness_with(settings: &[(&str, &str)]) -> Harness {
     let turn = BROWSER_TURN.lock().await;
-    let server = start_tessera().await;
+    let server = start_tessera_with("localhost", settings).await;
     let driver = start_driver().await;
     let browser = open_browser(&driver).await;
     Harness {
@@ -726,6 +754,123 @@ async fn changing_the_password_signs_out_other_devices() {
     );
     b.submit_login(s, "frank@example.com", NEW_PASSWORD).await;
     b.wait_for_path("/account").await;
+    h.finish().await;
+}
+
+/// A forgotten password, the whole way through the pages and real mail:
+/// the login page's link to `/forgot`, the form there, the message a real
+/// SMTP server received, its link opened in Chromium, the new password set
+/// on `/reset`. Then the new password signs in through the form and the
+/// old one is refused, the other browser signed in to the account and the
+/// second device are signed out, the link works only once, and the user is
+/// told by mail that the password changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_password_is_reset_by_mail_and_everything_else_signed_out() {
+    let smtp = SmtpServer::start();
+    let h = harness_with(&[("smtp_url", &smtp.url())]).await;
+    let (s, b) = (&h.server, &h.browser);
+    let email = "gwen@example.com";
+    s.app
+        .core
+        .register(NewAccount {
+            email: email.into(),
+            password: Password::new(PASSWORD.into()),
+            roles: Vec::new(),
+        })
+        .await
+        .expect("account");
+    // Signed in elsewhere: another browser (its own profile), through the
+    // form, and a second device.
+    let other = open_browser(&h.driver).await;
+    other.submit_login(s, email, PASSWORD).await;
+    other.wait_for_path("/account").await;
+    let second = s.second_device(email, PASSWORD).await;
+    assert!(s.session_is_alive(&second).await);
+
+    // The login page leads to /forgot.
+    b.goto(&s.url("/login")).await;
+    b.wait_for_path("/login").await;
+    assert_eq!(
+        b.text_of("a[href='/forgot']").await,
+        "Forgot your password?"
+    );
+    b.click("a[href='/forgot']").await;
+    b.wait_for_path("/forgot").await;
+    b.fill("#email", email).await;
+    b.click("#forgot-form button[type=submit]").await;
+    let sent = b.text_of("#form-done").await;
+    assert!(
+        sent.contains("a link to reset its password is on its way"),
+        "{sent}"
+    );
+    b.screenshot("forgot-sent.png").await;
+
+    // The mail, delivered to the SMTP server, carries the link.
+    let mail = smtp
+        .wait_for_subject(email, "Reset your Tessera password")
+        .await;
+    let link = mail.link_with("/reset?token=").expect("a reset link");
+    assert!(
+        link.starts_with(&format!("{}/reset?token=", s.base)),
+        "{link}"
+    );
+    // Asking changed nothing yet.
+    assert!(s.session_is_alive(&second).await);
+
+    // The link opens the form; a new password is set there.
+    b.goto(&link).await;
+    b.wait_for_path("/reset").await;
+    b.screenshot("reset.png").await;
+    b.fill("#password", NEW_PASSWORD).await;
+    b.fill("#confirm_password", NEW_PASSWORD).await;
+    b.click("#reset-form button[type=submit]").await;
+    b.wait_for_path("/login").await;
+    assert!(
+        b.text_of(".alert-ok")
+            .await
+            .contains("Your new password is set")
+    );
+
+    // Everything that was signed in is signed out: the second device, and
+    // the other browser at its next page load.
+    assert!(!s.session_is_alive(&second).await);
+    other.goto(&s.url("/account")).await;
+    other.wait_for_path("/login").await;
+
+    // The old password is refused through the form; the new one works.
+    b.submit_login(s, email, PASSWORD).await;
+    b.wait_for_path("/login").await;
+    assert_eq!(
+        b.text_of("#form-error").await,
+        "The email or password is incorrect."
+    );
+    b.submit_login(s, email, NEW_PASSWORD).await;
+    b.wait_for_path("/account").await;
+    assert_eq!(b.text_of("#profile-email").await, email);
+    assert_eq!(b.count(".session-row").await, 1, "only this browser");
+
+    // The link works once: opened again, it is refused, with the way out.
+    b.goto(&link).await;
+    b.wait_for_path("/reset").await;
+    b.fill("#password", "a third passphrase").await;
+    b.fill("#confirm_password", "a third passphrase").await;
+    b.click("#reset-form button[type=submit]").await;
+    assert!(
+        b.text_of("#form-error")
+            .await
+            .contains("invalid, used or expired"),
+        "{}",
+        b.body().await
+    );
+    assert!(b.count("a[href='/forgot']").await >= 1);
+    assert!(b.signed_in_as(s, email).await);
+
+    // And the user is told.
+    let notice = smtp
+        .wait_for_subject(email, "Your Tessera password was changed")
+        .await;
+    assert!(notice.link_with("token=").is_none());
+    other.close().await;
     h.finish().await;
 }
 
@@ -1079,5 +1224,304 @@ async fn a_browser_that_drops_the_secure_cookie_is_told_why() {
     b.goto(&s.url("/login")).await;
     b.wait_for_path("/login").await;
     assert_eq!(b.count("#cookie-refused").await, 0);
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------
+// Joining: email verification, invitations, closed registration
+
+/// `email_verification = required`, the whole way through the pages and
+/// real mail: registering does not sign in but says a link was mailed;
+/// signing in before the link is used is refused with a way to ask for a
+/// new link; that form mails a second link; the first link, opened in
+/// Chromium, shows a button whose post verifies the address; then the form
+/// signs in. The used link, confirmed again, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_then_verify_by_mail_then_sign_in() {
+    let smtp = SmtpServer::start();
+    let h = harness_with(&[
+        ("smtp_url", &smtp.url()),
+        ("email_verification", "required"),
+    ])
+    .await;
+    let (s, b) = (&h.server, &h.browser);
+    let email = "hana@example.com";
+
+    // Registering through the form lands on the login page, not signed in.
+    b.goto(&s.url("/register")).await;
+    b.wait_for_path("/register").await;
+    b.fill("#email", email).await;
+    b.fill("#password", PASSWORD).await;
+    b.fill("#confirm_password", PASSWORD).await;
+    b.click("#register-form button[type=submit]").await;
+    b.wait_for_path("/login").await;
+    let flash = b.text_of(".alert-ok").await;
+    assert!(
+        flash.contains("We mailed you a link to verify your email address"),
+        "{flash}"
+    );
+    assert_eq!(b.count("#form-error").await, 0);
+    b.screenshot("register-verify-sent.png").await;
+    let cookies = b.client.get_all_cookies().await.expect("cookies");
+    assert!(
+        cookies
+            .iter()
+            .all(|c| !c.name().contains("tessera_session")),
+        "{cookies:?}"
+    );
+    assert!(!b.signed_in_as(s, email).await);
+    b.wait_for_path("/login").await;
+    let user = s.app.core.find_user(email).await.expect("the account");
+    assert!(!user.email_verified);
+    let first = smtp.wait_for_subject(email, VERIFY_SUBJECT).await;
+    let first_link = first
+        .link_with("/verify-email?token=")
+        .expect("a verification link");
+    assert!(
+        first_link.starts_with(&format!("{}/verify-email?token=", s.base)),
+        "{first_link}"
+    );
+
+    // Signing in before the link is used: refused (403), with the way to a
+    // new link.
+    b.submit_login(s, email, PASSWORD).await;
+    let error = b.text_of("#form-error").await;
+    assert!(error.contains("not verified yet"), "{error}");
+    assert_eq!(b.path().await, "/login");
+    assert_eq!(b.status().await, 403);
+    assert_eq!(
+        b.text_of("#resend-verification a").await,
+        "Send a new verification link"
+    );
+    b.screenshot("login-unverified.png").await;
+    // A wrong password says nothing about verification.
+    b.submit_login(s, email, "not the right password").await;
+    assert_eq!(
+        b.text_of("#form-error").await,
+        "The email or password is incorrect."
+    );
+    assert_eq!(b.count("#resend-verification").await, 0);
+    b.submit_login(s, email, PASSWORD).await;
+    b.text_of("#resend-verification").await;
+
+    // The link leads to a form that mails a second link.
+    b.click("#resend-verification a").await;
+    b.wait_for_path("/verify-email").await;
+    assert_eq!(b.count("#verify-form").await, 0);
+    b.fill("#resend-form #email", email).await;
+    b.screenshot("verify-resend.png").await;
+    b.click("#resend-form button[type=submit]").await;
+    let done = b.text_of("#form-done").await;
+    assert!(done.contains("a new link is on its way"), "{done}");
+    assert_eq!(b.path().await, "/verify-email/resend");
+    b.screenshot("verify-resent.png").await;
+    let mails = smtp.wait_for(email, 2).await;
+    let second_link = mails[1]
+        .link_with("/verify-email?token=")
+        .expect("a second verification link");
+    assert_ne!(second_link, first_link);
+    assert!(!s.app.core.find_user(email).await.unwrap().email_verified);
+
+    // The first link opens a page with a button; only its post verifies.
+    b.goto(&first_link).await;
+    b.wait_for_path("/verify-email").await;
+    assert_eq!(
+        b.text_of("#verify-form button[type=submit]").await,
+        "Confirm my email address"
+    );
+    assert!(
+        !s.app.core.find_user(email).await.unwrap().email_verified,
+        "opening the link alone verifies nothing"
+    );
+    b.screenshot("verify-confirm.png").await;
+    b.click("#verify-form button[type=submit]").await;
+    let verified = b.text_of("#form-done").await;
+    assert!(
+        verified.contains(&format!("{email} is verified")),
+        "{verified}"
+    );
+    assert_eq!(b.count("#verify-form").await, 0);
+    b.screenshot("verify-done.png").await;
+    assert!(s.app.core.find_user(email).await.unwrap().email_verified);
+
+    // Its "Sign in" link, then the form: signed in.
+    b.click("main a[href='/login']").await;
+    b.wait_for_path("/login").await;
+    b.fill("#email", email).await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#login-form button[type=submit]").await;
+    b.wait_for_path("/account").await;
+    assert!(b.signed_in_as(s, email).await);
+
+    // The used link, confirmed again, is refused and offers a new one.
+    b.goto(&first_link).await;
+    b.wait_for_path("/verify-email").await;
+    b.click("#verify-form button[type=submit]").await;
+    let refused = b.text_of("#form-error").await;
+    assert!(refused.contains("invalid, used or expired"), "{refused}");
+    assert_eq!(b.status().await, 400);
+    assert_eq!(b.count("#resend-form").await, 1);
+    b.screenshot("verify-used.png").await;
+    assert!(b.signed_in_as(s, email).await);
+    h.finish().await;
+}
+
+/// `registration = invite`: `/register` alone offers no form, and the login
+/// page no "Create an account"; an invitation an administrator mailed
+/// opens the form with its address, fixed; registering through it signs in
+/// with the invitation's role and the address verified (the invitation was
+/// mailed there). The link works once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_registers_under_invite_only() {
+    let smtp = SmtpServer::start();
+    let h = harness_with(&[("smtp_url", &smtp.url()), ("registration", "invite")]).await;
+    let (s, b) = (&h.server, &h.browser);
+    let email = "guest@example.com";
+
+    // Without an invitation: the notice (403), no form.
+    b.goto(&s.url("/register")).await;
+    b.wait_for_path("/register").await;
+    let closed = b.text_of("#registration-closed").await;
+    assert!(closed.contains("needs an invitation"), "{closed}");
+    assert_eq!(b.count("#register-form").await, 0);
+    assert_eq!(b.status().await, 403);
+    b.screenshot("register-invite-only.png").await;
+    b.goto(&s.url("/login")).await;
+    b.wait_for_path("/login").await;
+    assert_eq!(b.count("main a[href='/register']").await, 0);
+
+    // An administrator invites the guest, by mail.
+    let invitation = s
+        .app
+        .core
+        .invite_by(None, email, &["editor".to_owned()], true)
+        .await
+        .expect("invitation");
+    assert!(invitation.mailed);
+    let mail = smtp.wait_for_subject(email, INVITE_SUBJECT).await;
+    let link = mail
+        .link_with("/register?invitation=")
+        .expect("an invitation link");
+    assert_eq!(link, invitation.url);
+    let token = link
+        .split_once("invitation=")
+        .expect("the token")
+        .1
+        .to_owned();
+
+    // The link opens the form with the address prefilled and fixed.
+    b.goto(&link).await;
+    b.wait_for_path("/register").await;
+    assert_eq!(b.status().await, 200);
+    assert_eq!(b.count("#registration-closed").await, 0);
+    assert_eq!(b.attr("#email", "value").await, email);
+    let readonly = b
+        .client
+        .execute("return document.getElementById('email').readOnly", vec![])
+        .await
+        .expect("script runs");
+    assert_eq!(readonly, json!(true));
+    assert_eq!(
+        b.attr(
+            "#register-form input[type=hidden][name=invitation]",
+            "value"
+        )
+        .await,
+        token
+    );
+    assert!(b.text_of("#invitation-note").await.contains("invited"));
+    b.screenshot("register-invited.png").await;
+
+    // Registering through it signs in.
+    b.fill("#password", PASSWORD).await;
+    b.fill("#confirm_password", PASSWORD).await;
+    b.click("#register-form button[type=submit]").await;
+    b.wait_for_path("/account").await;
+    assert!(b.text_of("#flash").await.contains("Welcome"));
+    assert_eq!(b.text_of("#profile-email").await, email);
+    assert!(b.signed_in_as(s, email).await);
+    let user = s.app.core.find_user(email).await.expect("the account");
+    assert_eq!(user.roles, vec!["editor".to_owned()]);
+    assert!(
+        user.email_verified,
+        "a mailed invitation verifies the address"
+    );
+
+    // The same link again (signed out): the notice, no form.
+    b.click(".topbar form[action='/logout'] button").await;
+    b.wait_for_path("/login").await;
+    b.goto(&link).await;
+    b.wait_for_path("/register").await;
+    let used = b.text_of("#registration-closed").await;
+    assert!(used.contains("invalid, used or expired"), "{used}");
+    assert_eq!(b.count("#register-form").await, 0);
+    assert_eq!(b.status().await, 403);
+    b.screenshot("register-invitation-used.png").await;
+    h.finish().await;
+}
+
+/// `registration = closed`: `/register` says so (403) with no form, with or
+/// without an invitation in the URL; the login page offers no "Create an
+/// account"; and a form posted to `/register` anyway (built by a script on
+/// the page, so it passes the origin checks) creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_registration_offers_no_form() {
+    let h = harness_with(&[("registration", "closed")]).await;
+    let (s, b) = (&h.server, &h.browser);
+
+    for path in [
+        "/register",
+        "/register?invitation=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        b.goto(&s.url(path)).await;
+        b.wait_for_path("/register").await;
+        let closed = b.text_of("#registration-closed").await;
+        assert!(
+            closed.contains("Registration is closed"),
+            "{path}: {closed}"
+        );
+        assert_eq!(b.count("#register-form").await, 0, "{path}");
+        assert_eq!(b.count("form[action='/register']").await, 0, "{path}");
+        assert_eq!(b.status().await, 403, "{path}");
+    }
+    b.screenshot("register-closed.png").await;
+    assert_eq!(b.count("main .switch a[href='/login']").await, 1);
+
+    b.goto(&s.url("/login")).await;
+    b.wait_for_path("/login").await;
+    // No "Create an account" anywhere: not in the sign-in card, not in
+    // the top bar.
+    assert_eq!(b.count("a[href='/register']").await, 0);
+    assert!(!b.body().await.contains("Create an account"));
+    assert_eq!(b.count("#login-form").await, 1);
+    b.screenshot("login-registration-closed.png").await;
+
+    // A hand-made form posted anyway is refused, and nothing is created.
+    b.goto(&s.url("/register")).await;
+    b.wait_for_path("/register").await;
+    b.client
+        .execute(
+            "const f = document.createElement('form'); \
+             f.method = 'post'; f.action = '/register'; f.id = 'forged'; \
+             for (const [k, v] of Object.entries(arguments[0])) { \
+               const i = document.createElement('input'); \
+               i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i); } \
+             document.body.appendChild(f); f.submit();",
+            vec![json!({
+                "email": "intruder@example.com",
+                "password": PASSWORD,
+                "confirm_password": PASSWORD,
+            })],
+        )
+        .await
+        .expect("script runs");
+    // The notice again, not the form.
+    let refused = b.text_of("#registration-closed").await;
+    assert!(refused.to_lowercase().contains("closed"), "{refused}");
+    assert_eq!(b.status().await, 403);
+    assert_eq!(b.count("#register-form").await, 0);
+    b.screenshot("register-closed-post.png").await;
+    assert!(s.app.core.find_user("intruder@example.com").await.is_err());
+    assert_eq!(b.path().await, "/register");
     h.finish().await;
 }

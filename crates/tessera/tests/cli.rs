@@ -1179,7 +1179,7 @@ async fn cli_actions_are_audited_with_the_operator_and_user_list_has_a_header() 
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["ID", "EMAIL", "STATUS", "ROLES"]);
+    assert_eq!(header, ["ID", "EMAIL", "STATUS", "VERIFIED", "ROLES"]);
     assert!(lines[1].starts_with(&pat.user_id) && lines[1].contains("pat@example.com"));
     assert_eq!(
         lines[1].find("pat@example.com"),

@@ -18,8 +18,10 @@ use serde_json::json;
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
+/// These tests count the messages an address received, so registrations
+/// here send no verification mail (tests/signup.rs covers those).
 async fn app_mailing_to(smtp: &SmtpServer) -> TestApp {
-    TestApp::with(&[("smtp_url", &smtp.url())]).await
+    TestApp::with(&[("smtp_url", &smtp.url()), ("email_verification", "off")]).await
 }
 
 fn ask(email: &str) -> Req {
@@ -176,7 +178,12 @@ async fn a_reset_link_expires() {
     );
 
     // A shorter lifetime is a setting.
-    let t = TestApp::with(&[("smtp_url", &smtp.url()), ("password_reset_ttl", "5m")]).await;
+    let t = TestApp::with(&[
+        ("smtp_url", &smtp.url()),
+        ("password_reset_ttl", "5m"),
+        ("email_verification", "off"),
+    ])
+    .await;
     t.register("later@example.com").await;
     let link = reset_link(&t, &smtp, "later@example.com", 1).await;
     assert!(
@@ -197,7 +204,9 @@ async fn a_reset_link_survives_a_restart_and_is_bound_to_its_user() {
     t.register("bob@example.com").await;
     let alice_link = reset_link(&t, &smtp, "alice@example.com", 1).await;
     let url = smtp.url();
-    let t = t.restart(&[("smtp_url", &url)]).await;
+    let t = t
+        .restart(&[("smtp_url", &url), ("email_verification", "off")])
+        .await;
     let r = t.send(confirm(&token_of(&alice_link), NEW_PASSWORD)).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
     // Alice's link changed Alice's password, and nobody else's.
@@ -222,7 +231,9 @@ async fn a_reset_link_survives_a_restart_and_is_bound_to_its_user() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].user_id.as_deref(), alice["id"].as_str());
     // And a used link stays used after another restart.
-    let t = t.restart(&[("smtp_url", &url)]).await;
+    let t = t
+        .restart(&[("smtp_url", &url), ("email_verification", "off")])
+        .await;
     let r = t
         .send(confirm(&token_of(&alice_link), "yet another passphrase"))
         .await;
@@ -257,7 +268,12 @@ async fn a_reset_ends_the_users_other_links_and_bad_tokens_are_refused_alike() {
 async fn the_link_is_built_from_the_public_url_whatever_host_the_request_names() {
     let smtp = SmtpServer::start();
     let public = "https://auth.example.com";
-    let t = TestApp::with(&[("smtp_url", &smtp.url()), ("public_url", public)]).await;
+    let t = TestApp::with(&[
+        ("smtp_url", &smtp.url()),
+        ("public_url", public),
+        ("email_verification", "off"),
+    ])
+    .await;
     t.register("dave@example.com").await;
     let r = t
         .send(
@@ -421,7 +437,11 @@ async fn mail_that_cannot_be_delivered_is_retried_then_counted_and_audited() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let t = TestApp::with(&[("smtp_url", &format!("smtp://127.0.0.1:{port}"))]).await;
+    let t = TestApp::with(&[
+        ("smtp_url", &format!("smtp://127.0.0.1:{port}")),
+        ("email_verification", "off"),
+    ])
+    .await;
     let user = t.register("ivan@example.com").await;
     let r = t.send(ask("ivan@example.com")).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
@@ -739,6 +759,13 @@ async fn a_user_created_without_a_password_sets_one_by_mail() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let got = smtp.wait_for(email, 1).await;
+    // Its own words, not a reset's: nobody asked for anything.
+    assert_eq!(got[0].subject, "An account was created for you at Tessera");
+    assert!(
+        got[0].text.contains("choose your password"),
+        "{}",
+        got[0].text
+    );
     let link = got[0]
         .link_with("/reset?token=")
         .expect("a link to set a password");
@@ -748,4 +775,60 @@ async fn a_user_created_without_a_password_sets_one_by_mail() {
         login_status(&t, email, NEW_PASSWORD).await,
         StatusCode::CREATED
     );
+}
+
+/// A recipient the SMTP server refuses for good (`550` at `RCPT TO`): the
+/// message is given up after its one attempt, with no backoff retries (as a
+/// refused connection gets, above), counted and audited with the attempts
+/// made; mail to other recipients still goes.
+#[tokio::test]
+async fn mail_refused_for_good_is_given_up_at_once_then_counted_and_audited() {
+    let smtp = SmtpServer::start_rejecting("gone.example");
+    let t = app_mailing_to(&smtp).await;
+    let user = t.register("olga@gone.example").await;
+    t.register("pia@example.com").await;
+    let r = t.send(ask("olga@gone.example")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let started = std::time::Instant::now();
+    let failed = loop {
+        let events = t
+            .app
+            .core
+            .audit_events(Some("mail_failed"), None, 10)
+            .await
+            .unwrap();
+        if let Some(e) = events.into_iter().next() {
+            break e;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no mail_failed event; refused so far: {:?}",
+            smtp.rejected()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    // The event is written once the outbox has given the message up: the
+    // server saw the one attempt, and no other is coming.
+    assert_eq!(smtp.rejected(), ["olga@gone.example"]);
+    assert!(smtp.messages_to("olga@gone.example").is_empty());
+    assert_eq!(failed.user_id.as_deref(), user["id"].as_str());
+    assert_eq!(failed.detail["kind"], "password_reset");
+    assert_eq!(failed.detail["attempts"], 1);
+    let error = failed.detail["error"].as_str().unwrap();
+    assert!(
+        error.contains("permanent") && error.contains("550"),
+        "{error}"
+    );
+    assert!(!failed.detail.to_string().contains("token"), "{error}");
+    let metrics = t.send(Req::get("/metrics")).await.text();
+    assert!(
+        metrics.contains("tessera_mail_failed_total{kind=\"password_reset\"} 1"),
+        "{metrics}"
+    );
+    // Another recipient on the same server still gets their mail.
+    let r = t.send(ask("pia@example.com")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    smtp.wait_for_subject("pia@example.com", "Reset your Tessera password")
+        .await;
+    assert_eq!(smtp.rejected().len(), 1);
 }

@@ -1213,19 +1213,33 @@ async fn admin_user_forms_create_set_passwords_and_delete() {
         !r.text().contains("picked by the admin"),
         "no password echoed"
     );
+    // A password typed once is a mismatch, not a request for a link.
     let r = t
         .send(post(
             "/admin/users/create",
-            &[("email", "later@example.com")],
+            &[
+                ("email", "later@example.com"),
+                ("password", "typed only once"),
+            ],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("The two passwords do not match."));
+    let r = t
+        .send(post(
+            "/admin/users/create",
+            &[("email", " "), ("password", ""), ("confirm_password", "")],
         ))
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        r.text().contains("cannot mail them a link yet"),
+        r.text().contains("Enter the new user&#39;s email.")
+            || r.text().contains("Enter the new user's email."),
         "{}",
         r.text()
     );
     assert!(t.app.core.find_user("other@example.com").await.is_err());
+    assert!(t.app.core.find_user("later@example.com").await.is_err());
 
     // Set a password: the user's session ends, the new password works.
     let given = "given by the admin";
@@ -1351,6 +1365,130 @@ async fn admin_user_forms_create_set_passwords_and_delete() {
     let cleared = r.set_cookie(COOKIE).expect("the cookie is dropped");
     assert_eq!(cleared.attr("Max-Age"), Some(Some("0")));
     assert!(!alive(&t, &boss.cookie).await);
+}
+
+/// The admin page's "create a user" form with the password fields left
+/// empty: the user is created with a password nobody knows and mailed
+/// (through a real SMTP server) a link, in welcome words, with which they
+/// choose their own; then that password signs them in.
+#[tokio::test]
+async fn admin_creates_a_user_without_a_password_who_chooses_one_by_mail() {
+    let smtp = common::smtp::SmtpServer::start();
+    let t = TestApp::with(&[("smtp_url", &smtp.url())]).await;
+    let boss = t.signed_in("boss@example.com").await;
+    t.app
+        .core
+        .set_roles(&boss.user_id, &["admin".into()])
+        .await
+        .unwrap();
+    let b = page_session(&t, &boss).await;
+    let html = t
+        .send(Req::get("/admin").header("cookie", &b.cookie))
+        .await
+        .text();
+    assert!(
+        html.contains("leave empty to mail a link to set one"),
+        "{html}"
+    );
+    // The password fields are optional in the form itself.
+    for id in ["new-password", "new-confirm-password"] {
+        let at = html.find(&format!("id=\"{id}\"")).expect("the field");
+        let tag = &html[at..at + html[at..].find('>').unwrap()];
+        assert!(!tag.contains("required"), "{tag}");
+    }
+
+    let r = t
+        .send(
+            Req::post("/admin/users/create")
+                .header("cookie", &b.cookie)
+                .header("origin", ORIGIN)
+                .form(&[
+                    ("email", "Quinn@Example.com"),
+                    ("roles", "ops"),
+                    ("password", ""),
+                    ("confirm_password", ""),
+                    ("q", "quinn"),
+                    ("csrf_token", b.csrf.as_str()),
+                ]),
+        )
+        .await;
+    assert_eq!(location(&r), "/admin?done=created_mailed&q=quinn");
+    let r = t
+        .send(Req::get("/admin?done=created_mailed&q=quinn").header("cookie", &b.cookie))
+        .await;
+    assert!(
+        r.text()
+            .contains("They were mailed a link to choose their password"),
+        "{}",
+        r.text()
+    );
+    let quinn = t.app.core.find_user("quinn@example.com").await.unwrap();
+    assert_eq!(quinn.roles, ["ops"]);
+    let created = t
+        .app
+        .core
+        .audit_events(Some("user_created"), Some(&quinn.id), 10)
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].detail["actor"], boss.user_id.as_str());
+
+    // The welcome message, not a reset's, with the link.
+    let m = smtp
+        .wait_for_subject(
+            "quinn@example.com",
+            "An account was created for you at Tessera",
+        )
+        .await;
+    assert!(
+        m.text.contains("An account was created for you at Tessera"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("choose your password"), "{}", m.text);
+    assert!(m.text.contains("30 minutes"), "{}", m.text);
+    assert!(!m.text.contains("asked to reset"), "{}", m.text);
+    let link = m.link_with("/reset?token=").expect("a link in the message");
+    let path = link.strip_prefix(ORIGIN).expect("built on the public URL");
+    // No password works before the user chose one.
+    assert_eq!(
+        form_login(&t, "quinn@example.com", PASSWORD).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The link's page sets the password; it then signs in, once only.
+    let page = t.send(Req::get(path)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let token = field(&page.text(), "token");
+    let chosen = "quinn chose this passphrase";
+    let set = Req::post("/reset")
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("token", token.as_str()),
+            ("password", chosen),
+            ("confirm_password", chosen),
+        ]);
+    let r = t.send(set).await;
+    assert_eq!(location(&r), "/login?done=password_reset");
+    assert_eq!(
+        form_login(&t, "quinn@example.com", chosen).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // Counted under its own kind.
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = t.send(Req::get("/metrics")).await.text();
+        if metrics.contains("tessera_mail_sent_total{kind=\"welcome\"} 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]

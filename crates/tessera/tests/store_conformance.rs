@@ -26,7 +26,10 @@ use tessera::core::revocation::Revocation;
 use tessera::core::secret::SecretHash;
 use tessera::core::sessions::SessionRecord;
 use tessera::store::cache::CachingUserStore;
-use tessera::store::{LinkToken, Push, StoreError, StoreOptions, Stores, UserStore, UserWrite};
+use tessera::store::{
+    DeviceSighting, Invitation, LinkToken, Push, StoreError, StoreOptions, Stores, UserStore,
+    UserWrite,
+};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Barrier;
 
@@ -115,6 +118,7 @@ fn user(id: &str) -> User {
         email: format!("{id}@example.com"),
         roles: vec![],
         status: UserStatus::Active,
+        email_verified: false,
         created_at: t0(),
     }
 }
@@ -2408,6 +2412,492 @@ async fn racing_consumes_of_a_link_token_exactly_one_wins(backend: Backend) {
     }
 }
 
+/// A look at a link token finds its user only while a consume would, on
+/// every node, and changes nothing: the token still works afterwards.
+async fn a_link_token_is_looked_at_without_being_used(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    let reset = "password_reset";
+    let h = fresh_hash();
+    f.a.links
+        .insert_link_token(&link(&h, reset, "usr_a", 1000))
+        .await
+        .unwrap();
+    for node in [&f.a, &b] {
+        for _ in 0..2 {
+            assert_eq!(
+                node.links
+                    .link_token_user(&h, reset, t0() + ms(10))
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some("usr_a")
+            );
+        }
+    }
+    // Another purpose, an unknown hash, at or past the expiry: nothing.
+    let peek = |hash: SecretHash, purpose: &'static str, at: i64| {
+        let links = f.a.links.clone();
+        async move {
+            links
+                .link_token_user(&hash, purpose, t0() + ms(at))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(peek(h, "email_verification", 10).await, None);
+    assert_eq!(peek(fresh_hash(), reset, 10).await, None);
+    assert_eq!(peek(h, reset, 1000).await, None);
+    // Looking used nothing: the token is consumed once, then seen no more.
+    assert_eq!(
+        b.links
+            .consume_link_token(&h, reset, t0() + ms(20))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("usr_a")
+    );
+    assert_eq!(peek(h, reset, 30).await, None);
+    // Voided tokens are not seen either.
+    let v = fresh_hash();
+    f.a.links
+        .insert_link_token(&link(&v, reset, "usr_a", 1000))
+        .await
+        .unwrap();
+    f.a.links
+        .void_link_tokens("usr_a", reset, t0() + ms(40))
+        .await
+        .unwrap();
+    assert_eq!(peek(v, reset, 50).await, None);
+}
+
+fn device(n: u8) -> SecretHash {
+    SecretHash([n; 32])
+}
+
+/// The first device of an account is `First`, another one `New`, a seen
+/// one `Known` (on every node); an account keeps at most `keep` devices,
+/// the least recently seen going first; accounts do not share devices; a
+/// missing user records nothing; a deleted user's devices go with it.
+async fn known_devices_are_remembered_capped_and_go_with_their_user(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    add_user(&f.a, "usr_b").await;
+    let devices = &f.a.devices;
+    let at = |n: i64| t0() + ms(n);
+    assert_eq!(
+        devices
+            .remember_device("usr_a", &device(1), at(0), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::First
+    );
+    assert_eq!(
+        b.devices
+            .remember_device("usr_a", &device(1), at(10), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::Known
+    );
+    assert_eq!(
+        b.devices
+            .remember_device("usr_a", &device(2), at(20), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::New
+    );
+    assert_eq!(
+        devices
+            .remember_device("usr_a", &device(2), at(30), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::Known
+    );
+    // Another account's devices are its own.
+    assert_eq!(
+        devices
+            .remember_device("usr_b", &device(1), at(40), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::First
+    );
+    // The cap: usr_a has 1 (seen at 10) and 2 (at 30); 3 fits, 4 pushes
+    // out the least recently seen, 1.
+    for (d, t) in [(3, 50), (4, 60)] {
+        assert_eq!(
+            devices
+                .remember_device("usr_a", &device(d), at(t), 3)
+                .await
+                .unwrap(),
+            DeviceSighting::New
+        );
+    }
+    for d in [2, 3, 4] {
+        assert_eq!(
+            devices
+                .remember_device("usr_a", &device(d), at(70), 3)
+                .await
+                .unwrap(),
+            DeviceSighting::Known,
+            "device {d}"
+        );
+    }
+    // A sighting never moves `last_seen_at` back (2's at 5 leaves it at
+    // 70); then 2 is seen at 90 and 4 at 80, so when 1 comes back it
+    // pushes out 3, the least recently seen (70).
+    devices
+        .remember_device("usr_a", &device(2), at(5), 3)
+        .await
+        .unwrap();
+    devices
+        .remember_device("usr_a", &device(2), at(90), 3)
+        .await
+        .unwrap();
+    devices
+        .remember_device("usr_a", &device(4), at(80), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        devices
+            .remember_device("usr_a", &device(1), at(100), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::New
+    );
+    for d in [1, 2, 4] {
+        assert_eq!(
+            b.devices
+                .remember_device("usr_a", &device(d), at(110), 3)
+                .await
+                .unwrap(),
+            DeviceSighting::Known,
+            "device {d}"
+        );
+    }
+    assert_eq!(
+        devices
+            .remember_device("usr_a", &device(3), at(120), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::New,
+        "3 was pushed out"
+    );
+    // No such user (or text no backend can hold): nothing recorded.
+    for missing in ["usr_nobody", "usr_\0"] {
+        assert_eq!(
+            devices
+                .remember_device(missing, &device(1), at(130), 3)
+                .await
+                .unwrap(),
+            DeviceSighting::NoSuchUser
+        );
+    }
+    // A deleted user's devices go with it: the id, were it ever used
+    // again, would start afresh.
+    assert_eq!(
+        f.a.users.delete_user("usr_b", None).await.unwrap(),
+        UserWrite::Done
+    );
+    assert_eq!(
+        devices
+            .remember_device("usr_b", &device(1), at(140), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::NoSuchUser
+    );
+    add_user(&f.a, "usr_b").await;
+    assert_eq!(
+        devices
+            .remember_device("usr_b", &device(1), at(150), 3)
+            .await
+            .unwrap(),
+        DeviceSighting::First
+    );
+}
+
+/// Racing sightings on two nodes: of many of one new device exactly one
+/// reports it (`First` on a new account), and of sightings of different
+/// devices on an account without any, exactly one is `First`.
+async fn racing_sightings_report_a_new_device_once(backend: Backend) {
+    const RACERS: usize = 6;
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    for round in 0..10u8 {
+        let user = format!("usr_r{round}");
+        add_user(&f.a, &user).await;
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let mut racers = Vec::new();
+        for i in 0..RACERS {
+            let node = if i % 2 == 0 { f.a.clone() } else { b.clone() };
+            let (barrier, user) = (Arc::clone(&barrier), user.clone());
+            // Half the racers bring device 1, half a device of their own.
+            let d = if i < RACERS / 2 { 1 } else { 100 + i as u8 };
+            racers.push(tokio::spawn(async move {
+                barrier.wait().await;
+                (
+                    d,
+                    node.devices
+                        .remember_device(&user, &device(d), t0() + ms(1), 50)
+                        .await
+                        .unwrap(),
+                )
+            }));
+        }
+        let mut firsts = 0;
+        let mut device_one_reported = 0;
+        for r in racers {
+            let (d, seen) = r.await.unwrap();
+            if seen == DeviceSighting::First {
+                firsts += 1;
+            }
+            if d == 1 && seen != DeviceSighting::Known {
+                device_one_reported += 1;
+            }
+            if d != 1 {
+                assert_ne!(seen, DeviceSighting::Known, "round {round}: {d} is new");
+            }
+        }
+        assert_eq!(firsts, 1, "round {round}: exactly one first device");
+        assert_eq!(
+            device_one_reported, 1,
+            "round {round}: device 1 is new once"
+        );
+    }
+}
+
+/// An email is verified once (the first time is kept), and a new email
+/// starts unverified; both are seen by every node; a taken key conflicts
+/// and changes nothing.
+async fn email_verification_and_email_changes(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    add_user(&f.a, "usr_b").await;
+    assert!(
+        !b.users
+            .user_by_id("usr_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .email_verified
+    );
+    assert!(
+        f.a.users
+            .set_email_verified("usr_a", t0() + ms(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.a.users
+            .set_email_verified("usr_a", t0() + ms(9))
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.users
+            .user_by_id("usr_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .email_verified
+    );
+    let (found, _) = b
+        .users
+        .credentials_by_email("usr_a@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.email_verified);
+
+    // A new email: shown form and key replaced, unverified again.
+    assert!(
+        f.a.users
+            .set_email("usr_a", "New@Example.com", "new@example.com", t0() + ms(10))
+            .await
+            .unwrap()
+    );
+    let seen = b.users.user_by_id("usr_a").await.unwrap().unwrap();
+    assert_eq!(seen.email, "New@Example.com");
+    assert!(!seen.email_verified);
+    assert!(
+        b.users
+            .credentials_by_email("usr_a@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        b.users
+            .credentials_by_email("new@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .id,
+        "usr_a"
+    );
+    // Another user's key: a conflict, and nothing changed.
+    let taken =
+        f.a.users
+            .set_email("usr_b", "NEW@example.com", "new@example.com", t0() + ms(11))
+            .await;
+    assert!(matches!(taken, Err(StoreError::Conflict)), "{taken:?}");
+    assert_eq!(
+        b.users.user_by_id("usr_b").await.unwrap().unwrap().email,
+        "usr_b@example.com"
+    );
+    // Unknown users: false, never an error.
+    assert!(!f.a.users.set_email_verified("usr_x", t0()).await.unwrap());
+    assert!(
+        !f.a.users
+            .set_email("usr_x", "x@example.com", "x@example.com", t0())
+            .await
+            .unwrap()
+    );
+    // Inserted verified: verified.
+    let mut verified = user("usr_v");
+    verified.email_verified = true;
+    f.a.users
+        .insert_user(&verified, &verified.email, "$argon2id$stub")
+        .await
+        .unwrap();
+    assert!(
+        b.users
+            .user_by_id("usr_v")
+            .await
+            .unwrap()
+            .unwrap()
+            .email_verified
+    );
+}
+
+fn invitation(hash: &SecretHash, email_key: &str, expires_ms: i64) -> Invitation {
+    Invitation {
+        hash: *hash,
+        email: email_key.to_uppercase(),
+        email_key: email_key.to_owned(),
+        roles: vec!["editor".to_owned(), "viewer".to_owned()],
+        created_by: "usr_admin".to_owned(),
+        mailed: true,
+        created_at: t0(),
+        expires_at: t0() + ms(expires_ms),
+    }
+}
+
+/// An invitation is looked at without being used, used once, only for its
+/// address, only before it expires, on any node, and swept once expired.
+async fn invitations_are_single_use_bound_and_expire(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    let h = fresh_hash();
+    f.a.links
+        .insert_invitation(&invitation(&h, "guest@example.com", 1000))
+        .await
+        .unwrap();
+    let again =
+        f.a.links
+            .insert_invitation(&invitation(&h, "other@example.com", 1000))
+            .await;
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+
+    let looked = b.links.invitation(&h, t0() + ms(5)).await.unwrap().unwrap();
+    assert_eq!(looked, invitation(&h, "guest@example.com", 1000));
+    assert!(
+        b.links
+            .invitation(&h, t0() + ms(1000))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        b.links
+            .invitation(&fresh_hash(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Another address: nothing happens.
+    assert!(
+        b.links
+            .consume_invitation(&h, "other@example.com", t0() + ms(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Its address: once.
+    let used = b
+        .links
+        .consume_invitation(&h, "guest@example.com", t0() + ms(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.roles, ["editor", "viewer"]);
+    assert!(used.mailed);
+    assert!(
+        f.a.links
+            .consume_invitation(&h, "guest@example.com", t0() + ms(11))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.a.links
+            .invitation(&h, t0() + ms(11))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Expired: refused, then swept.
+    let late = fresh_hash();
+    f.a.links
+        .insert_invitation(&invitation(&late, "late@example.com", 100))
+        .await
+        .unwrap();
+    assert!(
+        b.links
+            .consume_invitation(&late, "late@example.com", t0() + ms(100))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        f.a.links
+            .delete_expired_link_tokens(t0() + ms(1001))
+            .await
+            .unwrap(),
+        2
+    );
+    // Racing uses: exactly one wins.
+    let raced = fresh_hash();
+    f.a.links
+        .insert_invitation(&invitation(&raced, "race@example.com", 60_000))
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(6));
+    let mut racers = Vec::new();
+    for i in 0..6 {
+        let node = if i % 2 == 0 { f.a.clone() } else { b.clone() };
+        let barrier = Arc::clone(&barrier);
+        racers.push(tokio::spawn(async move {
+            barrier.wait().await;
+            node.links
+                .consume_invitation(&raced, "race@example.com", t0() + ms(2000))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for r in racers {
+        if r.await.unwrap().is_some() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one use of an invitation wins");
+}
+
 /// One test per check and backend.
 macro_rules! conformance {
     ($($check:ident),* $(,)?) => {
@@ -2470,4 +2960,9 @@ conformance!(
     a_closed_backend_fails_closed,
     link_tokens_are_single_use_and_expire,
     racing_consumes_of_a_link_token_exactly_one_wins,
+    a_link_token_is_looked_at_without_being_used,
+    email_verification_and_email_changes,
+    invitations_are_single_use_bound_and_expire,
+    known_devices_are_remembered_capped_and_go_with_their_user,
+    racing_sightings_report_a_new_device_once,
 );

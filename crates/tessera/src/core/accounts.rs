@@ -64,7 +64,7 @@ pub const ADMIN_ROLE: &str = "admin";
 /// `cli:NAME` with the operating-system user); `None` is this.
 pub const OPERATOR: &str = "cli";
 
-fn actor_of(actor: Option<&str>) -> &str {
+pub(crate) fn actor_of(actor: Option<&str>) -> &str {
     actor.unwrap_or(OPERATOR)
 }
 
@@ -79,8 +79,8 @@ fn guarded(write: UserWrite) -> CoreResult<()> {
 
 /// Who creates an account, for its `user_created` event.
 enum Creator<'a> {
-    /// Self-registration, from this client.
-    Themselves(&'a ClientInfo),
+    /// Self-registration, from this client, with an invitation or not.
+    Themselves(&'a ClientInfo, Option<&'a str>),
     /// An administrator (their id), or the operator (`None`).
     Admin(Option<&'a str>),
 }
@@ -129,6 +129,10 @@ pub struct User {
     pub email: String,
     pub roles: Vec<String>,
     pub status: UserStatus,
+    /// Whether the account proved it reads this email's mailbox (a
+    /// verification link, a reset link, or an invitation sent to it).
+    /// False again after the email changes.
+    pub email_verified: bool,
     #[serde(with = "serde_rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -167,6 +171,18 @@ impl Password {
             )));
         }
         Ok(())
+    }
+
+    /// The rule for a password being set (not one being checked: a login
+    /// and a change's current password use [`Password::check_policy`]
+    /// only): the length policy, then the strength rule
+    /// ([`super::password_strength`]: not guessable from the common-password
+    /// lists, patterns or `user_inputs`, the account's email and its
+    /// pieces). CPU-bound (up to ~25 ms): the core runs it on the hashing
+    /// pool (`Tessera::check_new_password`).
+    pub fn check_new(&self, user_inputs: &[&str]) -> CoreResult<()> {
+        self.check_policy()?;
+        super::password_strength::check(&self.0, user_inputs)
     }
 }
 
@@ -263,17 +279,27 @@ impl Tessera {
             .await
     }
 
-    /// Creates an account a client asked for: its hash counts towards the
-    /// client address's fair share of the hashing pool, like a login's.
+    /// Creates an account a client asked for, if `registration`, the
+    /// domain list or `invitation` allow it (see [`super::registration`]):
+    /// its hash counts towards the client address's fair share of the
+    /// hashing pool, like a login's. The new account is mailed a link to
+    /// verify its address (unless verification is off or a mailed
+    /// invitation proved it already).
     pub async fn register_from(
         &self,
         new: NewAccount,
+        invitation: Option<&str>,
         client: &super::sessions::ClientInfo,
     ) -> CoreResult<User> {
+        let email = parse_email(&new.email)?;
+        self.check_self_registration(&email.key, invitation).await?;
         let address = client.ip_addr().filter(|_| self.limits.per_address());
         let who = Principals::new(address, None);
-        self.register_as(new, who, Creator::Themselves(client))
-            .await
+        let user = self
+            .register_as(new, who, Creator::Themselves(client, invitation))
+            .await?;
+        self.mail_verification_link(&user).await?;
+        Ok(user)
     }
 
     async fn register_as(
@@ -283,7 +309,8 @@ impl Tessera {
         creator: Creator<'_>,
     ) -> CoreResult<User> {
         let email = parse_email(&new.email)?;
-        new.password.check_policy()?;
+        self.check_new_password(&who, &new.password, &email.display)
+            .await?;
         let roles = validate_roles(&new.roles)?;
         if self
             .stores
@@ -297,11 +324,26 @@ impl Tessera {
             ));
         }
         let password_hash = self.passwords.hash(&who, new.password).await?;
+        // The invitation is used last, once nothing else can refuse.
+        let (roles, email_verified) = match creator {
+            Creator::Themselves(_, Some(token)) => {
+                let admitted = self.use_invitation(token, &email.key).await?;
+                let mut all = roles;
+                for role in admitted.roles {
+                    if !all.contains(&role) {
+                        all.push(role);
+                    }
+                }
+                (all, admitted.email_verified)
+            }
+            _ => (roles, false),
+        };
         let user = User {
             id: new_id("usr"),
             email: email.display,
             roles,
             status: UserStatus::Active,
+            email_verified,
             created_at: self.now(),
         };
         self.stores
@@ -317,9 +359,13 @@ impl Tessera {
         tracing::info!(user_id = %user.id, "account created");
         // The email is recorded here (a deleted user's events lose it).
         let (client, detail) = match creator {
-            Creator::Themselves(client) => (
+            Creator::Themselves(client, invitation) => (
                 Some(client),
-                serde_json::json!({"email": user.email, "roles": user.roles, "via": "registration"}),
+                serde_json::json!({
+                    "email": user.email,
+                    "roles": user.roles,
+                    "via": if invitation.is_some() { "invitation" } else { "registration" },
+                }),
             ),
             Creator::Admin(actor) => (
                 None,
@@ -483,6 +529,8 @@ impl Tessera {
     ) -> CoreResult<User> {
         password.check_policy()?;
         let user = self.user(id).await?;
+        self.check_new_password(&Principals::new(None, actor), &password, &user.email)
+            .await?;
         let hash = self
             .passwords
             .hash(&Principals::new(None, actor), password)

@@ -12,9 +12,9 @@ use super::sessions::ClientInfo;
 use super::time::serde_rfc3339;
 
 /// Every audit event type Tessera records (the contract's list, plus
-/// `user_reactivated` and `password_change_failed`: a wrong current
+/// `user_reactivated`, `password_change_failed`: a wrong current
 /// password at a password change, counted and limited like a failed
-/// login).
+/// login, and `email_changed`: an administrator gave a user a new email).
 pub const AUDIT_TYPES: &[&str] = &[
     "login_succeeded",
     "login_failed",
@@ -32,6 +32,9 @@ pub const AUDIT_TYPES: &[&str] = &[
     "user_created",
     "user_deleted",
     "password_reset",
+    "email_verified",
+    "email_changed",
+    "invitation_created",
     "key_rotated",
     "rate_limited",
     "client_created",

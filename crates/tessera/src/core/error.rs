@@ -15,6 +15,16 @@ pub enum CoreError {
     AccountSuspended,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// Self-registration refused by `registration`, the domain list or an
+    /// invitation that does not fit; says which.
+    #[error("{0}")]
+    RegistrationClosed(String),
+    /// `email_verification = required` and this account's email is not
+    /// verified (said only after its password matched).
+    #[error(
+        "this account's email address is not verified: open the link we mailed, or ask for a new one"
+    )]
+    EmailNotVerified,
     #[error("{0}")]
     NotFound(&'static str),
     #[error("{0}")]

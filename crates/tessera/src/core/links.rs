@@ -51,6 +51,9 @@ pub struct MailSetup {
     pub public_url: String,
     /// How long a reset link works.
     pub reset_ttl: Duration,
+    /// Whether a password sign-in from a new device is mailed to the user
+    /// (`notify_new_device`, see [`super::devices`]).
+    pub notify_new_device: bool,
 }
 
 /// The outbox's reports, into the core's metrics and audit log.
@@ -88,7 +91,7 @@ impl Tessera {
         }
     }
 
-    fn mail_setup(&self) -> CoreResult<&MailSetup> {
+    pub(crate) fn mail_setup(&self) -> CoreResult<&MailSetup> {
         self.mail.get().ok_or_else(|| {
             tracing::error!("no mail setup: this process cannot make links");
             CoreError::Unavailable
@@ -170,12 +173,32 @@ impl Tessera {
         self.mail_reset_link_to(&user).await
     }
 
-    /// Mails `user` a new reset link (a user an administrator created
-    /// without a password sets one with it).
+    /// Mails `user` a new reset link.
     pub async fn mail_reset_link_to(&self, user: &super::accounts::User) -> CoreResult<()> {
+        self.mail_link_to(user, "password_reset", mail::templates::password_reset)
+            .await
+    }
+
+    /// Mails a user an administrator just created without a password the
+    /// link to choose one, in words of its own (kind `welcome`): nobody
+    /// asked for a reset, an account was made for them. The link is a reset
+    /// link all the same (its lifetime, single use, the `/reset` page).
+    pub async fn mail_welcome_link_to(&self, user: &super::accounts::User) -> CoreResult<()> {
+        self.mail_link_to(user, "welcome", mail::templates::welcome)
+            .await
+    }
+
+    /// Makes `user` a new reset link and queues the message `template`
+    /// builds around it (to, public URL, link, minutes it works).
+    async fn mail_link_to(
+        &self,
+        user: &super::accounts::User,
+        kind: &'static str,
+        template: fn(&str, &str, &str, i64) -> mail::Mail,
+    ) -> CoreResult<()> {
         let link = self.password_reset_link(&user.id).await?;
         let setup = self.mail_setup()?;
-        let message = mail::templates::password_reset(
+        let message = template(
             &user.email,
             &setup.public_url,
             &link,
@@ -185,7 +208,7 @@ impl Tessera {
             .outbox
             .send(Queued {
                 mail: message,
-                kind: "password_reset",
+                kind,
                 user_id: Some(user.id.clone()),
             })
             .await;
@@ -205,10 +228,23 @@ impl Tessera {
         self.check_ip_rate(client).await?;
         password.check_policy()?;
         let secret = BearerSecret::parse(token).ok_or(CoreError::InvalidToken)?;
-        let hash = self
-            .passwords
-            .hash(&Principals::new(client.ip_addr(), None), password)
-            .await?;
+        // The strength rule needs the account's email: the link's user,
+        // looked up without using the link (a refused password keeps it).
+        let who = Principals::new(client.ip_addr(), None);
+        let email = match self
+            .stores
+            .links
+            .link_token_user(&secret.hash(), PASSWORD_RESET, self.now())
+            .await?
+        {
+            Some(user_id) => match self.user(&user_id).await {
+                Err(CoreError::NotFound(_)) => return Err(CoreError::InvalidToken),
+                found => found?.email,
+            },
+            None => return Err(CoreError::InvalidToken),
+        };
+        self.check_new_password(&who, &password, &email).await?;
+        let hash = self.passwords.hash(&who, password).await?;
         let now = self.now();
         let Some(user_id) = self
             .stores
@@ -226,6 +262,9 @@ impl Tessera {
         {
             return Err(CoreError::InvalidToken);
         }
+        // The link reached the user's mailbox: that proves the address.
+        self.mark_email_verified(&user_id, "reset_link", Some(client))
+            .await?;
         let sessions = self.end_all_sessions(&user_id).await?;
         self.revoke_user_tokens(&user_id).await?;
         self.publish(Change::UserSessionsRevoked {

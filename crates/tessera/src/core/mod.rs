@@ -7,6 +7,7 @@ mod argon2_kept;
 pub mod audit;
 pub mod clients;
 pub mod clock;
+pub mod devices;
 pub mod ed25519_batch;
 pub mod error;
 pub mod events;
@@ -17,8 +18,10 @@ pub mod keys;
 pub mod latency;
 pub mod limits;
 pub mod links;
+pub mod password_strength;
 pub mod passwords;
 pub mod refresh;
+pub mod registration;
 pub mod revocation;
 pub mod secret;
 pub mod sessions;
@@ -26,6 +29,7 @@ pub mod signing;
 pub mod telemetry;
 pub mod time;
 pub mod tokens;
+pub mod verification;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -59,12 +63,15 @@ pub struct CoreOptions {
     /// How long the token path trusts the node's view of the logs without
     /// a read (see [`freshness`]).
     pub revocation_max_staleness: std::time::Duration,
+    /// Who may sign up, and email verification.
+    pub accounts: registration::AccountPolicy,
 }
 
 /// The policy the core enforces.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub sessions: SessionPolicy,
+    pub accounts: registration::AccountPolicy,
 }
 
 /// The authentication service: one per process, shared by HTTP, pages and CLI.
@@ -125,6 +132,7 @@ impl Tessera {
             passwords: PasswordHasher::new(options.hash_params, options.hash_pool)?,
             policy: Policy {
                 sessions: options.sessions,
+                accounts: options.accounts,
             },
             tokens: options.tokens,
             key_policy,

@@ -282,6 +282,7 @@ impl Tessera {
         let user = self.active_user(user_id).await?;
         let account = parse_email(&user.email).map_or_else(|_| user.id.clone(), |e| e.key);
         let who = self.admit_password_check(&account, Some(&user.id), client)?;
+        self.check_new_password(&who, &new, &user.email).await?;
         let stored = self.stores.users.password_hash(user_id).await?;
         if !self.passwords.verify(&who, current, stored).await? {
             self.telemetry.count(
@@ -398,8 +399,11 @@ impl Tessera {
                     .await;
                     return Err(CoreError::AccountSuspended);
                 }
+                self.require_verified_email(&user, Some(client), via)
+                    .await?;
                 self.telemetry
                     .count("tessera_logins_total", &[("outcome", "success")]);
+                self.note_device(&user, client).await;
                 Ok(user)
             }
             found => {

@@ -151,7 +151,7 @@ impl Telemetry {
             metrics::describe_counter!("tessera_mail_sent_total", "Mail messages sent, by kind");
             metrics::describe_counter!(
                 "tessera_mail_failed_total",
-                "Mail messages given up after their last attempt (or dropped by a full queue), by kind"
+                "Mail messages given up (after their last attempt, at once when refused for good with a 5xx reply, or dropped by a full queue), by kind"
             );
         });
     }

@@ -156,6 +156,12 @@ impl From<CoreError> for ApiError {
                 Self::new(StatusCode::FORBIDDEN, "account_suspended", description)
             }
             CoreError::Forbidden(_) => Self::forbidden(description),
+            CoreError::RegistrationClosed(_) => {
+                Self::new(StatusCode::FORBIDDEN, "registration_closed", description)
+            }
+            CoreError::EmailNotVerified => {
+                Self::new(StatusCode::FORBIDDEN, "email_not_verified", description)
+            }
             CoreError::NotFound(_) => Self::not_found(description),
             CoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", description),
             CoreError::LastAdmin => Self::new(StatusCode::CONFLICT, "last_admin", description),

@@ -71,6 +71,14 @@ pub fn router(state: AppState) -> Router {
             "/v1/password-reset/confirm",
             post(api::password_reset::confirm),
         )
+        .route(
+            "/v1/email-verification",
+            post(api::email_verification::request),
+        )
+        .route(
+            "/v1/email-verification/confirm",
+            post(api::email_verification::confirm),
+        )
         .route("/v1/token", post(api::tokens::token))
         .route("/v1/token/revoke", post(api::tokens::revoke))
         .route("/v1/token/introspect", post(api::tokens::introspect))
@@ -89,6 +97,10 @@ pub fn router(state: AppState) -> Router {
             patch(api::admin::update_user).delete(api::admin_users::delete_user),
         )
         .route("/v1/admin/users/{id}/revoke", post(api::admin::revoke_user))
+        .route(
+            "/v1/admin/invitations",
+            post(api::admin_invitations::create_invitation),
+        )
         .route(
             "/v1/admin/users/{id}/password",
             post(api::admin_users::set_password),

@@ -288,6 +288,29 @@ pub fn email_schema() -> Object {
         .build()
 }
 
+/// An email that may be left out or `null` (the same rules otherwise).
+pub fn optional_email_schema() -> Object {
+    let mut schema = email_schema();
+    schema.schema_type = SchemaType::from_iter([Type::String, Type::Null]);
+    schema
+}
+
+/// `UserPatch.email_verified`: only `true` (or `null`, no change) is
+/// accepted; an email starts unverified only when it changes.
+pub fn vouch_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Boolean, Type::Null]))
+        .enum_values(Some([
+            serde_json::Value::Bool(true),
+            serde_json::Value::Null,
+        ]))
+        .description(Some(
+            "`true`: the administrator vouches for the address (audited `email_verified`, \
+             `via: admin`). `false` is refused: a changed email starts unverified by itself.",
+        ))
+        .build()
+}
+
 /// `AuthInfo.method` of `GET /v1/me`.
 pub fn auth_method_schema() -> Object {
     ObjectBuilder::new()
@@ -331,6 +354,8 @@ const ALWAYS: &str = "Always sent";
         api::account::change_password,
         api::password_reset::request,
         api::password_reset::confirm,
+        api::email_verification::request,
+        api::email_verification::confirm,
         api::tokens::token,
         api::tokens::revoke,
         api::tokens::introspect,
@@ -343,6 +368,7 @@ const ALWAYS: &str = "Always sent";
         api::admin_users::delete_user,
         api::admin::revoke_user,
         api::admin_users::set_password,
+        api::admin_invitations::create_invitation,
         api::admin::audit,
         api::admin::keys,
         api::admin::rotate_keys,

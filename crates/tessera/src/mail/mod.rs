@@ -4,12 +4,17 @@
 //! - **The outbox** ([`Outbox`]) is a bounded queue drained by one
 //!   background task. Queuing never blocks: a full queue drops the message
 //!   (counted and audited as a failure), so a flood of requests cannot
-//!   hold requests up or grow memory. Each message is tried up to
-//!   [`MAX_ATTEMPTS`] times with exponential backoff (1 s, 2 s, 4 s, …);
-//!   then it is given up. Sent messages count in `tessera_mail_sent_total`,
-//!   given-up ones in `tessera_mail_failed_total` and as a `mail_failed`
-//!   audit event that names the kind of mail and the error, never the
-//!   message (which may carry a link).
+//!   hold requests up or grow memory. A message that fails for a reason
+//!   that may pass (a 4xx reply, a refused or dropped connection, a
+//!   timeout) is tried up to [`MAX_ATTEMPTS`] times with exponential
+//!   backoff (1 s, 2 s, 4 s, …), then given up; one that fails for good (a
+//!   5xx reply such as `550` mailbox unavailable, or a recipient that is
+//!   not a mailbox: see [`SendError`]) is given up at once, since trying
+//!   again would only be refused again. Sent messages count in
+//!   `tessera_mail_sent_total`, given-up ones in `tessera_mail_failed_total`
+//!   and as a `mail_failed` audit event that names the kind of mail, the
+//!   attempts made and the error, never the message (which may carry a
+//!   link).
 //! - **Callers queue a message only after their own work committed** (the
 //!   link's token is stored before the mail naming it is queued), so a mail
 //!   never points at something that does not exist.
@@ -17,6 +22,7 @@
 //!   is set) and [`smtp`](smtp::SmtpTransport). Links in mail are built
 //!   from the configured public URL only, never from a request's `Host`.
 
+pub mod signup;
 pub mod smtp;
 pub mod templates;
 
@@ -46,10 +52,44 @@ impl fmt::Debug for Mail {
     }
 }
 
-/// Delivers one message, or says why not (without the message in it).
+/// Why a message was not delivered (without the message in it), and
+/// whether trying it again later may help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    pub message: String,
+    /// The failure will not pass (an SMTP 5xx reply, a recipient that is
+    /// not a mailbox): the message is given up without retries.
+    pub permanent: bool,
+}
+
+impl SendError {
+    /// A failure that may pass: the message is tried again later.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure that will not pass: the message is given up at once.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Delivers one message, or says why not.
 #[async_trait]
 pub trait Transport: Send + Sync {
-    async fn send(&self, mail: &Mail) -> Result<(), String>;
+    async fn send(&self, mail: &Mail) -> Result<(), SendError>;
 }
 
 /// The `log` mailer: writes each message, **link included**, to the log at
@@ -63,7 +103,7 @@ pub struct LogTransport {
 
 #[async_trait]
 impl Transport for LogTransport {
-    async fn send(&self, mail: &Mail) -> Result<(), String> {
+    async fn send(&self, mail: &Mail) -> Result<(), SendError> {
         tracing::info!(
             target: "tessera::mail",
             from = %self.from,
@@ -76,7 +116,8 @@ impl Transport for LogTransport {
     }
 }
 
-/// How many times a message is tried before it is given up.
+/// How many times a message is tried before it is given up (when its
+/// failures may pass; a permanent one ends it at the first).
 pub const MAX_ATTEMPTS: u32 = 5;
 /// Messages waiting at most; beyond, new ones are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -86,7 +127,7 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// A queued message with what the audit says about it if it fails.
 pub struct Queued {
     pub mail: Mail,
-    /// What kind of mail (`password_reset`, `password_changed`).
+    /// What kind of mail (`password_reset`, `password_changed`, `welcome`, …).
     pub kind: &'static str,
     /// The user it is for.
     pub user_id: Option<String>,
@@ -153,10 +194,17 @@ async fn deliver(transport: &dyn Transport, report: &dyn Report, q: Queued, firs
                 report.sent(q.kind);
                 return;
             }
+            Err(e) if e.permanent => {
+                tracing::error!(kind = q.kind, attempts = attempt, error = %e, "a mail could not be sent: refused for good, given up without retrying");
+                report
+                    .failed(q.kind, q.user_id.as_deref(), attempt, &e.message)
+                    .await;
+                return;
+            }
             Err(e) if attempt == MAX_ATTEMPTS => {
                 tracing::error!(kind = q.kind, attempts = attempt, error = %e, "a mail could not be sent: given up");
                 report
-                    .failed(q.kind, q.user_id.as_deref(), attempt, &e)
+                    .failed(q.kind, q.user_id.as_deref(), attempt, &e.message)
                     .await;
             }
             Err(e) => {
@@ -174,17 +222,23 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    /// Fails the first `fail_first` tries (for good when `permanent`),
+    /// then delivers.
     struct Flaky {
         fail_first: u32,
+        permanent: bool,
         tries: AtomicU32,
     }
 
     #[async_trait]
     impl Transport for Flaky {
-        async fn send(&self, _: &Mail) -> Result<(), String> {
+        async fn send(&self, _: &Mail) -> Result<(), SendError> {
             let n = self.tries.fetch_add(1, Ordering::SeqCst) + 1;
             if n <= self.fail_first {
-                Err(format!("refused #{n}"))
+                Err(SendError {
+                    message: format!("refused #{n}"),
+                    permanent: self.permanent,
+                })
             } else {
                 Ok(())
             }
@@ -221,8 +275,17 @@ mod tests {
     }
 
     async fn run(fail_first: u32) -> (u32, Vec<String>) {
+        let (tries, log, _) = run_timed(fail_first, false).await;
+        (tries, log)
+    }
+
+    /// Queues one message on a transport that fails `fail_first` times;
+    /// returns the tries it got and what was reported, plus the (paused)
+    /// seconds it took.
+    async fn run_timed(fail_first: u32, permanent: bool) -> (u32, Vec<String>, u32) {
         let transport = Arc::new(Flaky {
             fail_first,
+            permanent,
             tries: AtomicU32::new(0),
         });
         let seen = Arc::new(Seen::default());
@@ -236,7 +299,7 @@ mod tests {
         let waited = started.elapsed().as_secs() as u32;
         let log = seen.0.lock().unwrap().clone();
         assert!(waited < 60, "{waited}");
-        (transport.tries.load(Ordering::SeqCst), log)
+        (transport.tries.load(Ordering::SeqCst), log, waited)
     }
 
     #[tokio::test(start_paused = true)]
@@ -256,6 +319,19 @@ mod tests {
                 "failed password_reset after {MAX_ATTEMPTS}: refused #5"
             )]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_is_given_up_at_once() {
+        let (tries, log, waited) = run_timed(100, true).await;
+        assert_eq!(tries, 1, "no retry after a permanent failure");
+        assert_eq!(log, ["failed password_reset after 1: refused #1"]);
+        // Reported before the first retry would even have been due.
+        assert_eq!(waited, 0);
+        // Transient failures still back off and retry: 1 + 2 + 4 + 8 s.
+        let (tries, _, waited) = run_timed(100, false).await;
+        assert_eq!(tries, MAX_ATTEMPTS);
+        assert!(waited >= 15, "{waited}");
     }
 
     #[test]

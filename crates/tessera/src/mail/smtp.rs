@@ -10,6 +10,14 @@
 //!
 //! The URL's user and password (percent-encoded) are the SMTP AUTH
 //! credentials; they are never printed ([`SmtpTarget::shown`]).
+//!
+//! A failure is permanent (the outbox gives the message up without
+//! retrying) when the server answered with a 5xx reply, RFC 5321's
+//! "permanent negative completion" (`550` mailbox unavailable, `553`
+//! mailbox name not allowed, `554` transaction failed, …), or when the
+//! message cannot even be built; anything else (a 4xx reply, a refused or
+//! dropped connection, TLS trouble, a timeout) may pass and is retried
+//! ([`failure`]).
 
 use std::time::Duration;
 
@@ -17,10 +25,11 @@ use async_trait::async_trait;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::response::{Code, Severity};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use zeroize::Zeroizing;
 
-use super::{Mail, Transport};
+use super::{Mail, SendError, Transport};
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,13 +163,31 @@ impl SmtpTransport {
     }
 }
 
+/// Whether a failure with this reply code (none: the failure was not a
+/// reply) is permanent: only a 5xx reply is.
+fn is_permanent(status: Option<Code>) -> bool {
+    status.is_some_and(|code| code.severity == Severity::PermanentNegativeCompletion)
+}
+
+/// lettre's error as the outbox sees it: permanent after a 5xx reply,
+/// transient otherwise (see the module's doc).
+fn failure(e: &lettre::transport::smtp::Error) -> SendError {
+    let message = format!("SMTP: {e}");
+    if is_permanent(e.status()) {
+        SendError::permanent(message)
+    } else {
+        SendError::transient(message)
+    }
+}
+
 #[async_trait]
 impl Transport for SmtpTransport {
-    async fn send(&self, mail: &Mail) -> Result<(), String> {
+    async fn send(&self, mail: &Mail) -> Result<(), SendError> {
+        // A message that cannot be built now never will be.
         let to: Mailbox = mail
             .to
             .parse()
-            .map_err(|e| format!("the recipient is not a mailbox: {e}"))?;
+            .map_err(|e| SendError::permanent(format!("the recipient is not a mailbox: {e}")))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -169,12 +196,12 @@ impl Transport for SmtpTransport {
                 mail.text.clone(),
                 mail.html.clone(),
             ))
-            .map_err(|e| format!("cannot build the message: {e}"))?;
+            .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))?;
         self.inner
             .send(message)
             .await
             .map(|_| ())
-            .map_err(|e| format!("SMTP: {e}"))
+            .map_err(|e| failure(&e))
     }
 }
 
@@ -213,6 +240,102 @@ mod tests {
         ] {
             assert!(SmtpTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_5xx_replies_are_permanent() {
+        let code = |reply: &str| {
+            format!("{reply} said the server\r\n")
+                .parse::<lettre::transport::smtp::response::Response>()
+                .expect("a reply")
+                .code()
+        };
+        for permanent in ["550", "551", "552", "553", "554", "521", "530", "535"] {
+            assert!(is_permanent(Some(code(permanent))), "{permanent}");
+        }
+        for transient in ["421", "450", "451", "452", "454"] {
+            assert!(!is_permanent(Some(code(transient))), "{transient}");
+        }
+        // Not a reply at all: a refused or dropped connection, TLS, a
+        // timeout.
+        assert!(!is_permanent(None));
+    }
+
+    /// A one-connection SMTP server on loopback that accepts everything up
+    /// to `RCPT TO`, answers that with `rcpt_reply`, and says how many
+    /// `RCPT` commands it got.
+    async fn refusing_server(rcpt_reply: &'static str) -> (u16, tokio::task::JoinHandle<u32>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+            let mut rcpts = 0;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                let reply = match verb.as_str() {
+                    "EHLO" | "HELO" => "250 test\r\n",
+                    "RCPT" => {
+                        rcpts += 1;
+                        rcpt_reply
+                    }
+                    "QUIT" => "221 bye\r\n",
+                    _ => "250 OK\r\n",
+                };
+                if write.write_all(reply.as_bytes()).await.is_err() || verb == "QUIT" {
+                    break;
+                }
+            }
+            rcpts
+        });
+        (port, task)
+    }
+
+    fn message() -> Mail {
+        Mail {
+            to: "gone@example.com".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+        }
+    }
+
+    fn transport_to(port: u16) -> SmtpTransport {
+        let target = SmtpTarget::parse(&format!("smtp://127.0.0.1:{port}")).unwrap();
+        SmtpTransport::new(&target, "Tessera <noreply@localhost>").unwrap()
+    }
+
+    #[tokio::test]
+    async fn lettre_errors_are_classified_by_their_reply() {
+        let (port, server) = refusing_server("550 5.1.1 mailbox unavailable\r\n").await;
+        let e = transport_to(port).send(&message()).await.unwrap_err();
+        assert!(e.permanent, "{e}");
+        assert!(e.message.contains("550"), "{e}");
+        assert_eq!(server.await.unwrap(), 1);
+
+        let (port, server) = refusing_server("451 4.3.0 try again later\r\n").await;
+        let e = transport_to(port).send(&message()).await.unwrap_err();
+        assert!(!e.permanent, "{e}");
+        assert!(e.message.contains("451"), "{e}");
+        assert_eq!(server.await.unwrap(), 1);
+
+        // Nobody listening: a connection error, transient.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = transport_to(port).send(&message()).await.unwrap_err();
+        assert!(!e.permanent, "{e}");
+
+        // A recipient that is not a mailbox never will be.
+        let mut bad = message();
+        bad.to = "not a mailbox".into();
+        let e = transport_to(port).send(&bad).await.unwrap_err();
+        assert!(e.permanent, "{e}");
     }
 
     #[test]

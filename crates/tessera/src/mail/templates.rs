@@ -41,6 +41,24 @@ struct ChangedHtml<'a> {
     public_url: &'a str,
 }
 
+#[derive(Template)]
+#[template(path = "mail/welcome.txt")]
+struct WelcomeText<'a> {
+    product: &'a str,
+    public_url: &'a str,
+    link: &'a str,
+    minutes: i64,
+}
+
+#[derive(Template)]
+#[template(path = "mail/welcome.html")]
+struct WelcomeHtml<'a> {
+    product: &'a str,
+    public_url: &'a str,
+    link: &'a str,
+    minutes: i64,
+}
+
 fn rendered(r: askama::Result<String>) -> String {
     // The templates take only strings and numbers: rendering cannot fail
     // on data; should it fail anyway, the message says so rather than the
@@ -74,6 +92,33 @@ pub fn password_reset(to: &str, public_url: &str, link: &str, minutes: i64) -> M
     }
 }
 
+/// The message to a user an administrator created without a password:
+/// their account exists, and `link` (valid `minutes`) sets its password.
+pub fn welcome(to: &str, public_url: &str, link: &str, minutes: i64) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("An account was created for you at {PRODUCT}"),
+        text: rendered(
+            WelcomeText {
+                product: PRODUCT,
+                public_url,
+                link,
+                minutes,
+            }
+            .render(),
+        ),
+        html: rendered(
+            WelcomeHtml {
+                product: PRODUCT,
+                public_url,
+                link,
+                minutes,
+            }
+            .render(),
+        ),
+    }
+}
+
 /// The notice that a password was changed through a reset link.
 pub fn password_changed(to: &str, public_url: &str) -> Mail {
     Mail {
@@ -90,6 +135,57 @@ pub fn password_changed(to: &str, public_url: &str) -> Mail {
             ChangedHtml {
                 product: PRODUCT,
                 public_url,
+            }
+            .render(),
+        ),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "mail/new_device.txt")]
+struct NewDeviceText<'a> {
+    product: &'a str,
+    public_url: &'a str,
+    user_agent: &'a str,
+    ip: &'a str,
+    at: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "mail/new_device.html")]
+struct NewDeviceHtml<'a> {
+    product: &'a str,
+    public_url: &'a str,
+    user_agent: &'a str,
+    ip: &'a str,
+    at: &'a str,
+}
+
+/// The notice of a password sign-in from a device the account had not
+/// used before (`notify_new_device`): the device's `user_agent`, the
+/// address `ip` and the time `at` (UTC) as shown, and where to reset the
+/// password if it was not the user.
+pub fn new_device(to: &str, public_url: &str, user_agent: &str, ip: &str, at: &str) -> Mail {
+    Mail {
+        to: to.to_owned(),
+        subject: format!("New sign-in to your {PRODUCT} account"),
+        text: rendered(
+            NewDeviceText {
+                product: PRODUCT,
+                public_url,
+                user_agent,
+                ip,
+                at,
+            }
+            .render(),
+        ),
+        html: rendered(
+            NewDeviceHtml {
+                product: PRODUCT,
+                public_url,
+                user_agent,
+                ip,
+                at,
             }
             .render(),
         ),
@@ -127,5 +223,57 @@ mod tests {
             m.text
         );
         assert!(m.html.contains("Tessera"));
+    }
+
+    #[test]
+    fn the_welcome_message_is_not_a_reset_and_carries_its_link() {
+        let link = "https://auth.example.com/reset?token=abc&x=1";
+        let m = welcome("new@example.com", "https://auth.example.com", link, 45);
+        assert_eq!(m.to, "new@example.com");
+        assert_eq!(m.subject, "An account was created for you at Tessera");
+        for body in [&m.text, &m.html] {
+            assert!(
+                body.contains("An account was created for you at Tessera"),
+                "{body}"
+            );
+            assert!(body.contains("choose your password"), "{body}");
+            assert!(body.contains("45 minutes"), "{body}");
+            assert!(body.contains("https://auth.example.com/forgot"), "{body}");
+            // Not the reset wording: nobody asked for anything.
+            assert!(!body.contains("asked to reset"), "{body}");
+        }
+        assert!(m.text.contains(link), "{}", m.text);
+        assert!(
+            m.html
+                .contains("href=\"https://auth.example.com/reset?token=abc&#38;x=1\""),
+            "{}",
+            m.html
+        );
+    }
+
+    #[test]
+    fn the_new_device_notice_names_the_device_and_where_to_reset() {
+        let m = new_device(
+            "a@example.com",
+            "https://auth.example.com",
+            "Mozilla/5.0 <script>x</script>",
+            "203.0.113.7",
+            "2026-12-07 22:46:04 UTC",
+        );
+        assert_eq!(m.subject, "New sign-in to your Tessera account");
+        for body in [&m.text, &m.html] {
+            assert!(body.contains("203.0.113.7"), "{body}");
+            assert!(body.contains("2026-12-07 22:46:04 UTC"), "{body}");
+            assert!(body.contains("https://auth.example.com/forgot"), "{body}");
+            assert!(body.contains("Tessera"), "{body}");
+        }
+        assert!(m.text.contains("Mozilla/5.0 <script>x</script>"));
+        // The user agent is the client's text: escaped in the HTML body.
+        assert!(
+            m.html
+                .contains("Mozilla/5.0 &#60;script&#62;x&#60;/script&#62;"),
+            "{}",
+            m.html
+        );
     }
 }

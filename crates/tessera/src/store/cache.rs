@@ -244,6 +244,24 @@ impl UserStore for CachingUserStore {
         self.inner.set_password_hash(id, hash, at).await
     }
 
+    async fn set_email_verified(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
+        let changed = self.inner.set_email_verified(id, at).await;
+        self.forget(id);
+        changed
+    }
+
+    async fn set_email(
+        &self,
+        id: &str,
+        email: &str,
+        email_key: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let changed = self.inner.set_email(id, email, email_key, at).await;
+        self.forget(id);
+        changed
+    }
+
     async fn set_roles(
         &self,
         id: &str,
@@ -356,6 +374,20 @@ mod tests {
             Err(StoreError::Backend("not used here".into()))
         }
 
+        async fn set_email_verified(&self, _: &str, _: OffsetDateTime) -> StoreResult<bool> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
+        async fn set_email(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            Err(StoreError::Backend("not used here".into()))
+        }
+
         async fn set_roles(
             &self,
             _: &str,
@@ -402,6 +434,7 @@ mod tests {
             email: "a@example.com".into(),
             roles: vec![],
             status: UserStatus::Active,
+            email_verified: false,
             created_at: OffsetDateTime::UNIX_EPOCH,
         }
     }

@@ -41,6 +41,7 @@ mod tests {
             email: "a@example.com".into(),
             roles: vec!["admin".into(), "ops".into()],
             status: UserStatus::Active,
+            email_verified: false,
             created_at: at,
         };
         let ops = ["ops".to_owned()];

@@ -93,6 +93,19 @@ pub trait UserStore: Send + Sync {
         hash: &str,
         at: OffsetDateTime,
     ) -> StoreResult<bool>;
+    /// Marks the user's current email verified (at `at`, or at the time it
+    /// was first marked); false when there is no such user.
+    async fn set_email_verified(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool>;
+    /// Gives the user a new email (`email` as shown, `email_key` its key),
+    /// not verified; `Conflict` (and nothing written) when another user
+    /// has the key. False when there is no such user.
+    async fn set_email(
+        &self,
+        id: &str,
+        email: &str,
+        email_key: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
     /// Replaces the user's roles, guarded by `keep` (see
     /// [`UserWrite::LastHolder`]).
     async fn set_roles(
@@ -497,7 +510,26 @@ pub struct LinkToken {
     pub expires_at: OffsetDateTime,
 }
 
-/// Single-use link tokens (password reset links, …).
+/// An invitation to register, as stored: only its token's hash (see
+/// `core::invitations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub hash: SecretHash,
+    /// The address as the administrator typed it.
+    pub email: String,
+    /// Its key: only a registration with this key may use the invitation.
+    pub email_key: String,
+    /// Granted to the account the invitation creates.
+    pub roles: Vec<String>,
+    /// Who invited (`usr_…`, or `cli`).
+    pub created_by: String,
+    /// It was mailed to `email` (so using it proves that mailbox).
+    pub mailed: bool,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Single-use link tokens (password reset links, …) and invitations.
 #[async_trait]
 pub trait LinkTokenStore: Send + Sync {
     /// Stores a new, unused token. A hash already stored is a
@@ -518,6 +550,18 @@ pub trait LinkTokenStore: Send + Sync {
         now: OffsetDateTime,
     ) -> StoreResult<Option<String>>;
 
+    /// The user of the token whose hash is `hash` if it was made for
+    /// `purpose`, was never used and expires after `now`, as
+    /// [`LinkTokenStore::consume_link_token`] would find it; a look only:
+    /// nothing changes (a reset checks the new password against its
+    /// account before it uses the link, so a refused one does not burn it).
+    async fn link_token_user(
+        &self,
+        hash: &SecretHash,
+        purpose: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<String>>;
+
     /// Marks every unused token of `user_id` for `purpose` used at `at`
     /// (the earlier links die once one of them did its work); returns how
     /// many.
@@ -528,8 +572,71 @@ pub trait LinkTokenStore: Send + Sync {
         at: OffsetDateTime,
     ) -> StoreResult<u64>;
 
-    /// Deletes the tokens (used or not) that expired before `before`.
+    /// Deletes the tokens and invitations (used or not) that expired
+    /// before `before`.
     async fn delete_expired_link_tokens(&self, before: OffsetDateTime) -> StoreResult<u64>;
+
+    /// Stores a new, unused invitation; a hash already stored is a
+    /// [`StoreError::Conflict`].
+    async fn insert_invitation(&self, invitation: &Invitation) -> StoreResult<()>;
+
+    /// The invitation whose hash is `hash` if it was never used and
+    /// expires after `now` (a look, for the registration form: nothing
+    /// changes).
+    async fn invitation(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Invitation>>;
+
+    /// Uses the invitation whose hash is `hash` if it was never used,
+    /// expires after `now` and is for `email_key`: marks it used at `now`
+    /// and returns it; otherwise `None` and nothing changes. Atomic as
+    /// [`LinkTokenStore::consume_link_token`] is.
+    async fn consume_invitation(
+        &self,
+        hash: &SecretHash,
+        email_key: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<Invitation>>;
+}
+
+/// What [`DeviceStore::remember_device`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSighting {
+    /// The account had signed in from this device before.
+    Known,
+    /// A device the account had not signed in from, while it had others.
+    New,
+    /// The account's first device: it had none recorded.
+    First,
+    /// There is no such user; nothing was written.
+    NoSuchUser,
+}
+
+/// The devices each account signed in from, each by a hash of what
+/// identifies it (the core: the SHA-256 of its `User-Agent`), for the
+/// new-device notice (`notify_new_device`).
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Records that `user_id` signed in from `device` at `at` and says
+    /// whether the account knew it, in one step that no other call for
+    /// the same user interleaves with, on this node or any other: of racing
+    /// sightings of one new device exactly one is `New` (or `First`), and of
+    /// racing sightings on an account without devices exactly one is
+    /// `First`. A known device's `last_seen_at` becomes `at` (never moving
+    /// back); a new one is added with `first_seen_at` and `last_seen_at`
+    /// `at`, and then the account keeps at most `keep` devices (at least
+    /// this one): the least recently seen others go (the oldest first seen
+    /// among equals), so an account's list cannot grow for ever. Durable
+    /// when it returns; a deleted user's devices go with it.
+    async fn remember_device(
+        &self,
+        user_id: &str,
+        device: &SecretHash,
+        at: OffsetDateTime,
+        keep: u32,
+    ) -> StoreResult<DeviceSighting>;
 }
 
 #[async_trait]
@@ -591,6 +698,7 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     pub clients: Arc<dyn ClientStore>,
     pub links: Arc<dyn LinkTokenStore>,
+    pub devices: Arc<dyn DeviceStore>,
     pub audit: Arc<dyn AuditStore>,
     pub backend: Arc<dyn Backend>,
 }

@@ -297,6 +297,7 @@ pub(crate) mod fixture {
             email: "a@example.com".into(),
             roles: vec![],
             status: UserStatus::Active,
+            email_verified: false,
             created_at: t0(),
         };
         store

@@ -4,6 +4,8 @@
 //! package, as a JSON file: the envelope, the headers and both bodies
 //! decoded. Stopped by PID on drop (SIGTERM, then SIGKILL after 10 s). A
 //! missing `aiosmtpd` is a panic saying how to install it, never a skip.
+//! [`SmtpServer::start_rejecting`] makes it refuse the recipients of one
+//! domain for good (`550` at `RCPT TO`), noting each refusal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,14 +21,32 @@ const INSTALL: &str = "install it with: python3 -m pip install 'aiosmtpd>=1.4' (
 /// The server: aiosmtpd's SMTP protocol on an asyncio server bound to port
 /// 0 on 127.0.0.1; the port it got is written to `DIR/port` once it
 /// listens, each message to `DIR/NNNNNN.json` (renamed into place whole).
+/// With a second argument, a domain, `RCPT TO` an address of that domain
+/// is answered `550` and noted as `DIR/NNNNNN.rejected` (the address).
 const SERVER: &str = r#"
 import asyncio, email, email.policy, itertools, json, os, sys
 from aiosmtpd.smtp import SMTP
 
 out = sys.argv[1]
+reject = sys.argv[2].lower() if len(sys.argv) > 2 else None
 numbers = itertools.count()
 
+def keep(suffix, text):
+    n = next(numbers)
+    tmp = os.path.join(out, f".{n}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, os.path.join(out, f"{n:06}.{suffix}"))
+
 class Store:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if reject is not None and address.lower().endswith("@" + reject):
+            keep("rejected", address)
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         m = email.message_from_bytes(envelope.content, policy=email.policy.default)
         def body(kind):
@@ -41,11 +61,7 @@ class Store:
             "text": body("plain"),
             "html": body("html"),
         }
-        n = next(numbers)
-        tmp = os.path.join(out, f".{n}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.rename(tmp, os.path.join(out, f"{n:06}.json"))
+        keep("json", json.dumps(record))
         return "250 OK"
 
 async def main():
@@ -90,6 +106,16 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server that refuses every recipient at `domain` for good: `550
+    /// 5.1.1 mailbox unavailable` at `RCPT TO` (see [`SmtpServer::rejected`]).
+    pub fn start_rejecting(domain: &str) -> Self {
+        Self::start_with(&[domain])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let check = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
             .output()
@@ -104,6 +130,7 @@ impl SmtpServer {
         let mut child = Command::new("python3")
             .args(["-c", SERVER])
             .arg(dir.path())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("server log"))
@@ -175,6 +202,21 @@ impl SmtpServer {
             .collect()
     }
 
+    /// Every recipient refused so far (one entry per `RCPT TO` refused),
+    /// in order.
+    pub fn rejected(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir())
+            .expect("mail dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rejected"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("read"))
+            .collect()
+    }
+
     /// The messages to `to` (the envelope recipient).
     pub fn messages_to(&self, to: &str) -> Vec<Delivered> {
         self.messages()
@@ -196,6 +238,24 @@ impl SmtpServer {
                 started.elapsed() < Duration::from_secs(15),
                 "{to} received {} messages, not {n}, within 15 s: {got:#?}",
                 got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits (as [`SmtpServer::wait_for`]) until `to` has received a
+    /// message with this subject, whatever else it received; returns the
+    /// newest such. Panics after 15 s.
+    pub async fn wait_for_subject(&self, to: &str, subject: &str) -> Delivered {
+        let started = Instant::now();
+        loop {
+            let got = self.messages_to(to);
+            if let Some(m) = got.iter().rev().find(|m| m.subject == subject) {
+                return m.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{to} received no message {subject:?} within 15 s: {got:#?}"
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

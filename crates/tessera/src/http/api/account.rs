@@ -39,7 +39,7 @@ pub struct PasswordChange {
         (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
-        (status = 422, description = "`validation_failed`: a field is missing or not a string, or the new password is not 8 to 1024 characters", body = doc::Error),
+        (status = 422, description = "`validation_failed`: a field is missing or not a string, or the new password is not 8 to 1024 characters or is too easy to guess (named in `error_description`)", body = doc::Error),
         (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
             headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
     ),

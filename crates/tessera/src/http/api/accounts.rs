@@ -23,9 +23,16 @@ pub struct RegisterBody {
         example = "correct horse battery staple"
     )]
     password: String,
+    /// The `invitation` of an invitation link (`/register?invitation=…`):
+    /// needed under `registration = invite`; the account gets the
+    /// invitation's roles.
+    #[schema(min_length = 43, max_length = 43)]
+    invitation: Option<String>,
 }
 
-/// Creates an account (with no roles).
+/// Creates an account (with no roles, or an invitation's), if
+/// `registration` and `allowed_email_domains` allow it; unless
+/// `email_verification` is `off`, the address is mailed a link to verify it.
 #[utoipa::path(
     post,
     path = "/v1/accounts",
@@ -34,11 +41,11 @@ pub struct RegisterBody {
     responses(
         (status = 201, description = "The account was created", body = UserEnvelope),
         (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
-        (status = 403, description = "`csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`", body = doc::Error),
+        (status = 403, description = "`csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`; `registration_closed`: registration is closed, needs an invitation, is not open to this email's domain, or the invitation is invalid, used, expired or for another email (the description says which)", body = doc::Error),
         (status = 409, description = "`conflict`: an account with this email already exists", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
-        (status = 422, description = "`validation_failed`: a field is missing or not a string, the email is not valid, or the password is not 8 to 1024 characters", body = doc::Error),
+        (status = 422, description = "`validation_failed`: a field is missing or not a string, the email is not valid, or the password is not 8 to 1024 characters or is too easy to guess (a common password, a pattern, or made from the email: the rule is named in `error_description`)", body = doc::Error),
         (status = 429, description = "`rate_limited`: this address has spent its budget on the credential endpoints", body = doc::Error,
             headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
         (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
@@ -60,6 +67,7 @@ pub async fn register(
                 password: Password::new(body.password),
                 roles: Vec::new(),
             },
+            body.invitation.as_deref(),
             &client,
         )
         .await?;

@@ -141,9 +141,18 @@ pub struct UserPatch {
     /// `suspended` revokes everything of the user and refuses their logins.
     #[schema(value_type = Option<UserStatus>)]
     status: Option<String>,
+    /// A new email (unique, case-insensitively): it starts unverified, the
+    /// user's earlier verification and reset links die, and (unless
+    /// `email_verification` is `off`) the new address is mailed a link.
+    #[schema(schema_with = doc::optional_email_schema)]
+    email: Option<String>,
+    /// `true`: the administrator vouches for the address (audited
+    /// `email_verified`, `via: admin`). Only `true` is accepted.
+    #[schema(schema_with = doc::vouch_schema)]
+    email_verified: Option<bool>,
 }
 
-/// `PATCH /v1/admin/users/{id}` `{roles?, status?}`.
+/// `PATCH /v1/admin/users/{id}` `{roles?, status?, email?, email_verified?}`.
 #[utoipa::path(
     patch,
     path = "/v1/admin/users/{id}",
@@ -161,10 +170,10 @@ pub struct UserPatch {
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
         (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
         (status = 404, description = "`not_found`: no such user", body = doc::Error),
-        (status = 409, description = "`last_admin`: the change would take the `admin` role from, or suspend, the last active admin", body = doc::Error),
+        (status = 409, description = "`last_admin`: the change would take the `admin` role from, or suspend, the last active admin; `conflict`: another account has this email", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
-        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, a role that is not valid, or a status other than `active` or `suspended`", body = doc::Error),
+        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, a role that is not valid, a status other than `active` or `suspended`, an email that is not valid, or `email_verified` other than `true`", body = doc::Error),
         (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
     ),
 )]
@@ -181,7 +190,26 @@ pub async fn update_user(
                 ApiError::validation("status must be \"active\" or \"suspended\"")
             })?),
         };
+    if patch.email_verified == Some(false) {
+        return Err(ApiError::validation(
+            "email_verified can only be set to true (a changed email starts unverified)",
+        ));
+    }
     let mut user = state.core.user(&id).await?;
+    if let Some(email) = &patch.email
+        && *email != user.email
+    {
+        user = state
+            .core
+            .set_email_by(Some(admin.user_id()), &id, email)
+            .await?;
+    }
+    if patch.email_verified == Some(true) && !user.email_verified {
+        user = state
+            .core
+            .verify_email_by(Some(admin.user_id()), &id)
+            .await?;
+    }
     if let Some(roles) = &patch.roles {
         user = state
             .core

@@ -69,7 +69,7 @@ pub struct NewUser {
     params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)")),
     request_body(content = NewUser, content_type = "application/json"),
     responses(
-        (status = 201, description = "The user was created (audited as `user_created`, the administrator as `detail.actor`); without a password, the user was mailed a link to set one", body = UserEnvelope),
+        (status = 201, description = "The user was created (audited as `user_created`, the administrator as `detail.actor`); without a password, the user was mailed a link to set one (which also verifies the address); with one, unless `email_verification` is `off`, a link to verify the address", body = UserEnvelope),
         (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
         (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
@@ -77,7 +77,7 @@ pub struct NewUser {
         (status = 409, description = "`conflict`: an account with this email already exists", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
-        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, the email is not valid, a role is not valid, or the password is not 8 to 1024 characters", body = doc::Error),
+        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, the email is not valid, a role is not valid, or the password is not 8 to 1024 characters or is too easy to guess (named in `error_description`)", body = doc::Error),
         (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
             headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
     ),
@@ -105,7 +105,10 @@ pub async fn create_user(
         )
         .await?;
     if mail_link {
-        state.core.mail_reset_link_to(&user).await?;
+        // The link also verifies the address when it is used.
+        state.core.mail_welcome_link_to(&user).await?;
+    } else {
+        state.core.mail_verification_link(&user).await?;
     }
     Ok((
         StatusCode::CREATED,
@@ -153,7 +156,7 @@ pub struct PasswordSet {
         (status = 404, description = "`not_found`: no such user", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
-        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, neither or both of a password and `send_reset: true`, or a password that is not 8 to 1024 characters", body = doc::Error),
+        (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, neither or both of a password and `send_reset: true`, or a password that is not 8 to 1024 characters or is too easy to guess (named in `error_description`)", body = doc::Error),
         (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
             headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
     ),

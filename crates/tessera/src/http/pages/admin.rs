@@ -22,6 +22,7 @@ use crate::http::AppState;
 use crate::http::cookies::clear_session_cookie;
 
 pub(super) mod clients;
+pub(super) mod invitations;
 pub(super) mod users;
 
 /// Users per page.
@@ -37,6 +38,7 @@ struct UserRow {
     suspended: bool,
     created: String,
     is_self: bool,
+    email_verified: bool,
 }
 
 struct KeyRow {
@@ -90,6 +92,8 @@ struct AdminPage {
     shown_secret: Option<clients::ShownSecret>,
     /// A client the admin asked to delete, to confirm first.
     confirm_delete: Option<clients::ClientRow>,
+    /// An invitation link shown once (the answer to making it).
+    shown_invitation: Option<invitations::ShownInvitation>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -191,6 +195,10 @@ async fn admin_page(
             suspended: u.status == UserStatus::Suspended,
             created: day(u.created_at),
             is_self: u.id == who.auth.user.id,
+            // Under `email_verification = off` nothing is flagged.
+            email_verified: u.email_verified
+                || state.core.email_verification()
+                    == crate::core::verification::EmailVerification::Off,
             email: u.email,
             id: u.id,
         })
@@ -307,6 +315,7 @@ async fn admin_page(
         clients: clients::rows(state).await?,
         shown_secret: None,
         confirm_delete: None,
+        shown_invitation: None,
     })
 }
 

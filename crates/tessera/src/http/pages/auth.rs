@@ -33,7 +33,9 @@ use super::support::{
 use crate::config::BrowserMode;
 use crate::core::accounts::{NewAccount, Password};
 use crate::core::error::CoreError;
+use crate::core::registration::Registration;
 use crate::core::secret::BearerSecret;
+use crate::core::verification::EmailVerification;
 use crate::http::AppState;
 use crate::http::cookies::{clear_session_cookie, read_cookie, session_cookie};
 use crate::http::extract::Client;
@@ -49,6 +51,12 @@ struct LoginPage {
     jwt_mode: bool,
     /// The sign-in worked but its cookie did not come back.
     cookie_refused: Option<CookieRefused>,
+    /// The password matched but the email is not verified (offer a new
+    /// link).
+    unverified: bool,
+    /// Whether to offer "Create an account" (not when registration is
+    /// closed or needs an invitation).
+    registration_open: bool,
 }
 
 /// What the login page says when the browser refused the session cookie.
@@ -133,6 +141,17 @@ struct RegisterPage {
     error: Option<String>,
     email: String,
     jwt_mode: bool,
+    /// The invitation the form carries (hidden), if any.
+    invitation: String,
+    /// Why there is no form (registration closed, or an invitation is
+    /// needed or not valid).
+    closed: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct RegisterQuery {
+    invitation: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -156,6 +175,7 @@ pub struct RegisterForm {
     email: String,
     password: String,
     confirm_password: String,
+    invitation: String,
 }
 
 /// Fields-free forms (sign out): only the CSRF token, checked by the
@@ -170,6 +190,11 @@ fn safe_next(next: &str) -> &'static str {
         "/admin" => "/admin",
         _ => "/account",
     }
+}
+
+/// Whether anyone may open the registration form without an invitation.
+fn registration_open(state: &AppState) -> bool {
+    state.core.registration() == Registration::Open
 }
 
 fn jwt_mode(state: &AppState) -> bool {
@@ -213,6 +238,10 @@ pub async fn login_page(
             "You have been signed out on every device, and every API token was revoked.",
         )),
         "registered" => Some(Flash::ok("Your account is ready. Sign in to continue.")),
+        "verify_email" => Some(Flash::ok(
+            "Your account is ready. We mailed you a link to verify your email address: \
+             open it, then sign in.",
+        )),
         "password_reset" => Some(Flash::ok(
             "Your new password is set, and every device was signed out. Sign in with it.",
         )),
@@ -238,13 +267,15 @@ pub async fn login_page(
         );
     }
     let page = LoginPage {
-        nav: Nav::anonymous("login"),
+        nav: Nav::anonymous(&state, "login"),
         flash,
         error: None,
         email: String::new(),
         next,
         jwt_mode: jwt_mode(&state),
         cookie_refused,
+        unverified: false,
+        registration_open: registration_open(&state),
     };
     let mut response = render(StatusCode::OK, &page);
     if dead_cookie {
@@ -283,18 +314,21 @@ pub async fn login(
 ) -> Response {
     let next = safe_next(&form.next);
     let email = form.email.trim().to_owned();
-    let failed = |status: StatusCode, message: String, email: String| {
+    let failed_unverified = |status: StatusCode, message: String, email: String, unverified| {
         let page = LoginPage {
-            nav: Nav::anonymous("login"),
+            nav: Nav::anonymous(&state, "login"),
             flash: None,
             error: Some(message),
             email,
             next,
             jwt_mode: jwt_mode(&state),
             cookie_refused: None,
+            unverified,
+            registration_open: registration_open(&state),
         };
         render(status, &page)
     };
+    let failed = |status, message, email| failed_unverified(status, message, email, false);
     if jwt_mode(&state) {
         return failed(
             StatusCode::BAD_REQUEST,
@@ -326,7 +360,13 @@ pub async fn login(
             set_session(&state, &new.secret, new.auth.session.expires_at),
         ),
         Err(e) => {
-            let mut response = failed(form_status(&e), core_message(&e).into_owned(), email);
+            let unverified = matches!(e, CoreError::EmailNotVerified);
+            let mut response = failed_unverified(
+                form_status(&e),
+                core_message(&e).into_owned(),
+                email,
+                unverified,
+            );
             add_retry_after(&mut response, &e);
             // The core ended the session the browser carried, even though
             // this login failed: drop the cookie too.
@@ -342,18 +382,62 @@ pub async fn login(
 
 pub async fn register_page(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     parts: Parts,
 ) -> Result<Response, PageError> {
+    let query: RegisterQuery = parse_query(query.as_deref())?;
     if current_session(&parts, &state).await?.is_ok() {
         return Ok(see_other("/account"));
     }
-    let page = RegisterPage {
-        nav: Nav::anonymous("register"),
+    let mut page = RegisterPage {
+        nav: Nav::anonymous(&state, "register"),
         error: None,
         email: String::new(),
         jwt_mode: jwt_mode(&state),
+        invitation: String::new(),
+        closed: None,
     };
-    Ok(render(StatusCode::OK, &page))
+    let registration = state.core.registration();
+    if registration == Registration::Closed {
+        page.closed = Some(
+            "Registration is closed on this server: ask an administrator for an account.".into(),
+        );
+    } else if !query.invitation.is_empty() {
+        match state
+            .core
+            .invitation_email(&query.invitation)
+            .await
+            .map_err(PageError::core)?
+        {
+            Some(email) => {
+                page.email = email;
+                page.invitation = query.invitation;
+            }
+            None => {
+                page.closed =
+                    Some("This invitation is invalid, used or expired: ask for a new one.".into());
+            }
+        }
+    } else if registration == Registration::Invite {
+        page.closed = Some(
+            "Registration on this server needs an invitation: open the link you were sent, \
+             or ask an administrator for one."
+                .into(),
+        );
+    }
+    let status = if page.closed.is_some() {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::OK
+    };
+    let mut response = render(status, &page);
+    if !page.invitation.is_empty() {
+        response.headers_mut().insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    Ok(response)
 }
 
 pub async fn register(
@@ -364,14 +448,30 @@ pub async fn register(
     PageForm(form): PageForm<RegisterForm>,
 ) -> Response {
     let email = form.email.trim().to_owned();
+    let invitation = form.invitation.clone();
     let failed = |status: StatusCode, message: String, email: String| {
         let page = RegisterPage {
-            nav: Nav::anonymous("register"),
+            nav: Nav::anonymous(&state, "register"),
             error: Some(message),
             email,
             jwt_mode: jwt_mode(&state),
+            invitation: invitation.clone(),
+            closed: None,
         };
         render(status, &page)
+    };
+    // Registration closed to this form (closed, or an invitation that does
+    // not work): the notice, not the form again.
+    let closed = |message: String| {
+        let page = RegisterPage {
+            nav: Nav::anonymous(&state, "register"),
+            error: None,
+            email: String::new(),
+            jwt_mode: jwt_mode(&state),
+            invitation: String::new(),
+            closed: Some(message),
+        };
+        render(StatusCode::FORBIDDEN, &page)
     };
     if jwt_mode(&state) {
         return failed(
@@ -408,19 +508,31 @@ pub async fn register(
                 password: password.clone(),
                 roles: Vec::new(),
             },
+            Some(form.invitation.as_str()).filter(|i| !i.is_empty()),
             &client,
         )
         .await;
-    if let Err(e) = created {
-        let message = match &e {
-            CoreError::Conflict(_) => {
-                "An account with this email already exists. Sign in instead.".to_owned()
-            }
-            other => core_message(other).into_owned(),
-        };
-        let mut response = failed(form_status(&e), message, email);
-        add_retry_after(&mut response, &e);
-        return response;
+    let user = match created {
+        Ok(user) => user,
+        Err(CoreError::RegistrationClosed(why))
+            if state.core.registration() != Registration::Open || !invitation.is_empty() =>
+        {
+            return closed(super::support::sentence(&why));
+        }
+        Err(e) => {
+            let message = match &e {
+                CoreError::Conflict(_) => {
+                    "An account with this email already exists. Sign in instead.".to_owned()
+                }
+                other => core_message(other).into_owned(),
+            };
+            let mut response = failed(form_status(&e), message, email);
+            add_retry_after(&mut response, &e);
+            return response;
+        }
+    };
+    if state.core.email_verification() == EmailVerification::Required && !user.email_verified {
+        return see_other("/login?done=verify_email");
     }
     // Signed in straight away; if that fails (a busy server), the account
     // exists and the login page says so.

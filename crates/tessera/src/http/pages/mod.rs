@@ -19,6 +19,7 @@ mod admin;
 mod auth;
 mod reset;
 mod support;
+mod verify;
 
 pub use support::{CSRF_FIELD, check_session_form};
 
@@ -48,6 +49,8 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(auth::logout))
         .route("/forgot", get(reset::forgot_page).post(reset::forgot))
         .route("/reset", get(reset::reset_page).post(reset::reset))
+        .route("/verify-email", get(verify::page).post(verify::confirm))
+        .route("/verify-email/resend", post(verify::resend))
         .route("/account", get(account::page))
         .route("/account/password", post(account::change_password))
         .route("/account/sessions/revoke", post(account::revoke_session))
@@ -57,6 +60,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/status", post(admin::set_status))
         .route("/admin/users/revoke", post(admin::revoke_user))
         .route("/admin/users/create", post(admin::users::create))
+        .route("/admin/users/invite", post(admin::invitations::create))
         .route("/admin/users/password", post(admin::users::set_password))
         .route("/admin/users/delete", post(admin::users::delete))
         .route("/admin/keys/rotate", post(admin::rotate_keys))

@@ -66,11 +66,11 @@ pub struct ResetForm {
 /// What `/forgot` says once a request was accepted, whatever the email.
 pub const SENT: &str = "If an account has this email, a link to reset its password is on its way. It works once, for a limited time.";
 
-pub async fn forgot_page() -> Response {
+pub async fn forgot_page(State(state): State<AppState>) -> Response {
     render(
         StatusCode::OK,
         &ForgotPage {
-            nav: Nav::anonymous("login"),
+            nav: Nav::anonymous(&state, "login"),
             flash: None,
             error: None,
             email: String::new(),
@@ -89,7 +89,7 @@ pub async fn forgot(
         Ok(()) => render(
             StatusCode::OK,
             &ForgotPage {
-                nav: Nav::anonymous("login"),
+                nav: Nav::anonymous(&state, "login"),
                 flash: Some(Flash::ok(SENT)),
                 error: None,
                 email: String::new(),
@@ -99,7 +99,7 @@ pub async fn forgot(
             let mut response = render(
                 form_status(&e),
                 &ForgotPage {
-                    nav: Nav::anonymous("login"),
+                    nav: Nav::anonymous(&state, "login"),
                     flash: None,
                     error: Some(core_message(&e).into_owned()),
                     email,
@@ -120,7 +120,10 @@ fn no_referrer(mut response: Response) -> Response {
     response
 }
 
-pub async fn reset_page(RawQuery(query): RawQuery) -> Result<Response, PageError> {
+pub async fn reset_page(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, PageError> {
     let query: ResetQuery = parse_query(query.as_deref())?;
     let (status, error) = if query.token.is_empty() {
         (
@@ -133,7 +136,7 @@ pub async fn reset_page(RawQuery(query): RawQuery) -> Result<Response, PageError
     Ok(no_referrer(render(
         status,
         &ResetPage {
-            nav: Nav::anonymous("login"),
+            nav: Nav::anonymous(&state, "login"),
             error,
             token: query.token,
         },
@@ -179,7 +182,7 @@ pub async fn reset(
         no_referrer(render(
             status,
             &ResetPage {
-                nav: Nav::anonymous("login"),
+                nav: Nav::anonymous(&state, "login"),
                 error: Some(message),
                 token,
             },

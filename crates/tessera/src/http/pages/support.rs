@@ -26,6 +26,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 use crate::config::BrowserMode;
 use crate::core::error::CoreError;
+use crate::core::registration::Registration;
 use crate::core::secret::secrets_equal;
 use crate::core::sessions::{Authenticated, csrf_token_for};
 use crate::http::AppState;
@@ -47,13 +48,18 @@ pub struct Nav {
     pub section: &'static str,
     /// Show the sign-in / register links (off on error pages).
     pub links: bool,
+    /// Offer "Create account" (not when registration is closed or needs
+    /// an invitation).
+    pub register: bool,
 }
 
 impl Nav {
-    pub fn anonymous(section: &'static str) -> Self {
+    /// The header of a page for someone not signed in.
+    pub fn anonymous(state: &AppState, section: &'static str) -> Self {
         Self {
             section,
             links: true,
+            register: state.core.registration() == Registration::Open,
             ..Self::default()
         }
     }
@@ -266,6 +272,16 @@ impl PageError {
                 "Account suspended",
             ),
             CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            CoreError::RegistrationClosed(_) => (
+                StatusCode::FORBIDDEN,
+                "registration_closed",
+                "Registration closed",
+            ),
+            CoreError::EmailNotVerified => (
+                StatusCode::FORBIDDEN,
+                "email_not_verified",
+                "Email not verified",
+            ),
             CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             CoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             CoreError::LastAdmin => (StatusCode::CONFLICT, "last_admin", "Last active admin"),
@@ -315,7 +331,10 @@ pub fn retry_after(e: &CoreError) -> Option<u64> {
 pub fn form_status(e: &CoreError) -> StatusCode {
     match e {
         CoreError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-        CoreError::AccountSuspended | CoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+        CoreError::AccountSuspended
+        | CoreError::Forbidden(_)
+        | CoreError::RegistrationClosed(_)
+        | CoreError::EmailNotVerified => StatusCode::FORBIDDEN,
         CoreError::NotFound(_) => StatusCode::NOT_FOUND,
         CoreError::Conflict(_) | CoreError::LastAdmin => StatusCode::CONFLICT,
         CoreError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -352,6 +371,9 @@ pub fn core_message(e: &CoreError) -> Cow<'static, str> {
     match e {
         CoreError::InvalidCredentials => "The email or password is incorrect.".into(),
         CoreError::AccountSuspended => "This account is suspended.".into(),
+        CoreError::EmailNotVerified => "This account's email address is not verified yet. \
+             Open the link we mailed you, or ask for a new one."
+            .into(),
         CoreError::Busy => "The server is busy right now. Please try again in a moment.".into(),
         CoreError::Unavailable => {
             "Tessera cannot reach its database right now. Please try again shortly.".into()
@@ -520,6 +542,8 @@ impl SignedIn {
             csrf_token: self.csrf_token.clone(),
             section,
             links: true,
+            // Signed in: the header shows the account, not these links.
+            register: false,
         }
     }
 

@@ -34,6 +34,7 @@
 //! safe. TLS is whatever the URL's `sslmode` says.
 
 mod batch;
+mod devices;
 pub mod facts;
 mod links;
 mod listen;
@@ -229,6 +230,7 @@ impl PostgresStore {
             revocations: this.clone(),
             clients: this.clone(),
             links: this.clone(),
+            devices: this.clone(),
             audit: this.clone(),
             backend: this,
         }
@@ -285,9 +287,14 @@ fn user_from_row(row: &PgRow) -> StoreResult<User> {
         roles: row.try_get("roles").map_err(backend)?,
         status: UserStatus::parse(&status)
             .ok_or_else(|| StoreError::Backend(format!("bad status column: {status}")))?,
+        email_verified: row.try_get("email_verified").map_err(backend)?,
         created_at: from_millis(row.try_get("created_at").map_err(backend)?),
     })
 }
+
+/// The columns [`user_from_row`] reads.
+pub(super) const USER_COLUMNS: &str =
+    "id, email, roles, status, created_at, email_verified_at IS NOT NULL AS email_verified";
 
 fn session_from_row(row: &PgRow) -> StoreResult<SessionRecord> {
     let hash: Vec<u8> = row.try_get("token_hash").map_err(backend)?;
@@ -315,8 +322,8 @@ impl UserStore for PostgresStore {
     ) -> StoreResult<()> {
         let at = to_millis(user.created_at);
         query(
-            "INSERT INTO users (id, email, email_key, password_hash, roles, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO users (id, email, email_key, password_hash, roles, status, created_at, updated_at, email_verified_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
         )
         .bind(&user.id)
         .bind(&user.email)
@@ -325,6 +332,7 @@ impl UserStore for PostgresStore {
         .bind(&user.roles)
         .bind(user.status.as_str())
         .bind(at)
+        .bind(user.email_verified.then_some(at))
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -335,11 +343,13 @@ impl UserStore for PostgresStore {
         if unstorable(&[id]) {
             return Ok(None);
         }
-        let row = query("SELECT id, email, roles, status, created_at FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.map(|r| user_from_row(&r).map(Arc::new)).transpose()
     }
 
@@ -347,10 +357,9 @@ impl UserStore for PostgresStore {
         if unstorable(&[email_key]) {
             return Ok(None);
         }
-        let row = query(
-            "SELECT id, email, roles, status, created_at, password_hash
-             FROM users WHERE email_key = $1",
-        )
+        let row = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_key = $1"
+        )))
         .bind(email_key)
         .fetch_optional(&self.pool)
         .await
@@ -379,12 +388,12 @@ impl UserStore for PostgresStore {
                 .replace('_', "\\_");
             format!("%{escaped}%")
         });
-        let rows = query(
-            "SELECT id, email, roles, status, created_at FROM users
+        let rows = query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users
              WHERE ($1::text IS NULL OR email_key LIKE $1 ESCAPE '\\')
                AND ($2::text IS NULL OR id > $2)
              ORDER BY id LIMIT $3",
-        )
+        )))
         .bind(pattern)
         .bind(q.after_id.as_deref())
         .bind(i64::from(q.limit))
@@ -423,6 +432,46 @@ impl UserStore for PostgresStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_email_verified(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
+        if unstorable(&[id]) {
+            return Ok(false);
+        }
+        let done = query(
+            "UPDATE users SET email_verified_at = coalesce(email_verified_at, $1), updated_at = $1
+             WHERE id = $2",
+        )
+        .bind(to_millis(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_email(
+        &self,
+        id: &str,
+        email: &str,
+        email_key: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        if unstorable(&[id, email, email_key]) {
+            return Ok(false);
+        }
+        let done = query(
+            "UPDATE users SET email = $1, email_key = $2, email_verified_at = NULL, updated_at = $3
+             WHERE id = $4",
+        )
+        .bind(email)
+        .bind(email_key)
+        .bind(to_millis(at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -728,6 +777,7 @@ mod tests {
             email: "a@example.com".into(),
             roles: vec!["admin".into()],
             status: UserStatus::Active,
+            email_verified: false,
             created_at: from_millis(1_800_000_000_000),
         };
         store

@@ -19,7 +19,7 @@
 use sqlx::postgres::PgConnection;
 use sqlx::{Row, query};
 
-use super::{PostgresStore, backend, unstorable, user_from_row};
+use super::{PostgresStore, USER_COLUMNS, backend, unstorable, user_from_row};
 use crate::core::time::to_millis;
 use crate::store::guard::Write;
 use crate::store::{StoreError, StoreResult, UserWrite, forget};
@@ -56,10 +56,9 @@ async fn guarded_in(
     keep: Option<&str>,
     write: &Write<'_>,
 ) -> StoreResult<UserWrite> {
-    let row = query(
-        "SELECT id, email, email_key, roles, status, created_at FROM users
-         WHERE id = $1 FOR UPDATE",
-    )
+    let row = query(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS}, email_key FROM users WHERE id = $1 FOR UPDATE"
+    )))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await

@@ -9,6 +9,7 @@
 
 mod batch;
 mod checkpoint;
+mod devices;
 mod links;
 pub mod migrate;
 mod rekey;
@@ -188,6 +189,7 @@ impl SqliteStore {
             revocations: this.clone(),
             clients: this.clone(),
             links: this.clone(),
+            devices: this.clone(),
             audit: this.clone(),
             backend: this,
         }
@@ -204,6 +206,7 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
             .map_err(|e| StoreError::Backend(format!("bad roles column: {e}")))?,
         status: UserStatus::parse(&status)
             .ok_or_else(|| StoreError::Backend(format!("bad status column: {status}")))?,
+        email_verified: row.try_get("email_verified").map_err(backend)?,
         created_at: from_millis(row.try_get("created_at").map_err(backend)?),
     })
 }
@@ -224,7 +227,8 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
     })
 }
 
-const USER_COLUMNS: &str = "id, email, roles, status, created_at";
+const USER_COLUMNS: &str =
+    "id, email, roles, status, created_at, email_verified_at IS NOT NULL AS email_verified";
 const SESSION_COLUMNS: &str =
     "token_hash, id, user_id, created_at, last_seen_at, expires_at, ip, user_agent";
 
@@ -240,8 +244,8 @@ impl UserStore for SqliteStore {
             serde_json::to_string(&user.roles).map_err(|e| StoreError::Backend(e.to_string()))?;
         let at = to_millis(user.created_at);
         query(
-            "INSERT INTO users (id, email, email_key, password_hash, roles, status, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, email, email_key, password_hash, roles, status, created_at, updated_at, email_verified_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&user.id)
         .bind(&user.email)
@@ -251,6 +255,7 @@ impl UserStore for SqliteStore {
         .bind(user.status.as_str())
         .bind(at)
         .bind(at)
+        .bind(user.email_verified.then_some(at))
         .execute(&self.write)
         .await
         .map_err(backend)?;
@@ -338,6 +343,40 @@ impl UserStore for SqliteStore {
             .execute(&self.write)
             .await
             .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_email_verified(&self, id: &str, at: OffsetDateTime) -> StoreResult<bool> {
+        let done = query(
+            "UPDATE users SET email_verified_at = coalesce(email_verified_at, ?1), updated_at = ?1
+             WHERE id = ?2",
+        )
+        .bind(to_millis(at))
+        .bind(id)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_email(
+        &self,
+        id: &str,
+        email: &str,
+        email_key: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let done = query(
+            "UPDATE users SET email = ?, email_key = ?, email_verified_at = NULL, updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(email)
+        .bind(email_key)
+        .bind(to_millis(at))
+        .bind(id)
+        .execute(&self.write)
+        .await
+        .map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -19,6 +19,7 @@ use super::super::support::{
 use super::{done, refuse, require_admin};
 use crate::core::accounts::{NewAccount, Password};
 use crate::core::error::CoreError;
+use crate::core::secret::BearerSecret;
 use crate::http::AppState;
 use crate::http::cookies::clear_session_cookie;
 
@@ -114,6 +115,9 @@ pub(super) fn signed_out(state: &AppState) -> Response {
 pub(super) fn flash_for(done: &str) -> Option<Flash> {
     Some(match done {
         "created" => Flash::ok("User created. They can sign in with the password you gave."),
+        "created_mailed" => Flash::ok(
+            "User created. They were mailed a link to choose their password; until then no password works.",
+        ),
         "password" => Flash::ok(
             "Password set: every session, refresh token and access token of the user was revoked.",
         ),
@@ -132,15 +136,17 @@ fn split_roles(roles: &str) -> Vec<String> {
         .collect()
 }
 
-/// Creates a user with the password the admin typed twice (Tessera sends
-/// no mail yet, so there is no "mail them a link" instead).
+/// Creates a user with the password the admin typed twice or, with both
+/// password fields left empty, with a password nobody knows and a mailed
+/// link to choose one (as `POST /v1/admin/users` without a password).
 pub async fn create(
     State(state): State<AppState>,
     SignedInForm { who, form }: SignedInForm<NewUserForm>,
 ) -> Result<Response, PageError> {
     require_admin(&who)?;
-    let problem = if form.email.trim().is_empty() || form.password.is_empty() {
-        Some("Enter the new user's email and a password (Tessera cannot mail them a link yet).")
+    let mail_link = form.password.is_empty() && form.confirm_password.is_empty();
+    let problem = if form.email.trim().is_empty() {
+        Some("Enter the new user's email.")
     } else if form.password != form.confirm_password {
         Some("The two passwords do not match.")
     } else {
@@ -156,20 +162,35 @@ pub async fn create(
         )
         .await;
     }
+    let password = if mail_link {
+        Password::new(BearerSecret::generate().expose().to_owned())
+    } else {
+        Password::new(form.password)
+    };
     let created = state
         .core
         .create_user_by(
             Some(who.user_id()),
             NewAccount {
                 email: form.email,
-                password: Password::new(form.password),
+                password,
                 roles: split_roles(&form.roles),
             },
         )
         .await;
-    match created {
-        Ok(_) => Ok(done(&form.q, "created")),
-        Err(e) => refused(&state, &who, &form.q, "", None, e).await,
+    let user = match created {
+        Ok(user) => user,
+        Err(e) => return refused(&state, &who, &form.q, "", None, e).await,
+    };
+    if !mail_link {
+        if let Err(e) = state.core.mail_verification_link(&user).await {
+            return refused(&state, &who, &form.q, &user.id, None, e).await;
+        }
+        return Ok(done(&form.q, "created"));
+    }
+    match state.core.mail_welcome_link_to(&user).await {
+        Ok(()) => Ok(done(&form.q, "created_mailed")),
+        Err(e) => refused(&state, &who, &form.q, &user.id, None, e).await,
     }
 }
 
