@@ -308,6 +308,18 @@ pub enum UserCommand {
         #[arg(value_name = "ID|EMAIL")]
         id: String,
     },
+    /// Give a user a new email (their login from now on). The operator
+    /// vouches for it: it is marked verified (a CLI process cannot count on
+    /// mailing a link before it exits). Their earlier verification and
+    /// reset links stop working.
+    SetEmail {
+        /// The user's id (`usr_…`) or current email (any case).
+        #[arg(value_name = "ID|EMAIL")]
+        id: String,
+        /// The new email.
+        #[arg(value_name = "NEW_EMAIL")]
+        email: String,
+    },
     /// Invite an email address to register (for `registration = invite`,
     /// though it works under any setting but `closed`): prints a one-time
     /// link, valid for invitation_ttl and built from public_url, that
@@ -1073,6 +1085,16 @@ async fn run_user(app: &App, cmd: UserCommand) -> anyhow::Result<()> {
                 user.id,
                 user.email,
                 humantime::format_duration(app.settings.password_reset_ttl)
+            )?;
+        }
+        UserCommand::SetEmail { id, email } => {
+            let user = find_user(app, &id).await?;
+            core.set_email_by(Some(&actor), &user.id, &email).await?;
+            let user = core.verify_email_by(Some(&actor), &user.id).await?;
+            writeln!(
+                out,
+                "{} now signs in as {} (verified: you vouch for it)",
+                user.id, user.email
             )?;
         }
         UserCommand::Invite { email, roles, json } => {

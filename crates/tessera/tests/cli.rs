@@ -257,6 +257,120 @@ async fn cli_sets_passwords_deletes_users_and_takes_emails() {
     follower.await.unwrap();
 }
 
+/// `user create` (the operator vouches: verified), `user set-email` (the
+/// new address is the login, verified) and `user invite` (a one-time link
+/// that registers only its address, with its roles), with `user list`
+/// showing who is verified.
+#[tokio::test]
+async fn cli_creates_verified_users_changes_emails_and_invites() {
+    let t = TestApp::with(&[("registration", "invite")]).await;
+    let user = |args: &[&str], stdin: &str| {
+        let mut cmd = tessera(&t.db_url);
+        cmd.env("USER", "opal").env_remove("LOGNAME");
+        cmd.arg("user").args(args);
+        run(&mut cmd, stdin)
+    };
+    let (code, out, err) = user(
+        &[
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password-stdin",
+            "--json",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(created["email_verified"], true, "{out}");
+
+    // (Self-registration needs an invitation here: the core makes Bea.)
+    let bea_id = t
+        .app
+        .core
+        .register(tessera::core::accounts::NewAccount {
+            email: "bea@example.com".into(),
+            password: tessera::core::accounts::Password::new(PASSWORD.into()),
+            roles: vec![],
+        })
+        .await
+        .unwrap()
+        .id;
+    let (code, out, err) = user(&["set-email", "BEA@example.com", "Bea.New@Example.com"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&bea_id) && out.contains("Bea.New@Example.com"),
+        "{out}"
+    );
+    let changed = t.app.core.user(&bea_id).await.unwrap();
+    assert_eq!(changed.email, "Bea.New@Example.com");
+    assert!(changed.email_verified);
+    let r = t
+        .send(
+            Req::post("/v1/sessions")
+                .json(serde_json::json!({"email": "bea.new@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let events = t
+        .app
+        .core
+        .audit_events(Some("email_changed"), Some(&bea_id), 10)
+        .await
+        .unwrap();
+    assert_eq!(events[0].detail["actor"], "cli:opal");
+    let (code, _, err) = user(&["set-email", &bea_id, "ops@EXAMPLE.com"], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+
+    let (code, out, err) = user(&["list"], "");
+    assert_eq!(code, 0, "{err}");
+    let row = |email: &str| {
+        out.lines()
+            .find(|l| l.contains(email))
+            .unwrap_or_else(|| panic!("{email} in {out}"))
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(row("ops@example.com"), "yes");
+    assert_eq!(row("Bea.New@Example.com"), "yes");
+
+    // An invitation: printed, never mailed, for its address only, once.
+    let (code, out, err) = user(
+        &["invite", "guest@example.com", "--role", "editor", "--json"],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let invited: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    let url = invited["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/register?invitation=", common::ORIGIN)),
+        "{url}"
+    );
+    assert!(invited["expires_at"].as_str().unwrap().ends_with('Z'));
+    let token = url.split_once("invitation=").unwrap().1;
+    let register = |email: &str| {
+        Req::post("/v1/accounts")
+            .json(serde_json::json!({"email": email, "password": PASSWORD, "invitation": token}))
+    };
+    t.send(register("other@example.com"))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "registration_closed");
+    let r = t.send(register("Guest@example.com")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.json()["user"]["roles"], serde_json::json!(["editor"]));
+    // Handed over, not mailed: the address is not proved by it.
+    assert_eq!(r.json()["user"]["email_verified"], false);
+    t.send(register("guest@example.com"))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "registration_closed");
+    let (code, out, err) = user(&["invite", "guest@example.com"], "");
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("already exists"), "{err}");
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -1136,6 +1136,8 @@ async fn admin_user_forms_create_set_passwords_and_delete() {
         "/admin/users/create",
         "/admin/users/password",
         "/admin/users/delete",
+        "/admin/users/email",
+        "/admin/users/invite",
     ] {
         let fields = [
             ("user_id", user.user_id.as_str()),
@@ -1182,6 +1184,18 @@ async fn admin_user_forms_create_set_passwords_and_delete() {
     }
     assert!(alive(&t, &user.cookie).await);
     assert!(t.app.core.find_user("evil@example.com").await.is_err());
+    assert_eq!(
+        t.app.core.user(&user.user_id).await.unwrap().email,
+        "pat@example.com"
+    );
+    assert!(
+        t.app
+            .core
+            .audit_events(Some("invitation_created"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Create.
     let r = t.send(post("/admin/users/create", &new_user)).await;
@@ -2224,4 +2238,128 @@ async fn the_admin_page_rotates_and_retires_the_previous_keys_after_confirmation
         1,
         "{keys:?}"
     );
+}
+
+/// The admin page invites (the link shown once, mailed when ticked) and
+/// changes a user's email (unverified, a link mailed to the new address);
+/// users whose address is not verified carry an "unverified" badge.
+#[tokio::test]
+async fn admin_page_invites_and_changes_emails() {
+    let smtp = common::smtp::SmtpServer::start();
+    let t = TestApp::with(&[("smtp_url", &smtp.url()), ("registration", "invite")]).await;
+    let boss_id = t
+        .app
+        .core
+        .register(tessera::core::accounts::NewAccount {
+            email: "boss@example.com".into(),
+            password: tessera::core::accounts::Password::new(PASSWORD.into()),
+            roles: vec!["admin".into()],
+        })
+        .await
+        .unwrap()
+        .id;
+    t.app.core.verify_email_by(None, &boss_id).await.unwrap();
+    let pat_id = t
+        .app
+        .core
+        .register(tessera::core::accounts::NewAccount {
+            email: "pat@example.com".into(),
+            password: tessera::core::accounts::Password::new(PASSWORD.into()),
+            roles: vec![],
+        })
+        .await
+        .unwrap()
+        .id;
+    let boss = t.login("boss@example.com").await;
+    let b = page_session(&t, &boss).await;
+    let html = t
+        .send(Req::get("/admin").header("cookie", &b.cookie))
+        .await
+        .text();
+    assert!(html.contains("action=\"/admin/users/invite\""));
+    assert!(html.contains("action=\"/admin/users/email\""));
+    // Pat's address is not verified; the boss's is.
+    assert_eq!(
+        html.matches("class=\"badge badge-muted unverified\"")
+            .count(),
+        1
+    );
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        let mut all = fields.to_vec();
+        all.push(("csrf_token", b.csrf.as_str()));
+        Req::post(path)
+            .header("cookie", &b.cookie)
+            .header("origin", ORIGIN)
+            .form(&all)
+    };
+
+    // An invitation, mailed: the page shows its link once.
+    let r = t
+        .send(post(
+            "/admin/users/invite",
+            &[
+                ("email", "guest@example.com"),
+                ("roles", "editor"),
+                ("mail", "yes"),
+            ],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let page = r.text();
+    let start = page
+        .find("/register?invitation=")
+        .expect("the link is shown");
+    let shown: String = page[start..].chars().take_while(|c| *c != '<').collect();
+    let mailed = smtp
+        .wait_for_subject("guest@example.com", "You are invited to Tessera")
+        .await;
+    assert_eq!(
+        mailed.link_with("/register?invitation="),
+        Some(format!("{ORIGIN}{shown}"))
+    );
+    // Unticked: not mailed, still shown.
+    let r = t
+        .send(post(
+            "/admin/users/invite",
+            &[("email", "handed@example.com")],
+        ))
+        .await;
+    assert!(
+        r.text().contains("Give it to them yourself"),
+        "{}",
+        r.text()
+    );
+    // An address with an account: the page says so.
+    let r = t
+        .send(post(
+            "/admin/users/invite",
+            &[("email", "PAT@example.com"), ("mail", "yes")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+
+    // A new email for Pat: their login from now on, a link mailed to it.
+    let r = t
+        .send(post(
+            "/admin/users/email",
+            &[("user_id", &pat_id), ("email", "pat.new@example.com")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let user = t.app.core.user(&pat_id).await.unwrap();
+    assert_eq!(user.email, "pat.new@example.com");
+    assert!(!user.email_verified);
+    smtp.wait_for_subject(
+        "pat.new@example.com",
+        "Confirm your email address for Tessera",
+    )
+    .await;
+    let r = t
+        .send(post(
+            "/admin/users/email",
+            &[("user_id", &pat_id), ("email", "boss@EXAMPLE.com")],
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("already exists"));
 }

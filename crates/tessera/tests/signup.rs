@@ -98,6 +98,7 @@ fn bearer(req: Req, access: &str) -> Req {
 
 #[tokio::test]
 async fn registration_mails_a_link_that_verifies_the_address_once() {
+    let (logs, _guard) = Logs::capture(tracing::Level::TRACE);
     let smtp = SmtpServer::start();
     let t = app(&smtp, &[]).await;
     let email = "vera@example.com";
@@ -130,6 +131,17 @@ async fn registration_mails_a_link_that_verifies_the_address_once() {
         .unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].detail["via"], "verification_link");
+    // The token is in the mail only: not in the log, not in the audit log.
+    let audit =
+        serde_json::to_string(&t.app.core.audit_events(None, None, 1000).await.unwrap()).unwrap();
+    assert!(
+        !audit.contains(&token),
+        "the verification token is in the audit log"
+    );
+    assert!(
+        !logs.text().contains(&token),
+        "the verification token is in the log"
+    );
     // The admin list shows it too.
     let access = admin_token(&t, "root@example.com").await;
     let r = t

@@ -42,6 +42,7 @@ use crate::config::BrowserMode;
 pub struct Error {
     /// A machine-readable code: `invalid_request`, `invalid_credentials`,
     /// `unauthenticated`, `forbidden`, `csrf_failed`, `account_suspended`,
+    /// `registration_closed`, `email_not_verified`, `invalid_token`,
     /// `not_found`, `conflict`, `last_admin`, `payload_too_large`,
     /// `unsupported_media_type`, `validation_failed`, `rate_limited`,
     /// `internal`, `unavailable`; at the token endpoints also the RFC 6749

@@ -203,6 +203,7 @@ pub async fn update_user(
             .core
             .set_email_by(Some(admin.user_id()), &id, email)
             .await?;
+        state.core.mail_verification_link(&user).await?;
     }
     if patch.email_verified == Some(true) && !user.email_verified {
         user = state

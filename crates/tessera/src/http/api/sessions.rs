@@ -82,7 +82,7 @@ fn no_content_clearing_cookies(state: &AppState) -> Response {
             headers(("Set-Cookie" = String, description = "Always sent: `__Host-tessera_session=<id>; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=<seconds>` (in jwt-cookie mode `__Host-tessera_access` and `__Host-tessera_refresh` instead)"))),
         (status = 400, description = "`invalid_request`: the body is not valid JSON or cannot be read", body = doc::Error),
         (status = 401, description = "`invalid_credentials`: the email or password is wrong (the same answer for both)", body = doc::Error),
-        (status = 403, description = "`account_suspended`: the account is suspended; `csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`", body = doc::Error),
+        (status = 403, description = "`account_suspended`: the account is suspended; `email_not_verified`: `email_verification` is `required` and the account's address is not verified (said only after the password matched); `csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
         (status = 422, description = "`validation_failed`: a field is missing or not a string, or the password is not 8 to 1024 characters", body = doc::Error),

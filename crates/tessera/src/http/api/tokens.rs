@@ -112,7 +112,7 @@ fn pair_response(pair: &TokenPair) -> Response {
             body = doc::OneOf<TokenResponse<'static>, doc::CookieRefresh>,
             headers(("Set-Cookie" = String, description = "jwt-cookie mode, refresh from the cookie: the new access and refresh cookies"))),
         (status = 400, description = "`invalid_request`: the body cannot be read or a parameter is missing or malformed; `invalid_grant`: wrong credentials, a suspended account, an invalid `client_id`, or a dead or reused refresh token; `unsupported_grant_type`; `invalid_scope`", body = doc::Error),
-        (status = 403, description = "`csrf_failed`: jwt-cookie mode, refresh from the cookie without the right `X-CSRF-Token` or with a foreign `Origin`", body = doc::Error),
+        (status = 403, description = "`email_not_verified`: the password grant, `email_verification` is `required` and the account's address is not verified (said only after the password matched); `csrf_failed`: jwt-cookie mode, refresh from the cookie without the right `X-CSRF-Token` or with a foreign `Origin`", body = doc::Error),
         (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
         (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
         (status = 429, description = "`rate_limited`: too many attempts from this address, or too many failed logins for this account", body = doc::Error,

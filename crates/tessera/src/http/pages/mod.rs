@@ -62,6 +62,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/create", post(admin::users::create))
         .route("/admin/users/invite", post(admin::invitations::create))
         .route("/admin/users/password", post(admin::users::set_password))
+        .route("/admin/users/email", post(admin::users::set_email))
         .route("/admin/users/delete", post(admin::users::delete))
         .route("/admin/keys/rotate", post(admin::rotate_keys))
         .route("/admin/clients/create", post(admin::clients::create))

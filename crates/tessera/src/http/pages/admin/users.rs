@@ -46,6 +46,14 @@ pub struct PasswordForm {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+pub struct EmailForm {
+    user_id: String,
+    email: String,
+    q: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct DeleteForm {
     user_id: String,
     /// `yes` once the admin ticked the confirmation box.
@@ -120,6 +128,9 @@ pub(super) fn flash_for(done: &str) -> Option<Flash> {
         ),
         "password" => Flash::ok(
             "Password set: every session, refresh token and access token of the user was revoked.",
+        ),
+        "email" => Flash::ok(
+            "Email changed: it is their login from now on. It is not verified yet; unless verification is off, the new address was mailed a link.",
         ),
         "deleted" => Flash::ok(
             "User deleted: every session and token ended, and the audit log no longer shows their email.",
@@ -227,6 +238,27 @@ pub async fn set_password(
         // That ended this browser's session too.
         Ok(_) if form.user_id == who.user_id() => Ok(signed_out(&state)),
         Ok(_) => Ok(done(&form.q, "password")),
+        Err(e) => refused(&state, &who, &form.q, &form.user_id, None, e).await,
+    }
+}
+
+/// Gives a user a new email (as `PATCH /v1/admin/users/{id}` `{email}`):
+/// unverified, with a link mailed to it unless verification is off.
+pub async fn set_email(
+    State(state): State<AppState>,
+    SignedInForm { who, form }: SignedInForm<EmailForm>,
+) -> Result<Response, PageError> {
+    require_admin(&who)?;
+    let changed = state
+        .core
+        .set_email_by(Some(who.user_id()), &form.user_id, &form.email)
+        .await;
+    let user = match changed {
+        Ok(user) => user,
+        Err(e) => return refused(&state, &who, &form.q, &form.user_id, None, e).await,
+    };
+    match state.core.mail_verification_link(&user).await {
+        Ok(()) => Ok(done(&form.q, "email")),
         Err(e) => refused(&state, &who, &form.q, &form.user_id, None, e).await,
     }
 }
