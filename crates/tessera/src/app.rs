@@ -180,7 +180,7 @@ fn start_mail(core: &Arc<Tessera>, settings: &Settings) -> anyhow::Result<()> {
 pub fn mail_banner(settings: &Settings) -> String {
     match &settings.smtp {
         None => format!(
-            "mail: log (SMTP unset: each message, links included, is written to the log;              set TESSERA_SMTP_URL to send it), from {}",
+            "mail: log (SMTP unset: each message, links included, is written to the log; set TESSERA_SMTP_URL to send it), from {}",
             settings.mail_from
         ),
         Some(target) => format!("mail: {} from {}", target.shown(), settings.mail_from),
