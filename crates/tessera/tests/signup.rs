@@ -572,6 +572,18 @@ async fn invitations_register_once_only_their_address_with_their_roles() {
         .await
         .unwrap();
     assert_eq!(joined[0].detail["via"], "invitation");
+    // The two events are matched by the invitation's reference, and the
+    // invitation's own event does not carry the address (a deleted user's
+    // events lose it; this one is not theirs).
+    let reference = created[0].detail["invitation"].as_str().unwrap();
+    assert_eq!(reference.len(), 12);
+    assert_eq!(joined[0].detail["invitation"], reference);
+    assert!(
+        !serde_json::to_string(&created[0])
+            .unwrap()
+            .to_lowercase()
+            .contains("partner.io")
+    );
     let audit =
         serde_json::to_string(&t.app.core.audit_events(None, None, 1000).await.unwrap()).unwrap();
     assert!(

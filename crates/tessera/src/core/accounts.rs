@@ -325,7 +325,7 @@ impl Tessera {
         }
         let password_hash = self.passwords.hash(&who, new.password).await?;
         // The invitation is used last, once nothing else can refuse.
-        let (roles, email_verified) = match creator {
+        let (roles, email_verified, invitation) = match creator {
             Creator::Themselves(_, Some(token)) => {
                 let admitted = self.use_invitation(token, &email.key).await?;
                 let mut all = roles;
@@ -334,9 +334,9 @@ impl Tessera {
                         all.push(role);
                     }
                 }
-                (all, admitted.email_verified)
+                (all, admitted.email_verified, Some(admitted.reference))
             }
-            _ => (roles, false),
+            _ => (roles, false, None),
         };
         let user = User {
             id: new_id("usr"),
@@ -359,13 +359,21 @@ impl Tessera {
         tracing::info!(user_id = %user.id, "account created");
         // The email is recorded here (a deleted user's events lose it).
         let (client, detail) = match creator {
-            Creator::Themselves(client, invitation) => (
+            Creator::Themselves(client, _) => (
                 Some(client),
-                serde_json::json!({
-                    "email": user.email,
-                    "roles": user.roles,
-                    "via": if invitation.is_some() { "invitation" } else { "registration" },
-                }),
+                match invitation {
+                    Some(reference) => serde_json::json!({
+                        "email": user.email,
+                        "roles": user.roles,
+                        "via": "invitation",
+                        "invitation": reference,
+                    }),
+                    None => serde_json::json!({
+                        "email": user.email,
+                        "roles": user.roles,
+                        "via": "registration",
+                    }),
+                },
             ),
             Creator::Admin(actor) => (
                 None,

@@ -152,6 +152,21 @@ pub struct Admission {
     pub roles: Vec<String>,
     /// The invitation was mailed to this address: it is verified.
     pub email_verified: bool,
+    /// The invitation's [`invitation_ref`], for the `user_created` event.
+    pub reference: String,
+}
+
+/// A short, stable name for an invitation in the audit log: the first 12
+/// hex digits of its token's SHA-256 (which tells nothing about the
+/// token). `invitation_created` and the `user_created` of the account it
+/// made both carry it, so they can be matched without the address being
+/// in the invitation's event (a deleted user's events lose their address;
+/// an event that is not theirs would keep it).
+pub fn invitation_ref(hash: &SecretHash) -> String {
+    hash.as_bytes()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Tessera {
@@ -245,12 +260,14 @@ impl Tessera {
         Ok(Admission {
             roles: invitation.roles,
             email_verified: invitation.mailed,
+            reference: invitation_ref(&invitation.hash),
         })
     }
 
     /// Invites `email` to register (admin API, `/admin`, `tessera user
     /// invite`), with `roles` for the account; audited
-    /// `invitation_created` (never with the link). With `mail`, the link
+    /// `invitation_created` with its [`invitation_ref`] (never with the
+    /// link, nor the address). With `mail`, the link
     /// is also mailed to the address. An address that already has an
     /// account is a conflict.
     pub async fn invite_by(
@@ -277,6 +294,7 @@ impl Tessera {
         let now = self.now();
         let expires_at = now + self.policy.accounts.invitation_ttl;
         let secret = BearerSecret::generate();
+        let reference = invitation_ref(&secret.hash());
         let actor = actor.unwrap_or(OPERATOR);
         self.stores
             .links
@@ -318,7 +336,7 @@ impl Tessera {
             None,
             None,
             json!({
-                "email": email.display,
+                "invitation": reference,
                 "roles": roles,
                 "actor": actor,
                 "mailed": mail,
