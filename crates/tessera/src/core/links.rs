@@ -262,9 +262,6 @@ impl Tessera {
         {
             return Err(CoreError::InvalidToken);
         }
-        // The link reached the user's mailbox: that proves the address.
-        self.mark_email_verified(&user_id, "reset_link", Some(client))
-            .await?;
         let sessions = self.end_all_sessions(&user_id).await?;
         self.revoke_user_tokens(&user_id).await?;
         self.publish(Change::UserSessionsRevoked {
@@ -274,6 +271,10 @@ impl Tessera {
         self.stores
             .links
             .void_link_tokens(&user_id, PASSWORD_RESET, now)
+            .await?;
+        // The link reached the user's mailbox: that proves the address
+        // (after everything the old password started has ended).
+        self.mark_email_verified(&user_id, "reset_link", Some(client))
             .await?;
         tracing::info!(user_id = %user_id, sessions, "password reset with a link");
         self.audit(

@@ -293,6 +293,11 @@ impl Tessera {
     ) -> CoreResult<User> {
         let email = parse_email(raw_email)?;
         let now = self.now();
+        // The links mailed to the old address die first: should the change
+        // then fail, they are only to be asked for again.
+        for purpose in [EMAIL_VERIFICATION, super::links::PASSWORD_RESET] {
+            self.stores.links.void_link_tokens(id, purpose, now).await?;
+        }
         let changed = self
             .stores
             .users
@@ -306,9 +311,6 @@ impl Tessera {
             })?;
         if !changed {
             return Err(CoreError::NotFound("no such user"));
-        }
-        for purpose in [EMAIL_VERIFICATION, super::links::PASSWORD_RESET] {
-            self.stores.links.void_link_tokens(id, purpose, now).await?;
         }
         self.publish(Change::UserChanged {
             user_id: id.to_owned(),
