@@ -869,8 +869,15 @@ async fn doctor(settings: Settings, args: DoctorArgs) -> anyhow::Result<()> {
                 }
                 age
             }
+            // A database that is there but cannot be opened (down,
+            // unreachable, refusing these credentials): nothing can run.
             Err(e) => {
-                eprintln!("(could not open the database to check key age: {e:#})");
+                local.push(crate::doctor::Finding::new(
+                    crate::inspect::Severity::Danger,
+                    format!("the database cannot be opened: {e:#}"),
+                    "check database_url (TESSERA_DATABASE_URL): that the database server runs, \
+                     is reachable from this machine and accepts these credentials",
+                ));
                 None
             }
         }

@@ -559,3 +559,23 @@ async fn a_cluster_is_read_through_its_seeds_and_a_dead_seed_is_named() {
         "{out}"
     );
 }
+
+/// A database that cannot be reached is a danger (exit 1) naming the
+/// setting, never its password.
+#[tokio::test]
+async fn an_unreachable_database_fails_the_doctor() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("postgres://tessera:sekret@127.0.0.1:{port}/tessera");
+    let (code, out, err) = tessera(&url, &[], &["doctor"], "").await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("danger:")
+            && l.contains("the database cannot be opened")),
+        "{out}"
+    );
+    assert!(out.contains("TESSERA_DATABASE_URL"), "{out}");
+    assert!(!format!("{out}{err}").contains("sekret"));
+}
