@@ -170,6 +170,7 @@ fn start_mail(core: &Arc<Tessera>, settings: &Settings) -> anyhow::Result<()> {
     core.set_mail(crate::core::links::MailSetup {
         outbox: Outbox::start(transport, report),
         public_url: settings.public_url.url.clone(),
+        product: settings.product_name.clone(),
         reset_ttl: duration(settings.password_reset_ttl),
         notify_new_device: settings.notify_new_device,
     });

@@ -164,6 +164,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "space-separated client_id values apps may send with the password grant (up to 64 of A-Z a-z 0-9 - _ . :)",
     ),
     (
+        "cors_origins",
+        "(none)",
+        "a comma-separated list of origins (scheme://host[:port]: http or https, no path, no trailing slash, no *) whose pages may call the JWKS, the metadata documents, /v1/token and /v1/me",
+    ),
+    (
         "token_cache_entries",
         "100000",
         "a whole number from 1 to 100000000",
@@ -183,6 +188,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "trusted_proxies",
         "(none)",
         "comma-separated IPs or CIDRs whose forwarding header is believed",
+    ),
+    (
+        "return_origins",
+        "(none)",
+        "comma-separated origins scheme://host[:port] (http or https; no path, no wildcard) that /login?return_to= may send a browser back to, besides the public URL's",
     ),
     (
         "trusted_proxy_header",
@@ -244,6 +254,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "invitation_ttl",
         "7d",
         "a duration from 1h to 90d: how long an invitation works",
+    ),
+    (
+        "product_name",
+        "Tessera",
+        "1 to 60 printable characters: the name the pages (header, titles) and the mails say",
+    ),
+    (
+        "logo_url",
+        "(unset: Tessera's mark)",
+        "an https:// URL or a path on this server (/static/logo.svg), without quotes, spaces, angle brackets, backslashes, ; or ,: the header's logo",
     ),
     (
         "metrics_addr",
@@ -363,12 +383,19 @@ pub struct Settings {
     pub allowed_scopes: Vec<String>,
     /// `client_id` values the password grant accepts besides none.
     pub public_clients: Vec<String>,
+    /// Origins (`scheme://host[:port]`, lowercase, default port omitted)
+    /// whose pages may call the JWKS, the metadata documents, `/v1/token`
+    /// and `/v1/me` from a browser (`http::cors`).
+    pub cors_origins: Vec<String>,
     pub max_sessions_per_user: u32,
     pub token_cache_entries: usize,
     pub ip_rate_limit: u32,
     pub login_failure_threshold: u32,
     pub login_backoff_max: Duration,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins (`scheme://host[:port]`, as [`origin_of`] writes them)
+    /// besides the public URL's that `/login?return_to=` may return to.
+    pub return_origins: Vec<String>,
     /// Client connections open at once (see `listener`); the default fits
     /// the open-file limit `serve` raises to (`fd_limit`).
     pub max_connections: usize,
@@ -395,6 +422,11 @@ pub struct Settings {
     pub email_verification: crate::core::verification::EmailVerification,
     pub email_verification_ttl: Duration,
     pub invitation_ttl: Duration,
+    /// The name the pages show (header, titles).
+    pub product_name: String,
+    /// The pages' header logo: an `https://` URL (its origin joins the
+    /// pages' `img-src`) or a path on this server.
+    pub logo_url: Option<String>,
     /// A separate listener for `/metrics` (then it is not on `addr`).
     pub metrics_addr: Option<SocketAddr>,
     pub log: String,
@@ -842,6 +874,13 @@ impl Settings {
                     .all(|id| crate::core::refresh::is_public_client_id(id))
                     .then_some(ids)
             })?,
+            cors_origins: raw.parse("cors_origins", "", |s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(parse_origin)
+                    .collect::<Option<Vec<_>>>()
+            })?,
             token_cache_entries: raw.parse(
                 "token_cache_entries",
                 "100000",
@@ -853,6 +892,13 @@ impl Settings {
                 parse_duration(s).filter(|d| d.as_secs() <= 86_400)
             })?,
             trusted_proxies: raw.parse("trusted_proxies", "", parse_networks)?,
+            return_origins: raw.parse("return_origins", "", |s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(parse_origin)
+                    .collect::<Option<Vec<_>>>()
+            })?,
             max_connections,
             max_connections_per_ip,
             trusted_proxy_header: raw.parse("trusted_proxy_header", "X-Forwarded-For", |s| {
@@ -909,6 +955,17 @@ impl Settings {
                 parse_duration(s).filter(|d| {
                     (Duration::from_secs(3600)..=Duration::from_secs(90 * 86_400)).contains(d)
                 })
+            })?,
+            product_name: raw.parse("product_name", "Tessera", |s| {
+                (!s.is_empty() && s.chars().count() <= 60 && !s.chars().any(char::is_control))
+                    .then(|| s.to_owned())
+            })?,
+            logo_url: raw.parse("logo_url", "", |s| {
+                if s.is_empty() {
+                    Some(None)
+                } else {
+                    crate::http::pages::check_logo_url(s).map(|()| Some(s.to_owned()))
+                }
             })?,
             metrics_addr: raw.parse("metrics_addr", "", |s| {
                 if s.is_empty() {
@@ -1415,6 +1472,34 @@ fn default_mail_from(public_url: &PublicUrl) -> String {
     format!("Tessera <noreply@{host}>")
 }
 
+/// `scheme://host[:port]` of an `http` or `https` URL: lowercase, the
+/// default port left out, an international name in its ASCII form. `None`
+/// for any other scheme, or a URL with a user name or password.
+pub fn origin_of(url: &url::Url) -> Option<String> {
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.host().is_none()
+    {
+        return None;
+    }
+    Some(url.origin().ascii_serialization())
+}
+
+/// One `return_origins` entry: an origin and nothing more (no path, query,
+/// credentials or wildcard), written as [`origin_of`] writes it.
+fn parse_origin(s: &str) -> Option<String> {
+    if s.contains(['*', '\\']) || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    let url = url::Url::parse(s).ok()?;
+    let rest = s.split_once("://")?.1;
+    if rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    origin_of(&url)
+}
+
 fn parse_public_url(s: &str) -> Option<PublicUrl> {
     let url = url::Url::parse(s).ok()?;
     let is_https = match url.scheme() {
@@ -1451,6 +1536,39 @@ fn parse_public_url(s: &str) -> Option<PublicUrl> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn return_origins_are_bare_origins() {
+        let s = Settings::from_pairs(&[(
+            "return_origins",
+            "https://App.Example.com, http://127.0.0.1:3000,https://x.example:443",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.return_origins,
+            [
+                "https://app.example.com",
+                "http://127.0.0.1:3000",
+                "https://x.example"
+            ]
+        );
+        assert!(Settings::from_pairs(&[]).unwrap().return_origins.is_empty());
+        for bad in [
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://*.example.com",
+            "*",
+            "https://app.example.com?x",
+            "https://user@app.example.com",
+            "ftp://app.example.com",
+            "javascript:alert(1)",
+            "app.example.com",
+            "https://",
+        ] {
+            let e = Settings::from_pairs(&[("return_origins", bad)]).unwrap_err();
+            assert!(e.0.contains("TESSERA_RETURN_ORIGINS"), "{bad}: {}", e.0);
+        }
+    }
 
     /// A syntax error on the secret's line quoted the line, and with it
     /// the secret, in the start-up error (found by fuzz/config).

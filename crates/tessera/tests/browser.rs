@@ -279,6 +279,15 @@ async fn open_browser(driver: &Driver) -> Browser {
 
 /// [`open_browser`] with more Chromium arguments.
 async fn open_browser_with(driver: &Driver, extra_args: &[&str]) -> Browser {
+    open_browser_options(driver, extra_args, serde_json::Map::new()).await
+}
+
+/// [`open_browser_with`] with more `goog:chromeOptions` (`mobileEmulation`).
+async fn open_browser_options(
+    driver: &Driver,
+    extra_args: &[&str],
+    options: serde_json::Map<String, serde_json::Value>,
+) -> Browser {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut args = vec![
         "--headless=new".to_owned(),
@@ -298,13 +307,10 @@ async fn open_browser_with(driver: &Driver, extra_args: &[&str]) -> Browser {
     args.extend(extra_args.iter().map(|a| (*a).to_owned()));
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": args,
-        }),
-    );
+    let mut chrome_options = options;
+    chrome_options.insert("binary".into(), json!(CHROMIUM));
+    chrome_options.insert("args".into(), json!(args));
+    caps.insert("goog:chromeOptions".into(), chrome_options.into());
     let mut last_error = String::new();
     for _ in 0..50 {
         match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -1523,5 +1529,345 @@ async fn closed_registration_offers_no_form() {
     b.screenshot("register-closed-post.png").await;
     assert!(s.app.core.find_user("intruder@example.com").await.is_err());
     assert_eq!(b.path().await, "/register");
+    h.finish().await;
+}
+
+// ---------------------------------------------------------------------------
+// A single-page app on another origin (TESSERA_CORS_ORIGINS)
+
+/// The single-page app: one page whose script fetches Tessera's JWKS, signs
+/// in with the password grant (a form-encoded `POST /v1/token`, a "simple"
+/// request, no preflight) and calls `GET /v1/me` with the Bearer token (a
+/// preflighted request), writing each outcome into the DOM: `200 …` when
+/// the script could read the answer, `TypeError` when the browser refused
+/// it. Without a token of its own, `/v1/me` is called with the one in the
+/// page's fragment (so the preflight is tested from a refused origin too).
+/// `#done` appears last. Served on `listeners` until the token is
+/// cancelled.
+fn serve_single_page_app(listeners: Vec<TcpListener>, tessera: &str) -> CancellationToken {
+    let page = format!(
+        r#"<!doctype html><title>SPA</title><h1>SPA</h1>
+<p id="jwks"></p><p id="token"></p><p id="me"></p>
+<script>
+const base = {tessera:?};
+const show = (id, text) => {{ document.getElementById(id).textContent = text; }};
+const failed = (e) => e.name + ": " + e.message;
+(async () => {{
+  try {{
+    const r = await fetch(base + "/.well-known/jwks.json");
+    const jwks = await r.json();
+    show("jwks", r.status + " keys=" + jwks.keys.length);
+  }} catch (e) {{ show("jwks", failed(e)); }}
+  let token = decodeURIComponent(location.hash.slice(1));
+  try {{
+    const r = await fetch(base + "/v1/token", {{
+      method: "POST",
+      body: new URLSearchParams({{
+        grant_type: "password",
+        username: "spa@example.com",
+        password: {PASSWORD:?},
+      }}),
+    }});
+    const answer = await r.json();
+    token = answer.access_token;
+    show("token", r.status + " " + answer.token_type);
+  }} catch (e) {{ show("token", failed(e)); }}
+  try {{
+    const r = await fetch(base + "/v1/me", {{
+      headers: {{ "Authorization": "Bearer " + token }},
+    }});
+    const me = await r.json();
+    show("me", r.status + " " + me.user.email);
+  }} catch (e) {{ show("me", failed(e)); }}
+  document.body.insertAdjacentHTML("beforeend", '<p id="done">done</p>');
+}})();
+</script>"#
+    );
+    let app = axum::Router::new().route("/", get(move || async move { Html(page) }));
+    let cancel = CancellationToken::new();
+    for listener in listeners {
+        let (app, stop) = (app.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
+    cancel
+}
+
+impl Browser {
+    /// Opens the single-page app at `url` and returns what its script
+    /// wrote: (JWKS, token, me).
+    async fn run_single_page_app(&self, url: &str) -> (String, String, String) {
+        self.goto(url).await;
+        assert_eq!(self.text_of("#done").await, "done");
+        (
+            self.text_of("#jwks").await,
+            self.text_of("#token").await,
+            self.text_of("#me").await,
+        )
+    }
+}
+
+/// The page on `http://localhost:P` (in `cors_origins`) reads the JWKS,
+/// gets a token and reads `/v1/me` with it across origins. The same page
+/// on `http://127.0.0.1:P` (another origin, not in the list) gets nothing:
+/// every fetch rejects with a `TypeError` (the token request still reaches
+/// Tessera, as a form post would, but its answer stays unread; the `/v1/me`
+/// preflight fails, so that request is never sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_page_app_on_an_allowed_origin_signs_in_and_others_cannot_read() {
+    let turn = BROWSER_TURN.lock().await;
+    // The app's port first: Tessera's settings name its origin.
+    let (listeners, spa_port) = bind_loopback().await;
+    let allowed = format!("http://localhost:{spa_port}");
+    let server = start_tessera_with("localhost", &[("cors_origins", allowed.as_str())]).await;
+    let stop = serve_single_page_app(listeners, &server.base);
+    server
+        .app
+        .core
+        .register(NewAccount {
+            email: "spa@example.com".into(),
+            password: Password::new(PASSWORD.into()),
+            roles: Vec::new(),
+        })
+        .await
+        .expect("account");
+    let driver = start_driver().await;
+    let b = open_browser(&driver).await;
+
+    let (jwks, token, me) = b.run_single_page_app(&format!("{allowed}/")).await;
+    assert!(jwks.starts_with("200 keys="), "{jwks}");
+    assert_ne!(jwks, "200 keys=0");
+    assert_eq!(token, "200 Bearer");
+    assert_eq!(me, "200 spa@example.com");
+    b.screenshot("cors-allowed-origin.png").await;
+
+    // Another origin: nothing is readable, and a valid token does not help.
+    let valid = reqwest::Client::new()
+        .post(server.url("/v1/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("grant_type", "password"),
+                ("username", "spa@example.com"),
+                ("password", PASSWORD),
+            ])
+            .expect("form"),
+        )
+        .send()
+        .await
+        .expect("token")
+        .json::<serde_json::Value>()
+        .await
+        .expect("token json")["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let (jwks, token, me) = b
+        .run_single_page_app(&format!("http://127.0.0.1:{spa_port}/#{valid}"))
+        .await;
+    for (what, outcome) in [("jwks", &jwks), ("token", &token), ("me", &me)] {
+        assert!(
+            outcome.starts_with("TypeError"),
+            "{what} from a foreign origin: {outcome}"
+        );
+    }
+    b.screenshot("cors-foreign-origin.png").await;
+
+    stop.cancel();
+    b.close().await;
+    drop(driver);
+    server.app.close().await;
+    drop(turn);
+}
+
+// ---------------------------------------------------------------------------
+// A phone-sized window
+
+/// A browser whose viewport is 390 × 844 CSS pixels (an iPhone's):
+/// Chromium will not make a window narrower than 500 px, so the size is
+/// chromedriver's device emulation.
+async fn open_phone_browser(driver: &Driver) -> Browser {
+    let mut options = serde_json::Map::new();
+    options.insert(
+        "mobileEmulation".into(),
+        json!({"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 1.0}}),
+    );
+    open_browser_options(driver, &[], options).await
+}
+
+/// The page fits the 390 px viewport (nothing scrolls sideways: a mobile
+/// browser would otherwise widen its layout viewport, so `innerWidth` is
+/// checked too), and each of `css` is shown whole inside it. What the phone
+/// shows (390 × 844) goes to `test-artifacts/<png>` first.
+async fn assert_fits_a_phone(b: &Browser, page: &str, css: &[&str], png: &str) {
+    let shot = b.client.screenshot().await.expect("screenshot");
+    let path = artifacts_dir().join(png);
+    std::fs::write(&path, shot).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let width = b
+        .client
+        .execute(
+            "return [document.documentElement.scrollWidth, document.body.scrollWidth, \
+             window.innerWidth, Array.from(document.querySelectorAll('body *')) \
+             .filter(e => e.getBoundingClientRect().right > 391).slice(0, 8) \
+             .map(e => e.tagName + '.' + e.className)]",
+            vec![],
+        )
+        .await
+        .expect("scroll width");
+    let scroll = width[0].as_u64().unwrap_or(u64::MAX);
+    let body = width[1].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        scroll <= 390 && body <= 390 && width[2].as_u64() == Some(390),
+        "{page} is wider than a 390 px window \
+         ([scrollWidth, body, innerWidth, too wide]: {width:?})"
+    );
+    for selector in css {
+        let rect = b
+            .client
+            .execute(
+                "const r = document.querySelector(arguments[0]).getBoundingClientRect(); \
+                 return [r.left, r.right, r.width, r.top];",
+                vec![json!(selector)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{page}: no {selector}: {e}"));
+        let v: Vec<f64> = rect
+            .as_array()
+            .expect("rect")
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN))
+            .collect();
+        assert!(
+            v[0] >= 0.0 && v[1] <= 390.0 && v[2] > 0.0 && v[3] >= 0.0,
+            "{page}: {selector} is not shown whole in the window: {v:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_fits_a_phone_signed_out_signed_in_and_as_an_admin() {
+    let h = harness().await;
+    let s = &h.server;
+    let phone = open_phone_browser(&h.driver).await;
+    let b = &phone;
+    let admin_email = "alexandra.konstantinopoulou-administrator@operations.example.com";
+    s.app
+        .core
+        .register(NewAccount {
+            email: admin_email.into(),
+            password: Password::new(PASSWORD.into()),
+            roles: vec!["admin".into()],
+        })
+        .await
+        .expect("admin account");
+
+    b.goto(&s.url("/login")).await;
+    b.wait_for_path("/login").await;
+    assert_fits_a_phone(
+        b,
+        "/login",
+        &[
+            ".brand",
+            ".topnav a[href='/login']",
+            ".topnav a[href='/register']",
+            "#login-form button[type=submit]",
+        ],
+        "phone-login.png",
+    )
+    .await;
+    b.goto(&s.url("/nope")).await;
+    assert!(b.body().await.contains("Page not found"));
+    assert_eq!(b.status().await, 404);
+    assert_fits_a_phone(
+        b,
+        "/nope",
+        &[".brand", "a.btn-primary"],
+        "phone-not-found.png",
+    )
+    .await;
+
+    b.register(s, "gus@example.com").await;
+    assert_fits_a_phone(
+        b,
+        "/account",
+        &[
+            ".brand",
+            ".topnav a[href='/account']",
+            ".who",
+            ".topnav button[type=submit]",
+        ],
+        "phone-account.png",
+    )
+    .await;
+    b.click(".topnav button[type=submit]").await;
+    b.wait_for_path("/login").await;
+
+    b.submit_login(s, admin_email, PASSWORD).await;
+    b.wait_for_path("/account").await;
+    let selectors = [
+        ".brand",
+        ".topnav a[href='/account']",
+        ".topnav a[href='/admin']",
+        ".who",
+        ".topnav button[type=submit]",
+    ];
+    assert_fits_a_phone(b, "/account (admin)", &selectors, "phone-account-admin.png").await;
+    // The long address is cut, and whole on hover.
+    assert_eq!(
+        b.attr(".who", "title").await,
+        format!("Signed in as {admin_email}")
+    );
+    b.goto(&s.url("/admin")).await;
+    b.wait_for_path("/admin").await;
+    assert_fits_a_phone(b, "/admin", &selectors, "phone-admin.png").await;
+    // The sign-out button works from there.
+    b.click(".topnav button[type=submit]").await;
+    b.wait_for_path("/login").await;
+    phone.close().await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_product_name_is_shown_and_fits_a_phone() {
+    let name = "Acme Corporation Identity & Single Sign-On";
+    let h = harness_with(&[("product_name", name)]).await;
+    let s = &h.server;
+    let phone = open_phone_browser(&h.driver).await;
+    let b = &phone;
+    b.goto(&s.url("/login")).await;
+    b.wait_for_path("/login").await;
+    assert_eq!(
+        b.client.title().await.expect("title"),
+        format!("Sign in · {name}")
+    );
+    assert_eq!(b.text_of(".brand-name").await, name);
+    assert_fits_a_phone(
+        b,
+        "/login",
+        &[
+            ".brand",
+            ".topnav a[href='/login']",
+            ".topnav a[href='/register']",
+        ],
+        "phone-login-product-name.png",
+    )
+    .await;
+    b.register(s, "ida@example.com").await;
+    assert!(
+        b.text_of("#flash")
+            .await
+            .contains(&format!("Welcome to {name}"))
+    );
+    assert_fits_a_phone(
+        b,
+        "/account",
+        &[".brand", ".who", ".topnav button[type=submit]"],
+        "phone-account-product-name.png",
+    )
+    .await;
+    phone.close().await;
     h.finish().await;
 }

@@ -832,3 +832,23 @@ async fn mail_refused_for_good_is_given_up_at_once_then_counted_and_audited() {
         .await;
     assert_eq!(smtp.rejected().len(), 1);
 }
+
+#[tokio::test]
+async fn the_messages_say_the_configured_product_name() {
+    let smtp = SmtpServer::start();
+    let t = TestApp::with(&[
+        ("smtp_url", &smtp.url()),
+        ("email_verification", "off"),
+        ("product_name", "Acme <Accounts>"),
+    ])
+    .await;
+    t.register("hal@example.com").await;
+    let r = t.send(ask("hal@example.com")).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let got = smtp.wait_for("hal@example.com", 1).await;
+    let m = &got[0];
+    assert_eq!(m.subject, "Reset your Acme <Accounts> password");
+    assert!(m.text.contains("Acme <Accounts>"), "{}", m.text);
+    assert!(m.html.contains("Acme &#60;Accounts&#62;"), "{}", m.html);
+    assert!(!m.text.contains("Tessera") && !m.html.contains("Tessera"));
+}

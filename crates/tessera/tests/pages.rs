@@ -2363,3 +2363,270 @@ async fn admin_page_invites_and_changes_emails() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     assert!(r.text().contains("already exists"));
 }
+
+// ---------------------------------------------------------------------------
+// Browser niceties: HTML 404/405, the device in hand first, product name and
+// logo
+
+/// What Chromium sends when it navigates to an address.
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,\
+                              image/avif,image/webp,*/*;q=0.8";
+
+fn assert_json_error(r: &Resp, status: StatusCode, code: &str) {
+    r.assert_error(status, code);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/json")),
+        "{:?}",
+        r.header("content-type")
+    );
+}
+
+#[tokio::test]
+async fn unknown_addresses_are_an_html_page_for_browsers_and_json_for_the_rest() {
+    let t = TestApp::new().await;
+    for path in ["/nope", "/static/nope.css", "/account/nope"] {
+        let r = t
+            .send(Req::get(path).header("accept", BROWSER_ACCEPT))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert_html(&r);
+        assert_page_headers(&r);
+        let html = r.text();
+        assert!(
+            html.contains("<title>Page not found · Tessera</title>"),
+            "{html}"
+        );
+        assert!(html.contains("Error 404"), "{html}");
+        assert!(
+            html.contains("<a class=\"btn btn-primary\" href=\"/\">Continue to Tessera</a>"),
+            "{html}"
+        );
+        assert!(html.contains("<code>not_found</code>"), "{html}");
+        assert!(r.header("vary").is_some_and(|v| v.contains("accept")));
+    }
+    // Not a browser navigation: the contract's JSON, as before.
+    for accept in [
+        None,
+        Some("*/*"),
+        Some("application/json"),
+        Some("application/json, text/html"),
+        Some("text/html;q=0.5, application/json"),
+        Some("text/*"),
+        Some("text/html;q=0"),
+    ] {
+        let mut req = Req::get("/nope");
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let r = t.send(req).await;
+        assert_json_error(&r, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{accept:?}");
+    }
+    // A tie goes to the first listed; HTML above */* wins.
+    for accept in ["text/html, application/json", "text/html, */*"] {
+        let r = t.send(Req::get("/nope").header("accept", accept)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_html(&r);
+    }
+    // The API's addresses answer JSON whatever the client accepts.
+    for path in [
+        "/v1/nope",
+        "/v1",
+        "/.well-known/nope",
+        "/healthz/x",
+        "/metrics/x",
+        "/openapi.json/x",
+    ] {
+        let r = t
+            .send(Req::get(path).header("accept", BROWSER_ACCEPT))
+            .await;
+        assert_json_error(&r, StatusCode::NOT_FOUND, "not_found");
+    }
+    // A page's own 404 stays itself; an API 404 under /v1 stays JSON.
+    let r = t
+        .send(Req::get("/v1/admin/users/usr_nope").header("accept", BROWSER_ACCEPT))
+        .await;
+    assert!(
+        r.header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/json"))
+    );
+}
+
+#[tokio::test]
+async fn wrong_methods_are_an_html_page_for_browsers_and_json_for_the_rest_with_allow() {
+    let t = TestApp::new().await;
+    let r = t
+        .send(Req::new(axum::http::Method::PUT, "/login").header("accept", BROWSER_ACCEPT))
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_html(&r);
+    assert_page_headers(&r);
+    let allow = r.header("allow").expect("Allow").to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let html = r.text();
+    assert!(
+        html.contains("<title>Method not allowed · Tessera</title>"),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/\""), "{html}");
+
+    let r = t
+        .send(Req::new(axum::http::Method::PUT, "/login").header("accept", "*/*"))
+        .await;
+    assert_json_error(&r, StatusCode::METHOD_NOT_ALLOWED, "invalid_request");
+    assert_eq!(r.header("allow"), Some(allow.as_str()));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    // The API's wrong methods stay JSON for browsers too.
+    for path in ["/v1/accounts", "/healthz", "/.well-known/jwks.json"] {
+        let r = t
+            .send(Req::delete(path).header("accept", BROWSER_ACCEPT))
+            .await;
+        assert_json_error(&r, StatusCode::METHOD_NOT_ALLOWED, "invalid_request");
+        assert!(r.header("allow").is_some(), "{path}");
+    }
+}
+
+/// The `data-session` ids of the account page's rows, in order.
+fn session_rows(html: &str) -> Vec<String> {
+    html.split("data-session=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').expect("quote")].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_account_page_lists_this_device_first_then_the_newest() {
+    let t = TestApp::new().await;
+    t.register("erin@example.com").await;
+    let oldest = t.login("erin@example.com").await;
+    t.advance(std::time::Duration::from_secs(120));
+    let middle = t.login("erin@example.com").await;
+    t.advance(std::time::Duration::from_secs(120));
+    let newest = t.login("erin@example.com").await;
+
+    let r = t
+        .send(Req::get("/account").header("cookie", &middle.cookie))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.text();
+    assert_eq!(
+        session_rows(&html),
+        [
+            middle.session_id.clone(),
+            newest.session_id.clone(),
+            oldest.session_id.clone()
+        ]
+    );
+    let first = &html[html.find("class=\"session-row").unwrap()..];
+    let first = &first[..first.find("</tr>").unwrap()];
+    assert!(
+        first.starts_with("class=\"session-row current\""),
+        "{first}"
+    );
+    assert!(first.contains("This device"), "{first}");
+    assert_eq!(html.matches("This device").count(), 1);
+
+    let r = t
+        .send(Req::get("/account").header("cookie", &oldest.cookie))
+        .await;
+    assert_eq!(
+        session_rows(&r.text()),
+        [
+            oldest.session_id.clone(),
+            newest.session_id.clone(),
+            middle.session_id.clone()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pages_show_the_configured_product_name_and_logo() {
+    let logo = "https://cdn.example.com/brand/logo.png?v=2";
+    let t = TestApp::with(&[("product_name", "Acme <Login> & Co"), ("logo_url", logo)]).await;
+    let user = t.signed_in("fay@example.com").await;
+    for (path, cookie, title) in [
+        ("/login", None, "Sign in"),
+        ("/register", None, "Create account"),
+        ("/account", Some(&user.cookie), "Your account"),
+        ("/nope", None, "Page not found"),
+    ] {
+        let mut req = Req::get(path).header("accept", BROWSER_ACCEPT);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let r = t.send(req).await;
+        let html = r.text();
+        assert!(
+            html.contains(&format!(
+                "<title>{title} · Acme &#60;Login&#62; &#38; Co</title>"
+            )) || html.contains(&format!(
+                "<title>{title} · Acme &lt;Login&gt; &amp; Co</title>"
+            )),
+            "{path}: {html}"
+        );
+        assert!(!html.contains("Acme <Login>"), "{path}: escaped");
+        assert!(
+            html.contains("<img class=\"logo\" src=\"https://cdn.example.com/brand/logo.png?v=2\"")
+                || html.contains(
+                    "<img class=\"logo\" src=\"https://cdn.example.com/brand/logo.png?v&#61;2\""
+                ),
+            "{path}: {html}"
+        );
+        assert!(html.contains("alt=\"Acme &"), "{path}: {html}");
+        assert!(
+            !html.contains("class=\"mark\""),
+            "{path}: the logo replaces the mark"
+        );
+        let csp = r.header("content-security-policy").expect("CSP");
+        assert!(csp.starts_with("default-src 'self';"), "{csp}");
+        assert!(
+            csp.ends_with("; img-src 'self' https://cdn.example.com"),
+            "{path}: exactly the logo's origin: {csp}"
+        );
+    }
+    // The API's answers do not change.
+    let r = t.send(Req::get("/nope")).await;
+    assert_json_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    // A logo on this server needs nothing more than 'self'.
+    let t = TestApp::with(&[("logo_url", "/static/tessera.css")]).await;
+    let r = t.send(Req::get("/login")).await;
+    assert_page_headers(&r);
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some("default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+    );
+    let html = r.text();
+    assert!(html.contains("<img class=\"logo\" src=\"/static/tessera.css\" alt=\"Tessera\">"));
+    assert!(html.contains("<title>Sign in · Tessera</title>"));
+}
+
+#[test]
+fn bad_logo_urls_and_product_names_are_refused_at_start_naming_the_setting() {
+    for bad in [
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "http://cdn.example.com/logo.png",
+        "//cdn.example.com/logo.png",
+        "https://cdn.example.com/logo.png\" onerror=\"alert(1)",
+        "https://cdn.example.com/it's.png",
+        "logo.png",
+    ] {
+        let e = tessera::config::Settings::from_pairs(&[("logo_url", bad)])
+            .expect_err(bad)
+            .to_string();
+        assert!(e.contains("TESSERA_LOGO_URL"), "{bad}: {e}");
+    }
+    let long = "x".repeat(61);
+    for bad in [long.as_str(), "Acme\u{7}"] {
+        let e = tessera::config::Settings::from_pairs(&[("product_name", bad)])
+            .expect_err(bad)
+            .to_string();
+        assert!(e.contains("TESSERA_PRODUCT_NAME"), "{bad:?}: {e}");
+    }
+    let s = tessera::config::Settings::from_pairs(&[]).expect("defaults");
+    assert_eq!(s.product_name, "Tessera");
+    assert_eq!(s.logo_url, None);
+}

@@ -95,6 +95,7 @@ impl Tessera {
                 tracing::info!(user_id = %user.id, "sign-in from a new device: the user is mailed");
                 let message = mail::templates::new_device(
                     &user.email,
+                    &setup.product,
                     &setup.public_url,
                     &shown_user_agent(client),
                     client.ip.as_deref().unwrap_or("unknown"),

@@ -49,6 +49,8 @@ pub struct MailSetup {
     pub outbox: Outbox,
     /// The public URL links start with (no trailing slash).
     pub public_url: String,
+    /// The product name the messages say (`product_name`).
+    pub product: String,
     /// How long a reset link works.
     pub reset_ttl: Duration,
     /// Whether a password sign-in from a new device is mailed to the user
@@ -194,12 +196,13 @@ impl Tessera {
         &self,
         user: &super::accounts::User,
         kind: &'static str,
-        template: fn(&str, &str, &str, i64) -> mail::Mail,
+        template: fn(&str, &str, &str, &str, i64) -> mail::Mail,
     ) -> CoreResult<()> {
         let link = self.password_reset_link(&user.id).await?;
         let setup = self.mail_setup()?;
         let message = template(
             &user.email,
+            &setup.product,
             &setup.public_url,
             &link,
             setup.reset_ttl.whole_minutes(),
@@ -289,7 +292,11 @@ impl Tessera {
         setup
             .outbox
             .send(Queued {
-                mail: mail::templates::password_changed(&user.email, &setup.public_url),
+                mail: mail::templates::password_changed(
+                    &user.email,
+                    &setup.product,
+                    &setup.public_url,
+                ),
                 kind: "password_changed",
                 user_id: Some(user_id),
             })

@@ -317,6 +317,7 @@ impl Tessera {
         if mail {
             let message = signup::invitation(
                 &email.display,
+                &setup.product,
                 &setup.public_url,
                 &url,
                 self.policy.accounts.invitation_ttl.whole_days(),

@@ -137,6 +137,7 @@ impl Tessera {
             .send(Queued {
                 mail: signup::verify_email(
                     &user.email,
+                    &setup.product,
                     &setup.public_url,
                     &link,
                     ttl.whole_hours(),

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod caller;
 pub mod cookies;
+pub mod cors;
 pub mod csrf;
 pub mod endpoint;
 pub mod error;
@@ -47,6 +48,29 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes pages on the origins in `TESSERA_CORS_ORIGINS` may call
+/// from a browser (the JWKS, the metadata document, `/v1/token`, `/v1/me`),
+/// with the CORS layer (`cors`) when that list is set; no other route ever
+/// answers with CORS headers.
+fn cross_origin_routes(state: &AppState) -> Router<AppState> {
+    let routes = Router::new()
+        .route("/.well-known/jwks.json", get(api::wellknown::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(api::wellknown::metadata),
+        )
+        .route("/v1/token", post(api::tokens::token))
+        .route("/v1/me", get(api::identity::me));
+    if state.settings.cors_origins.is_empty() {
+        routes
+    } else {
+        routes.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::cors,
+        ))
+    }
+}
+
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -79,15 +103,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/email-verification/confirm",
             post(api::email_verification::confirm),
         )
-        .route("/v1/token", post(api::tokens::token))
         .route("/v1/token/revoke", post(api::tokens::revoke))
         .route("/v1/token/introspect", post(api::tokens::introspect))
         .route("/v1/revocations", get(api::revocations::feed))
-        .route("/.well-known/jwks.json", get(api::wellknown::jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(api::wellknown::metadata),
-        )
         .route(
             "/v1/admin/users",
             get(api::admin::users).post(api::admin_users::create_user),
@@ -117,8 +135,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/clients/{client_id}/secret",
             post(api::admin_clients::rotate_client_secret),
         )
-        .route("/v1/me", get(api::identity::me))
         .route("/v1/verify", get(api::identity::verify))
+        .merge(cross_origin_routes(&state))
         .merge(pages::router())
         .merge(metrics_on_main_listener(&state))
         .fallback(api::not_found)

@@ -5,7 +5,6 @@
 use askama::Template;
 
 use super::Mail;
-use super::templates::PRODUCT;
 
 #[derive(Template)]
 #[template(path = "mail/verify_email.txt")]
@@ -53,13 +52,13 @@ fn rendered(r: askama::Result<String>) -> String {
 
 /// The message asking `to` to confirm their address with `link` (valid
 /// `hours`).
-pub fn verify_email(to: &str, public_url: &str, link: &str, hours: i64) -> Mail {
+pub fn verify_email(to: &str, product: &str, public_url: &str, link: &str, hours: i64) -> Mail {
     Mail {
         to: to.to_owned(),
-        subject: format!("Confirm your email address for {PRODUCT}"),
+        subject: format!("Confirm your email address for {product}"),
         text: rendered(
             VerifyText {
-                product: PRODUCT,
+                product,
                 public_url,
                 email: to,
                 link,
@@ -69,7 +68,7 @@ pub fn verify_email(to: &str, public_url: &str, link: &str, hours: i64) -> Mail 
         ),
         html: rendered(
             VerifyHtml {
-                product: PRODUCT,
+                product,
                 public_url,
                 email: to,
                 link,
@@ -81,13 +80,13 @@ pub fn verify_email(to: &str, public_url: &str, link: &str, hours: i64) -> Mail 
 }
 
 /// The invitation to register `to` with `link` (valid `days`).
-pub fn invitation(to: &str, public_url: &str, link: &str, days: i64) -> Mail {
+pub fn invitation(to: &str, product: &str, public_url: &str, link: &str, days: i64) -> Mail {
     Mail {
         to: to.to_owned(),
-        subject: format!("You are invited to {PRODUCT}"),
+        subject: format!("You are invited to {product}"),
         text: rendered(
             InvitationText {
-                product: PRODUCT,
+                product,
                 public_url,
                 email: to,
                 link,
@@ -97,7 +96,7 @@ pub fn invitation(to: &str, public_url: &str, link: &str, days: i64) -> Mail {
         ),
         html: rendered(
             InvitationHtml {
-                product: PRODUCT,
+                product,
                 public_url,
                 email: to,
                 link,
@@ -111,13 +110,26 @@ pub fn invitation(to: &str, public_url: &str, link: &str, days: i64) -> Mail {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::templates::PRODUCT;
 
     #[test]
     fn both_bodies_carry_the_link_the_address_and_the_product() {
         let link = "https://auth.example.com/verify-email?token=abc&x=<y>";
         for mail in [
-            verify_email("a@example.com", "https://auth.example.com", link, 24),
-            invitation("a@example.com", "https://auth.example.com", link, 7),
+            verify_email(
+                "a@example.com",
+                PRODUCT,
+                "https://auth.example.com",
+                link,
+                24,
+            ),
+            invitation(
+                "a@example.com",
+                PRODUCT,
+                "https://auth.example.com",
+                link,
+                7,
+            ),
         ] {
             assert!(mail.text.contains(link), "{}", mail.text);
             assert!(mail.text.contains("a@example.com"));
@@ -131,10 +143,19 @@ mod tests {
             assert!(mail.subject.contains("Tessera"));
         }
         assert!(
-            verify_email("a@b.co", "u", "l", 24)
+            verify_email("a@b.co", PRODUCT, "u", "l", 24)
                 .text
                 .contains("24 hours")
         );
-        assert!(invitation("a@b.co", "u", "l", 7).text.contains("7 days"));
+        assert!(
+            invitation("a@b.co", PRODUCT, "u", "l", 7)
+                .text
+                .contains("7 days")
+        );
+        // Another product name, escaped in the HTML body.
+        let m = invitation("a@b.co", "Acme <ID>", "u", "l", 7);
+        assert_eq!(m.subject, "You are invited to Acme <ID>");
+        assert!(m.text.contains("Acme <ID>") && !m.text.contains("Tessera"));
+        assert!(m.html.contains("Acme &#60;ID&#62;") && !m.html.contains("Tessera"));
     }
 }

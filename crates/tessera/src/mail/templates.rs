@@ -67,13 +67,13 @@ fn rendered(r: askama::Result<String>) -> String {
 }
 
 /// The password reset message carrying `link` (valid `minutes`).
-pub fn password_reset(to: &str, public_url: &str, link: &str, minutes: i64) -> Mail {
+pub fn password_reset(to: &str, product: &str, public_url: &str, link: &str, minutes: i64) -> Mail {
     Mail {
         to: to.to_owned(),
-        subject: format!("Reset your {PRODUCT} password"),
+        subject: format!("Reset your {product} password"),
         text: rendered(
             ResetText {
-                product: PRODUCT,
+                product,
                 public_url,
                 link,
                 minutes,
@@ -82,7 +82,7 @@ pub fn password_reset(to: &str, public_url: &str, link: &str, minutes: i64) -> M
         ),
         html: rendered(
             ResetHtml {
-                product: PRODUCT,
+                product,
                 public_url,
                 link,
                 minutes,
@@ -94,13 +94,13 @@ pub fn password_reset(to: &str, public_url: &str, link: &str, minutes: i64) -> M
 
 /// The message to a user an administrator created without a password:
 /// their account exists, and `link` (valid `minutes`) sets its password.
-pub fn welcome(to: &str, public_url: &str, link: &str, minutes: i64) -> Mail {
+pub fn welcome(to: &str, product: &str, public_url: &str, link: &str, minutes: i64) -> Mail {
     Mail {
         to: to.to_owned(),
-        subject: format!("An account was created for you at {PRODUCT}"),
+        subject: format!("An account was created for you at {product}"),
         text: rendered(
             WelcomeText {
-                product: PRODUCT,
+                product,
                 public_url,
                 link,
                 minutes,
@@ -109,7 +109,7 @@ pub fn welcome(to: &str, public_url: &str, link: &str, minutes: i64) -> Mail {
         ),
         html: rendered(
             WelcomeHtml {
-                product: PRODUCT,
+                product,
                 public_url,
                 link,
                 minutes,
@@ -120,20 +120,20 @@ pub fn welcome(to: &str, public_url: &str, link: &str, minutes: i64) -> Mail {
 }
 
 /// The notice that a password was changed through a reset link.
-pub fn password_changed(to: &str, public_url: &str) -> Mail {
+pub fn password_changed(to: &str, product: &str, public_url: &str) -> Mail {
     Mail {
         to: to.to_owned(),
-        subject: format!("Your {PRODUCT} password was changed"),
+        subject: format!("Your {product} password was changed"),
         text: rendered(
             ChangedText {
-                product: PRODUCT,
+                product,
                 public_url,
             }
             .render(),
         ),
         html: rendered(
             ChangedHtml {
-                product: PRODUCT,
+                product,
                 public_url,
             }
             .render(),
@@ -165,13 +165,20 @@ struct NewDeviceHtml<'a> {
 /// used before (`notify_new_device`): the device's `user_agent`, the
 /// address `ip` and the time `at` (UTC) as shown, and where to reset the
 /// password if it was not the user.
-pub fn new_device(to: &str, public_url: &str, user_agent: &str, ip: &str, at: &str) -> Mail {
+pub fn new_device(
+    to: &str,
+    product: &str,
+    public_url: &str,
+    user_agent: &str,
+    ip: &str,
+    at: &str,
+) -> Mail {
     Mail {
         to: to.to_owned(),
-        subject: format!("New sign-in to your {PRODUCT} account"),
+        subject: format!("New sign-in to your {product} account"),
         text: rendered(
             NewDeviceText {
-                product: PRODUCT,
+                product,
                 public_url,
                 user_agent,
                 ip,
@@ -181,7 +188,7 @@ pub fn new_device(to: &str, public_url: &str, user_agent: &str, ip: &str, at: &s
         ),
         html: rendered(
             NewDeviceHtml {
-                product: PRODUCT,
+                product,
                 public_url,
                 user_agent,
                 ip,
@@ -200,6 +207,7 @@ mod tests {
     fn both_bodies_carry_the_link_and_the_product() {
         let m = password_reset(
             "a@example.com",
+            PRODUCT,
             "https://auth.example.com",
             "https://auth.example.com/reset?token=abc&x=1",
             30,
@@ -216,7 +224,7 @@ mod tests {
             "{}",
             m.html
         );
-        let m = password_changed("a@example.com", "https://auth.example.com");
+        let m = password_changed("a@example.com", PRODUCT, "https://auth.example.com");
         assert!(
             m.text.contains("https://auth.example.com/forgot"),
             "{}",
@@ -228,7 +236,13 @@ mod tests {
     #[test]
     fn the_welcome_message_is_not_a_reset_and_carries_its_link() {
         let link = "https://auth.example.com/reset?token=abc&x=1";
-        let m = welcome("new@example.com", "https://auth.example.com", link, 45);
+        let m = welcome(
+            "new@example.com",
+            PRODUCT,
+            "https://auth.example.com",
+            link,
+            45,
+        );
         assert_eq!(m.to, "new@example.com");
         assert_eq!(m.subject, "An account was created for you at Tessera");
         for body in [&m.text, &m.html] {
@@ -255,6 +269,7 @@ mod tests {
     fn the_new_device_notice_names_the_device_and_where_to_reset() {
         let m = new_device(
             "a@example.com",
+            PRODUCT,
             "https://auth.example.com",
             "Mozilla/5.0 <script>x</script>",
             "203.0.113.7",

@@ -65,7 +65,10 @@ pub struct PasswordForm {
 
 fn flash_for(done: &str) -> Option<Flash> {
     Some(match done {
-        "welcome" => Flash::ok("Welcome to Tessera! Your account is ready."),
+        "welcome" => Flash::ok(format!(
+            "Welcome to {}! Your account is ready.",
+            super::brand::product_name()
+        )),
         "password" => Flash::ok("Your password was changed. Every other device was signed out."),
         "session_revoked" => Flash::ok("That device was signed out."),
         "session_gone" => Flash::info("That session had already ended."),
@@ -81,7 +84,7 @@ async fn account_page(
 ) -> Result<AccountPage, PageError> {
     let user = &who.auth.user;
     let now = state.core.now();
-    let sessions = state
+    let mut sessions = state
         .core
         .sessions_of(&user.id)
         .await
@@ -98,7 +101,10 @@ async fn account_page(
             last_seen_ago: ago(now, s.last_seen_at),
             id: s.id,
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // The device in hand first, then the others newest first (the core's
+    // order; the sort is stable).
+    sessions.sort_by_key(|s| !s.current);
     Ok(AccountPage {
         nav: who.nav("account"),
         flash,

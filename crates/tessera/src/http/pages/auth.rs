@@ -48,6 +48,9 @@ struct LoginPage {
     error: Option<String>,
     email: String,
     next: &'static str,
+    /// Where to go after sign-in (`/login?return_to=`), already checked
+    /// by [`safe_return_to`]; empty for the default page.
+    return_to: String,
     jwt_mode: bool,
     /// The sign-in worked but its cookie did not come back.
     cookie_refused: Option<CookieRefused>,
@@ -159,6 +162,7 @@ pub struct RegisterQuery {
 pub struct LoginQuery {
     done: String,
     next: String,
+    return_to: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,6 +171,7 @@ pub struct LoginForm {
     email: String,
     password: String,
     next: String,
+    return_to: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -190,6 +195,38 @@ fn safe_next(next: &str) -> &'static str {
         "/admin" => "/admin",
         _ => "/account",
     }
+}
+
+/// The `return_to` a sign-in may send the browser back to, as it will be
+/// sent (`None`: the default page instead). Never an open redirect: only
+/// a path on this server (`/…`, not `//…`, printable ASCII without
+/// backslashes, which browsers would read as another host), or an
+/// absolute `http`/`https` URL without credentials whose origin is the
+/// public URL's or one of `return_origins`.
+fn safe_return_to(raw: &str, public_origin: &str, return_origins: &[String]) -> Option<String> {
+    const MAX_LEN: usize = 2048;
+    if raw.is_empty()
+        || raw.len() > MAX_LEN
+        || !raw.bytes().all(|b| b.is_ascii_graphic())
+        || raw.contains('\\')
+    {
+        return None;
+    }
+    if raw.starts_with('/') {
+        return (!raw.starts_with("//")).then(|| raw.to_owned());
+    }
+    let url = url::Url::parse(raw).ok()?;
+    let origin = crate::config::origin_of(&url)?;
+    (origin == public_origin || return_origins.contains(&origin)).then(|| url.to_string())
+}
+
+/// [`safe_return_to`] with this server's settings.
+fn return_to(state: &AppState, raw: &str) -> Option<String> {
+    safe_return_to(
+        raw,
+        &state.settings.public_url.origin,
+        &state.settings.return_origins,
+    )
 }
 
 /// Whether anyone may open the registration form without an invitation.
@@ -228,8 +265,9 @@ pub async fn login_page(
 ) -> Result<Response, PageError> {
     let query: LoginQuery = parse_query(query.as_deref())?;
     let next = safe_next(&query.next);
+    let return_to = return_to(&state, &query.return_to);
     let dead_cookie = match current_session(&parts, &state).await? {
-        Ok(_) => return Ok(see_other(next)),
+        Ok(_) => return Ok(see_other(return_to.as_deref().unwrap_or(next))),
         Err(dead_cookie) => dead_cookie,
     };
     let flash = match query.done.as_str() {
@@ -272,6 +310,7 @@ pub async fn login_page(
         error: None,
         email: String::new(),
         next,
+        return_to: return_to.unwrap_or_default(),
         jwt_mode: jwt_mode(&state),
         cookie_refused,
         unverified: false,
@@ -313,6 +352,8 @@ pub async fn login(
     PageForm(form): PageForm<LoginForm>,
 ) -> Response {
     let next = safe_next(&form.next);
+    // Checked again: the form is the client's to change.
+    let return_to = return_to(&state, &form.return_to);
     let email = form.email.trim().to_owned();
     let failed_unverified = |status: StatusCode, message: String, email: String, unverified| {
         let page = LoginPage {
@@ -321,6 +362,7 @@ pub async fn login(
             error: Some(message),
             email,
             next,
+            return_to: return_to.clone().unwrap_or_default(),
             jwt_mode: jwt_mode(&state),
             cookie_refused: None,
             unverified,
@@ -356,7 +398,7 @@ pub async fn login(
     match result {
         Ok(new) => signed_in_redirect(
             &state,
-            next,
+            return_to.as_deref().unwrap_or(next),
             set_session(&state, &new.secret, new.auth.session.expires_at),
         ),
         Err(e) => {
@@ -568,4 +610,71 @@ pub async fn logout(
         "/login?done=signed_out",
         clear_session_cookie(&state.settings),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_return_to;
+
+    const PUBLIC: &str = "https://public.example";
+
+    fn check(raw: &str) -> Option<String> {
+        safe_return_to(raw, PUBLIC, &["http://app.example:8443".to_owned()])
+    }
+
+    #[test]
+    fn paths_on_this_server_and_allowed_origins_are_returned_to() {
+        for (raw, to) in [
+            ("/app/", "/app/"),
+            ("/app/x?a=1&b=%2F#frag", "/app/x?a=1&b=%2F#frag"),
+            ("/", "/"),
+            ("https://public.example/app/", "https://public.example/app/"),
+            ("HTTPS://PUBLIC.example/app", "https://public.example/app"),
+            ("https://public.example:443/x", "https://public.example/x"),
+            ("http://app.example:8443/y?z", "http://app.example:8443/y?z"),
+        ] {
+            assert_eq!(check(raw).as_deref(), Some(to), "{raw}");
+        }
+    }
+
+    #[test]
+    fn never_an_open_redirect() {
+        for raw in [
+            "",
+            "//evil.com",
+            "//evil.com/x",
+            "///evil.com",
+            "/\\evil.com",
+            "/\\/evil.com",
+            "\\\\evil.com",
+            "/\t/evil.com",
+            "/\n/evil.com",
+            "/ /evil.com",
+            "/\u{3000}/evil.com",
+            "https://evil.com",
+            "https://evil.com/https://public.example",
+            "https://public.example@evil.com",
+            "https://public.example:x@evil.com/",
+            "https://user@public.example/",
+            "https://public.example.evil.com/",
+            "https://evil.com#https://public.example",
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "jAvAsCrIpT://public.example/%0aalert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "http://public.example/",
+            "https://public.example:8443/",
+            "http://app.example/",
+            "https://app.example:8443/",
+            "HTTP://APP.EXAMPLE:9443/",
+            "evil.com",
+            "app/relative",
+            "?x=1",
+            "#x",
+        ] {
+            assert_eq!(check(raw), None, "{raw:?}");
+        }
+        let long = format!("/{}", "a".repeat(5000));
+        assert_eq!(check(&long), None);
+    }
 }

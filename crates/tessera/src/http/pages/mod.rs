@@ -17,11 +17,13 @@
 mod account;
 mod admin;
 mod auth;
+pub mod brand;
 mod reset;
 mod support;
 mod verify;
 
-pub use support::{CSRF_FIELD, check_session_form};
+pub use brand::check_logo_url;
+pub use support::{CSRF_FIELD, check_session_form, status_page};
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -36,9 +38,6 @@ const STYLESHEET: &str = include_str!("../../../static/tessera.css");
 /// Where pages link the stylesheet (versioned so a new release is fetched
 /// despite the hour of caching).
 pub const STYLESHEET_PATH: &str = concat!("/static/tessera.css?v=", env!("CARGO_PKG_VERSION"));
-
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'";
 
 /// The pages' routes, merged into the main router.
 pub fn router() -> Router<AppState> {
@@ -87,11 +86,19 @@ async fn stylesheet() -> Response {
 /// The headers every page response carries; `no-store` unless the handler
 /// chose a cache policy (only the stylesheet does).
 async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    page_headers(response.headers_mut());
+    response
+}
+
+/// The security headers of a page (see [`security_headers`]); also put on
+/// the HTML 404 and 405 pages the fallback shows browsers. The CSP allows
+/// the configured logo's origin ([`brand::content_security_policy`]).
+pub(crate) fn page_headers(headers: &mut axum::http::HeaderMap) {
+    // `logo_url` was checked at start to hold nothing a header cannot; the
+    // strict policy should that ever fail.
+    let csp = HeaderValue::from_str(&brand::content_security_policy())
+        .unwrap_or_else(|_| HeaderValue::from_static(brand::CONTENT_SECURITY_POLICY));
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -112,5 +119,4 @@ async fn security_headers(mut response: Response) -> Response {
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    response
 }

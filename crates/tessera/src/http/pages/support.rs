@@ -127,6 +127,41 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
     }
 }
 
+/// The error page a browser gets for an address no route has (404) or a
+/// method the route does not take (405), with the pages' security headers
+/// (`http::middleware` chooses it over the contract's JSON by `Accept`).
+pub fn status_page(
+    settings: &std::sync::Arc<crate::config::Settings>,
+    status: StatusCode,
+) -> Response {
+    let (title, message, code) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "Method not allowed",
+            "This address does not accept that kind of request. Go back to the start and use \
+             the page's own links and buttons.",
+            "invalid_request",
+        ),
+        _ => (
+            "Page not found",
+            "There is no page at this address. Check the link, or go back to the start.",
+            "not_found",
+        ),
+    };
+    super::brand::sync_scope(settings.clone(), || {
+        let page = ErrorPage {
+            nav: Nav::default(),
+            status: status.as_u16(),
+            title,
+            message,
+            code,
+            continue_to: None,
+        };
+        let mut response = render(status, &page);
+        super::page_headers(response.headers_mut());
+        response
+    })
+}
+
 /// Every way a page request can end other than its own page. (No `Debug`:
 /// the header it may carry holds the session's CSRF token.)
 pub enum PageError {
