@@ -144,56 +144,54 @@ impl ApiError {
     }
 }
 
+/// The one mapping from a core error to the contract's status and code.
+/// The API's error bodies, the pages' statuses and the codes their error
+/// page shows all come from here; only the token endpoints speak RFC 6749
+/// on top of it (`api::tokens::token_error`), and a page answers
+/// `Unauthenticated` by sending the browser to sign in.
+pub fn status_and_code(e: &CoreError) -> (StatusCode, &'static str) {
+    match e {
+        CoreError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+        CoreError::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+        CoreError::AccountSuspended => (StatusCode::FORBIDDEN, "account_suspended"),
+        CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        CoreError::RegistrationClosed(_) => (StatusCode::FORBIDDEN, "registration_closed"),
+        CoreError::EmailNotVerified => (StatusCode::FORBIDDEN, "email_not_verified"),
+        CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        CoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        CoreError::LastAdmin => (StatusCode::CONFLICT, "last_admin"),
+        CoreError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        CoreError::Busy | CoreError::Unavailable => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        CoreError::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
+        CoreError::InvalidScope => (StatusCode::BAD_REQUEST, "invalid_scope"),
+        CoreError::InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token"),
+        CoreError::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client"),
+        CoreError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+    }
+}
+
+/// The `Retry-After` seconds a core error asks for (API and pages).
+pub fn retry_after(e: &CoreError) -> Option<u64> {
+    match e {
+        CoreError::Busy => Some(1),
+        CoreError::RateLimited(secs) => Some(*secs),
+        _ => None,
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
-        let description = e.to_string();
-        match e {
-            CoreError::InvalidCredentials => {
-                Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", description)
-            }
-            CoreError::Unauthenticated => Self::unauthenticated(),
-            CoreError::AccountSuspended => {
-                Self::new(StatusCode::FORBIDDEN, "account_suspended", description)
-            }
-            CoreError::Forbidden(_) => Self::forbidden(description),
-            CoreError::RegistrationClosed(_) => {
-                Self::new(StatusCode::FORBIDDEN, "registration_closed", description)
-            }
-            CoreError::EmailNotVerified => {
-                Self::new(StatusCode::FORBIDDEN, "email_not_verified", description)
-            }
-            CoreError::NotFound(_) => Self::not_found(description),
-            CoreError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", description),
-            CoreError::LastAdmin => Self::new(StatusCode::CONFLICT, "last_admin", description),
-            CoreError::Validation(_) => Self::validation(description),
-            CoreError::Busy => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", description);
-                e.retry_after_secs = Some(1);
-                e
-            }
-            CoreError::InvalidGrant(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
-            }
-            CoreError::InvalidScope => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
-            }
-            CoreError::InvalidToken => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_token", description)
-            }
-            CoreError::InvalidClient => {
-                let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description);
-                e.basic_challenge = true;
-                e
-            }
-            CoreError::RateLimited(secs) => {
-                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", description);
-                e.retry_after_secs = Some(secs);
-                e
-            }
-            CoreError::Unavailable => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", description)
-            }
+        if matches!(e, CoreError::Unauthenticated) {
+            return Self::unauthenticated();
         }
+        let (status, code) = status_and_code(&e);
+        let mut error = Self::new(status, code, e.to_string());
+        error.retry_after_secs = retry_after(&e);
+        // RFC 6749 §5.2: a client that failed to authenticate is told how.
+        error.basic_challenge = matches!(e, CoreError::InvalidClient);
+        error
     }
 }
 

@@ -33,6 +33,7 @@ use crate::http::AppState;
 use crate::http::caller::session_secret;
 use crate::http::cookies::{clear_session_cookie, read_cookie};
 use crate::http::csrf::{Refusal, Seen, check_fresh_request, check_provenance};
+use crate::http::error::{retry_after, status_and_code};
 
 /// Name of the hidden form field carrying the session's CSRF token.
 pub const CSRF_FIELD: &str = "csrf_token";
@@ -287,62 +288,20 @@ impl PageError {
         Self::page(StatusCode::FORBIDDEN, "forbidden", "Not allowed", message)
     }
 
-    /// The page for a core error that has no better place on its page.
+    /// The page for a core error that has no better place on its page:
+    /// the status and code of the one mapping ([`status_and_code`]), with
+    /// a title for a person.
     pub fn core(e: CoreError) -> Self {
-        let (status, code, title) = match &e {
-            CoreError::Unauthenticated => {
-                return Self::SignIn {
-                    clear: None,
-                    next: None,
-                };
-            }
-            CoreError::InvalidCredentials => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "Not signed in",
-            ),
-            CoreError::AccountSuspended => (
-                StatusCode::FORBIDDEN,
-                "account_suspended",
-                "Account suspended",
-            ),
-            CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
-            CoreError::RegistrationClosed(_) => (
-                StatusCode::FORBIDDEN,
-                "registration_closed",
-                "Registration closed",
-            ),
-            CoreError::EmailNotVerified => (
-                StatusCode::FORBIDDEN,
-                "email_not_verified",
-                "Email not verified",
-            ),
-            CoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            CoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            CoreError::LastAdmin => (StatusCode::CONFLICT, "last_admin", "Last active admin"),
-            CoreError::Validation(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                "Check your input",
-            ),
-            CoreError::Busy | CoreError::Unavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Temporarily unavailable",
-            ),
-            CoreError::RateLimited(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many attempts",
-            ),
-            CoreError::InvalidGrant(_) | CoreError::InvalidScope | CoreError::InvalidClient => {
-                (StatusCode::BAD_REQUEST, "invalid_request", "Bad request")
-            }
-            CoreError::InvalidToken => (StatusCode::BAD_REQUEST, "invalid_token", "Invalid link"),
-        };
+        if matches!(e, CoreError::Unauthenticated) {
+            return Self::SignIn {
+                clear: None,
+                next: None,
+            };
+        }
+        let (status, code) = status_and_code(&e);
         Self::Page {
             status,
-            title,
+            title: page_title(&e),
             message: core_message(&e),
             code,
             retry_after: retry_after(&e),
@@ -352,35 +311,31 @@ impl PageError {
     }
 }
 
-/// The `Retry-After` seconds a core error asks for.
-pub fn retry_after(e: &CoreError) -> Option<u64> {
+/// The error page's title for a core error.
+fn page_title(e: &CoreError) -> &'static str {
     match e {
-        CoreError::Busy => Some(1),
-        CoreError::RateLimited(secs) => Some(*secs),
-        _ => None,
+        CoreError::InvalidCredentials | CoreError::Unauthenticated => "Not signed in",
+        CoreError::AccountSuspended => "Account suspended",
+        CoreError::Forbidden(_) => "Not allowed",
+        CoreError::RegistrationClosed(_) => "Registration closed",
+        CoreError::EmailNotVerified => "Email not verified",
+        CoreError::NotFound(_) => "Not found",
+        CoreError::Conflict(_) => "Conflict",
+        CoreError::LastAdmin => "Last active admin",
+        CoreError::Validation(_) => "Check your input",
+        CoreError::Busy | CoreError::Unavailable => "Temporarily unavailable",
+        CoreError::RateLimited(_) => "Too many attempts",
+        CoreError::InvalidToken => "Invalid link",
+        CoreError::InvalidGrant(_) | CoreError::InvalidScope | CoreError::InvalidClient => {
+            "Bad request"
+        }
     }
 }
 
 /// The status a page answers a failed form with, when the page is shown
-/// again with the error.
+/// again with the error (the one mapping's, [`status_and_code`]).
 pub fn form_status(e: &CoreError) -> StatusCode {
-    match e {
-        CoreError::InvalidCredentials => StatusCode::UNAUTHORIZED,
-        CoreError::AccountSuspended
-        | CoreError::Forbidden(_)
-        | CoreError::RegistrationClosed(_)
-        | CoreError::EmailNotVerified => StatusCode::FORBIDDEN,
-        CoreError::NotFound(_) => StatusCode::NOT_FOUND,
-        CoreError::Conflict(_) | CoreError::LastAdmin => StatusCode::CONFLICT,
-        CoreError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        CoreError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-        CoreError::Busy | CoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        CoreError::Unauthenticated => StatusCode::UNAUTHORIZED,
-        CoreError::InvalidGrant(_)
-        | CoreError::InvalidScope
-        | CoreError::InvalidClient
-        | CoreError::InvalidToken => StatusCode::BAD_REQUEST,
-    }
+    status_and_code(e).0
 }
 
 /// `Retry-After` on a response, when the error asks for one.
