@@ -100,6 +100,17 @@ impl Tessera {
         })
     }
 
+    /// The per-email limit of mail-sending requests (resets, verification
+    /// links), by the address's key, whether or not it has an account.
+    pub(crate) fn check_mail_limit(&self, email_key: &str) -> CoreResult<()> {
+        if let Err(RetryAfter(secs)) = self.limits.check_mail_to(email_key, self.now()) {
+            self.telemetry
+                .count("tessera_rate_limited_total", &[("limit", "email")]);
+            return Err(CoreError::RateLimited(secs));
+        }
+        Ok(())
+    }
+
     /// A new reset link for `user_id`, stored before it is returned (for
     /// the mail, and for `tessera user reset-link`). The link is the one
     /// thing that carries the token: never log it.
@@ -134,11 +145,7 @@ impl Tessera {
     ) -> CoreResult<()> {
         self.check_ip_rate(client).await?;
         let email = parse_email(raw_email)?;
-        if let Err(RetryAfter(secs)) = self.limits.check_mail_to(&email.key, self.now()) {
-            self.telemetry
-                .count("tessera_rate_limited_total", &[("limit", "email")]);
-            return Err(CoreError::RateLimited(secs));
-        }
+        self.check_mail_limit(&email.key)?;
         self.mail_setup()?;
         let core = Arc::clone(self);
         tokio::spawn(async move {

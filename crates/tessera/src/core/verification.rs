@@ -33,7 +33,6 @@ use super::Tessera;
 use super::accounts::{User, parse_email};
 use super::error::{CoreError, CoreResult};
 use super::events::Change;
-use super::limits::RetryAfter;
 use super::secret::BearerSecret;
 use super::sessions::ClientInfo;
 use crate::mail::{Queued, signup};
@@ -159,11 +158,7 @@ impl Tessera {
     ) -> CoreResult<()> {
         self.check_ip_rate(client).await?;
         let email = parse_email(raw_email)?;
-        if let Err(RetryAfter(secs)) = self.limits.check_mail_to(&email.key, self.now()) {
-            self.telemetry
-                .count("tessera_rate_limited_total", &[("limit", "email")]);
-            return Err(CoreError::RateLimited(secs));
-        }
+        self.check_mail_limit(&email.key)?;
         self.mail_setup()?;
         let core = Arc::clone(self);
         tokio::spawn(async move {
@@ -189,12 +184,8 @@ impl Tessera {
     ) -> CoreResult<()> {
         self.check_ip_rate(client).await?;
         let user = self.user(user_id).await?;
-        if let Ok(email) = parse_email(&user.email)
-            && let Err(RetryAfter(secs)) = self.limits.check_mail_to(&email.key, self.now())
-        {
-            self.telemetry
-                .count("tessera_rate_limited_total", &[("limit", "email")]);
-            return Err(CoreError::RateLimited(secs));
+        if let Ok(email) = parse_email(&user.email) {
+            self.check_mail_limit(&email.key)?;
         }
         self.mail_verification_link(&user).await
     }
@@ -229,34 +220,38 @@ impl Tessera {
     /// An administrator vouches for a user's address (admin API): it is
     /// verified, audited `email_verified` with `via: admin` and the actor.
     pub async fn verify_email_by(&self, actor: Option<&str>, id: &str) -> CoreResult<User> {
-        let before = self.user(id).await?;
-        if !self.stores.users.set_email_verified(id, self.now()).await? {
+        let detail = json!({"via": "admin", "actor": super::accounts::actor_of(actor)});
+        if !self.record_verified(id, detail, None).await? {
             return Err(CoreError::NotFound("no such user"));
-        }
-        self.publish(Change::UserChanged {
-            user_id: id.to_owned(),
-        })
-        .await?;
-        if !before.email_verified {
-            self.audit(
-                "email_verified",
-                Some(id),
-                None,
-                json!({"via": "admin", "actor": super::accounts::actor_of(actor)}),
-            )
-            .await;
         }
         self.user(id).await
     }
 
-    /// Records that `user_id` proved their mailbox (`via` says how), on
-    /// every node's caches; audited `email_verified` the first time.
+    /// Records that `user_id` proved their mailbox (`via` says how).
     pub(crate) async fn mark_email_verified(
         &self,
         user_id: &str,
         via: &'static str,
         client: Option<&ClientInfo>,
     ) -> CoreResult<()> {
+        if !self
+            .record_verified(user_id, json!({"via": via}), client)
+            .await?
+        {
+            return Err(CoreError::InvalidToken);
+        }
+        Ok(())
+    }
+
+    /// Marks `user_id`'s address verified, on every node's caches; audited
+    /// `email_verified` with `detail` the first time. False when there is
+    /// no such user.
+    async fn record_verified(
+        &self,
+        user_id: &str,
+        detail: serde_json::Value,
+        client: Option<&ClientInfo>,
+    ) -> CoreResult<bool> {
         let before = self.user(user_id).await?;
         if !self
             .stores
@@ -264,18 +259,18 @@ impl Tessera {
             .set_email_verified(user_id, self.now())
             .await?
         {
-            return Err(CoreError::InvalidToken);
+            return Ok(false);
         }
         self.publish(Change::UserChanged {
             user_id: user_id.to_owned(),
         })
         .await?;
         if !before.email_verified {
-            tracing::info!(user_id = %user_id, via, "email verified");
-            self.audit("email_verified", Some(user_id), client, json!({"via": via}))
+            tracing::info!(user_id = %user_id, "email verified");
+            self.audit("email_verified", Some(user_id), client, detail)
                 .await;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// An administrator's change of a user's email: the new address is not

@@ -5,6 +5,7 @@
 use askama::Template;
 
 use super::Mail;
+use super::templates::rendered;
 
 #[derive(Template)]
 #[template(path = "mail/verify_email.txt")]
@@ -44,10 +45,6 @@ struct InvitationHtml<'a> {
     email: &'a str,
     link: &'a str,
     days: i64,
-}
-
-fn rendered(r: askama::Result<String>) -> String {
-    r.unwrap_or_else(|e| format!("(this message could not be rendered: {e})"))
 }
 
 /// The message asking `to` to confirm their address with `link` (valid

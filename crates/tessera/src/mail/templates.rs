@@ -59,7 +59,7 @@ struct WelcomeHtml<'a> {
     minutes: i64,
 }
 
-fn rendered(r: askama::Result<String>) -> String {
+pub(super) fn rendered(r: askama::Result<String>) -> String {
     // The templates take only strings and numbers: rendering cannot fail
     // on data; should it fail anyway, the message says so rather than the
     // request panicking.

@@ -112,7 +112,7 @@ pub async fn forgot(
 }
 
 /// Responses that carry the token in their address or form.
-fn no_referrer(mut response: Response) -> Response {
+pub(super) fn no_referrer(mut response: Response) -> Response {
     response.headers_mut().insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

@@ -9,11 +9,11 @@
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::reset::ResetFresh;
+use super::reset::{ResetFresh, no_referrer};
 use super::support::{
     Flash, Nav, PageError, PageForm, PageFresh, add_retry_after, core_message, form_status,
     parse_query, render,
@@ -69,14 +69,6 @@ pub struct ResendForm {
 /// What the resend form says once a request was accepted, whatever the
 /// email.
 pub const RESENT: &str = "If an account has this email and it is not verified yet, a new link is on its way. It works once, for a limited time.";
-
-fn no_referrer(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    response
-}
 
 pub async fn page(
     State(state): State<AppState>,
