@@ -1871,3 +1871,76 @@ async fn a_long_product_name_is_shown_and_fits_a_phone() {
     phone.close().await;
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_work_in_jwt_cookie_mode() {
+    let h = harness_with(&[("browser_mode", "jwt-cookie")]).await;
+    let (s, b) = (&h.server, &h.browser);
+    b.register(s, "jade@example.com").await;
+    assert_eq!(b.text_of("#profile-email").await, "jade@example.com");
+    assert_eq!(b.count(".session-row").await, 1);
+    assert!(b.text_of(".session-row.current").await.contains("Browser"));
+
+    // The two token cookies, HttpOnly, and no session cookie.
+    let cookies = b.client.get_all_cookies().await.expect("cookies");
+    let names: Vec<&str> = cookies.iter().map(|c| c.name()).collect();
+    assert!(!names.contains(&"__Host-tessera_session"), "{names:?}");
+    for name in ["__Host-tessera_access", "__Host-tessera_refresh"] {
+        let c = cookies
+            .iter()
+            .find(|c| c.name() == name)
+            .unwrap_or_else(|| panic!("{name} is set: {names:?}"));
+        assert_eq!(c.http_only(), Some(true));
+        assert_eq!(c.secure(), Some(true));
+    }
+    let visible = b
+        .client
+        .execute("return document.cookie", vec![])
+        .await
+        .expect("script runs");
+    assert!(
+        !visible.as_str().unwrap_or_default().contains("tessera"),
+        "{visible:?}"
+    );
+    let refresh_before = cookies
+        .iter()
+        .find(|c| c.name() == "__Host-tessera_refresh")
+        .map(|c| c.value().to_owned());
+
+    // The access cookie runs out (the browser drops it at its Max-Age):
+    // the next page refreshes it from the refresh cookie.
+    b.client
+        .delete_cookie("__Host-tessera_access")
+        .await
+        .expect("cookie deleted");
+    b.goto(&s.url("/account")).await;
+    b.wait_for_path("/account").await;
+    assert_eq!(b.text_of("#profile-email").await, "jade@example.com");
+    let cookies = b.client.get_all_cookies().await.expect("cookies");
+    assert!(cookies.iter().any(|c| c.name() == "__Host-tessera_access"));
+    let refresh_after = cookies
+        .iter()
+        .find(|c| c.name() == "__Host-tessera_refresh")
+        .map(|c| c.value().to_owned());
+    assert!(refresh_after.is_some());
+    assert_ne!(refresh_after, refresh_before, "the refresh token rotated");
+    b.screenshot("account-jwt-cookie.png").await;
+
+    // Sign out from the header: both cookies go, and the pages need a
+    // sign-in again.
+    b.click(".topbar form[action='/logout'] button").await;
+    b.wait_for_path("/login").await;
+    assert!(b.text_of(".alert-ok").await.contains("signed out"));
+    let cookies = b.client.get_all_cookies().await.expect("cookies");
+    assert!(
+        !cookies
+            .iter()
+            .any(|c| c.name().starts_with("__Host-tessera")),
+        "{cookies:?}"
+    );
+    b.submit_login(s, "jade@example.com", PASSWORD).await;
+    b.wait_for_path("/account").await;
+    b.goto(&s.url("/admin")).await;
+    assert!(b.text_of("main").await.contains("administrators"));
+    h.finish().await;
+}

@@ -6,18 +6,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::logs::Logs;
-use common::{COOKIE, Login, ORIGIN, PASSWORD, Req, Resp, TestApp};
-
-/// The value of the first `name="<field>" value="…"` in a page.
-fn field(html: &str, name: &str) -> String {
-    let needle = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no field {name} in the page: {html}"))
-        + needle.len();
-    let end = html[start..].find('"').expect("closing quote") + start;
-    html[start..end].to_owned()
-}
+use common::{COOKIE, Login, ORIGIN, PASSWORD, Req, Resp, TestApp, form_field as field};
 
 /// The text of the page's error box.
 fn error_box(html: &str) -> String {
@@ -1625,21 +1614,6 @@ async fn rate_limited_logins_get_a_429_page_with_retry_after() {
         ]))
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-}
-
-#[tokio::test]
-async fn jwt_cookie_mode_pages_point_to_the_api() {
-    let t = TestApp::with(&[("browser_mode", "jwt-cookie")]).await;
-    t.register("alice@example.com").await;
-    let r = t.send(Req::get("/login")).await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert!(r.text().contains("jwt-cookie"));
-    assert!(!r.text().contains("id=\"login-form\""));
-    let r = form_login(&t, "alice@example.com", PASSWORD).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.headers.get("set-cookie").is_none());
-    let r = t.send(Req::get("/account")).await;
-    assert_eq!(location(&r), "/login");
 }
 
 // ---------------------------------------------------------------------------

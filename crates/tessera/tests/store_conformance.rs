@@ -1114,6 +1114,53 @@ async fn refresh_rotation_and_reuse(backend: Backend) {
     );
 }
 
+/// A user's live families: revoked, spent-only and expired ones are left
+/// out, the rest come with their live token's times, most recently
+/// rotated first, bounded, and seen from another node.
+async fn live_families_are_listed_by_last_rotation(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let b = f.node().await;
+    add_user(&f.a, "usr_a").await;
+    add_user(&f.a, "usr_b").await;
+    let first = add_family(&f.a, "fam_old", "usr_a").await;
+    add_family(&f.a, "fam_new", "usr_a").await;
+    add_family(&f.a, "fam_gone", "usr_a").await;
+    add_family(&f.a, "fam_other", "usr_b").await;
+    assert!(f.a.refresh.revoke_family("fam_gone", t0()).await.unwrap());
+    // fam_old rotates an hour in: its live token is the successor.
+    let next = fresh_hash();
+    assert!(matches!(
+        rotate(&f.a, &first, &next, 3_600_000).await,
+        Rotation::Rotated(_)
+    ));
+    let listed = |now: OffsetDateTime, limit: u32| {
+        let b = b.refresh.clone();
+        async move { b.live_families("usr_a", now, limit).await.unwrap() }
+    };
+    let live = listed(t0() + ms(3_600_001), 10).await;
+    let ids: Vec<&str> = live.iter().map(|l| l.family.id.as_str()).collect();
+    assert_eq!(ids, ["fam_old", "fam_new"], "most recently rotated first");
+    assert_eq!(live[0].last_used_at, t0() + ms(3_600_000));
+    assert_eq!(live[0].expires_at, t0() + ms(3_600_000) + Duration::days(1));
+    assert_eq!(live[1].last_used_at, t0());
+    assert_eq!(live[1].expires_at, t0() + Duration::days(1));
+    assert_eq!(live[1].family.user_id, "usr_a");
+    assert_eq!(live[1].family.client_id, "tessera");
+    assert_eq!(listed(t0() + ms(3_600_001), 1).await.len(), 1, "bounded");
+    // A day after t0 fam_new's only token has expired; fam_old's successor
+    // lives on.
+    let later = listed(t0() + Duration::days(1), 10).await;
+    let ids: Vec<&str> = later.iter().map(|l| l.family.id.as_str()).collect();
+    assert_eq!(ids, ["fam_old"]);
+    assert!(
+        b.refresh
+            .live_families("usr_nobody", t0(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Racing rotations of one token, on two nodes at once: exactly one
 /// rotates, the others are reuse (or, once a reuse has revoked the family,
 /// invalid), and the winner's successor dies with the family. Repeated, for
@@ -1902,6 +1949,13 @@ async fn lookups_by_unstorable_text_find_nothing(backend: Backend) {
     assert!(
         s.refresh
             .revoke_user_families(nul, t0())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.refresh
+            .live_families(nul, t0(), 10)
             .await
             .unwrap()
             .is_empty()
@@ -2945,6 +2999,7 @@ conformance!(
     queued_touches,
     listing_and_bulk_revocation,
     refresh_rotation_and_reuse,
+    live_families_are_listed_by_last_rotation,
     racing_rotations_exactly_one_wins,
     the_change_log_is_read_in_commit_order,
     changes_round_trip,

@@ -5,6 +5,7 @@
 pub mod accounts;
 mod argon2_kept;
 pub mod audit;
+mod browser_refresh;
 pub mod clients;
 pub mod clock;
 pub mod devices;
@@ -104,6 +105,8 @@ pub struct Tessera {
     /// The outbox and what links are built from (see [`links`]); set once
     /// where the app is wired.
     pub(crate) mail: std::sync::OnceLock<links::MailSetup>,
+    /// Browser refreshes shared for a moment (see [`browser_refresh`]).
+    pub(crate) browser_rotations: browser_refresh::BrowserRotations,
 }
 
 impl Tessera {
@@ -149,6 +152,7 @@ impl Tessera {
             telemetry: telemetry::Telemetry::new(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             mail: std::sync::OnceLock::new(),
+            browser_rotations: browser_refresh::BrowserRotations::default(),
         })
     }
 

@@ -29,6 +29,19 @@ pub struct RefreshFamily {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
+/// Families a device list shows at most.
+pub const MAX_LISTED_FAMILIES: u32 = 200;
+
+/// A family that can still rotate, as a device list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFamily {
+    pub family: RefreshFamily,
+    /// When its live token was issued: the last rotation (or the start).
+    pub last_used_at: OffsetDateTime,
+    /// When its live token expires.
+    pub expires_at: OffsetDateTime,
+}
+
 /// A refresh token about to be stored (only its hash).
 #[derive(Debug, Clone)]
 pub struct NewRefreshToken {
@@ -303,6 +316,31 @@ impl Tessera {
             return Ok(None);
         };
         Ok(self.stores.refresh.refresh_family(&secret.hash()).await?)
+    }
+
+    /// A user's families that can still rotate (their signed-in browsers in
+    /// jwt-cookie mode, and their apps), most recently used first; at most
+    /// [`MAX_LISTED_FAMILIES`].
+    pub async fn families_of(&self, user_id: &str) -> CoreResult<Vec<LiveFamily>> {
+        Ok(self
+            .stores
+            .refresh
+            .live_families(user_id, self.now(), MAX_LISTED_FAMILIES)
+            .await?)
+    }
+
+    /// Ends one of the user's own families (a device list's "sign out"):
+    /// `NotFound` unless it is theirs and live.
+    pub async fn end_family_of(&self, user_id: &str, family_id: &str) -> CoreResult<()> {
+        let theirs = self
+            .families_of(user_id)
+            .await?
+            .iter()
+            .any(|f| f.family.id == family_id);
+        if !theirs {
+            return Err(CoreError::NotFound("no such session"));
+        }
+        self.end_sid(user_id, family_id).await
     }
 
     /// Revokes a refresh family and every access token carrying its id.

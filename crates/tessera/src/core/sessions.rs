@@ -705,6 +705,14 @@ impl Tessera {
         self.logout_all_by(None, user_id).await
     }
 
+    /// An administrator's "sign this user out everywhere": `NotFound` for
+    /// an id that names no user (a typo is an error, not a silent success),
+    /// else [`Tessera::logout_all_by`].
+    pub async fn revoke_user_by(&self, actor: &str, user_id: &str) -> CoreResult<()> {
+        self.user(user_id).await?;
+        self.logout_all_by(Some(actor), user_id).await
+    }
+
     /// [`Tessera::logout_all`] done to the user by `actor` (an admin's user
     /// id, or `cli`/`cli:NAME`), named in the event's `detail.actor`.
     pub async fn logout_all_by(&self, actor: Option<&str>, user_id: &str) -> CoreResult<()> {

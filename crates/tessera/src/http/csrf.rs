@@ -183,6 +183,12 @@ fn origin_rule(headers: &HeaderMap, public_origin: &str) -> Result<(), Refusal> 
 
 /// The provenance rule, without side effects: the origin rule, and no
 /// `Sec-Fetch-Site: cross-site`.
+/// The provenance rule alone, without the log line: for a caller that only
+/// decides whether to do something before the page checks (and logs) it.
+pub fn request_provenance(headers: &HeaderMap, public_origin: &str) -> Result<(), Refusal> {
+    provenance(headers, public_origin)
+}
+
 fn provenance(headers: &HeaderMap, public_origin: &str) -> Result<(), Refusal> {
     origin_rule(headers, public_origin)?;
     let cross_site = headers

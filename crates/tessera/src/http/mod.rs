@@ -137,7 +137,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/verify", get(api::identity::verify))
         .merge(cross_origin_routes(&state))
-        .merge(pages::router())
+        .merge(pages::router(&state))
         .merge(metrics_on_main_listener(&state))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

@@ -3,8 +3,9 @@
 //! annotation (method, path, parameters, bodies, every status it can return,
 //! the auth it takes); the types it returns derive `utoipa::ToSchema`. This
 //! module gathers them into one document and adds what no single handler
-//! owns: the security schemes, the responses every route can give because of
-//! the router's layers, and the schemas of bodies built with `json!`.
+//! owns: the security schemes and the responses every route can give because
+//! of the router's layers. The bodies are the handlers' own typed structs;
+//! the error responses many operations share are `api::responses`.
 //!
 //! The HTML pages (`/login`, `/account`, …) are not part of the JSON API and
 //! are not described here.
@@ -51,171 +52,6 @@ pub struct Error {
     pub error: String,
     /// One human-readable sentence; never internals.
     pub error_description: String,
-}
-
-/// `GET /healthz` and `GET /readyz`.
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    /// `ok` (healthz) or `ready` (readyz).
-    #[schema(example = "ok")]
-    pub status: String,
-}
-
-/// A public key in JWKS form (RFC 7517): `OKP`/`Ed25519` with `x`, `EC`/`P-256`
-/// with `x` and `y`, or `RSA` with `n` and `e`.
-#[derive(Serialize, ToSchema)]
-pub struct Jwk {
-    #[schema(example = "OKP")]
-    pub kty: String,
-    #[schema(example = "Ed25519")]
-    pub crv: Option<String>,
-    pub x: Option<String>,
-    pub y: Option<String>,
-    pub n: Option<String>,
-    pub e: Option<String>,
-    #[schema(example = "key_4mR0fD2pXc8")]
-    pub kid: String,
-    #[schema(example = "EdDSA")]
-    pub alg: String,
-    /// Always `sig`.
-    #[serde(rename = "use")]
-    #[schema(example = "sig")]
-    pub key_use: String,
-}
-
-/// `GET /.well-known/jwks.json`: the active and still-accepted public keys
-/// (empty with HS256).
-#[derive(Serialize, ToSchema)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
-}
-
-/// RFC 8414 authorization server metadata.
-#[derive(Serialize, ToSchema)]
-pub struct AuthorizationServerMetadata {
-    #[schema(format = "uri")]
-    pub issuer: String,
-    #[schema(format = "uri")]
-    pub jwks_uri: String,
-    #[schema(format = "uri")]
-    pub token_endpoint: String,
-    #[schema(format = "uri")]
-    pub revocation_endpoint: String,
-    #[schema(format = "uri")]
-    pub introspection_endpoint: String,
-    #[schema(example = json!(["password", "refresh_token"]))]
-    pub grant_types_supported: Vec<String>,
-    /// Empty: there is no authorization endpoint.
-    pub response_types_supported: Vec<String>,
-    #[schema(example = json!(["none"]))]
-    pub token_endpoint_auth_methods_supported: Vec<String>,
-    #[schema(example = json!(["none"]))]
-    pub revocation_endpoint_auth_methods_supported: Vec<String>,
-    #[schema(example = json!(["client_secret_basic"]))]
-    pub introspection_endpoint_auth_methods_supported: Vec<String>,
-    /// `TESSERA_ALLOWED_SCOPES`.
-    pub scopes_supported: Vec<String>,
-}
-
-/// `GET /v1/admin/keys` and `POST /v1/admin/keys/rotate`.
-#[derive(Serialize, ToSchema)]
-pub struct KeyList {
-    pub keys: Vec<crate::core::signing::KeyInfo>,
-}
-
-/// `GET /v1/admin/users`: a page of users by id.
-#[derive(Serialize, ToSchema)]
-pub struct UserPage {
-    pub users: Vec<crate::core::accounts::User>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    #[schema(required = true)]
-    pub cursor: Option<String>,
-}
-
-/// `GET /v1/admin/audit`: audit events, newest first.
-#[derive(Serialize, ToSchema)]
-pub struct AuditPage {
-    pub events: Vec<crate::core::audit::AuditEvent>,
-    /// Pass as `before` for the next page; `null` on the last page.
-    #[schema(required = true)]
-    pub cursor: Option<String>,
-}
-
-/// `POST /v1/session/token`: a short-lived access token tied to the session.
-#[derive(Serialize, ToSchema)]
-pub struct SessionToken {
-    pub access_token: String,
-    #[schema(example = "Bearer")]
-    pub token_type: String,
-    /// Seconds.
-    pub expires_in: i64,
-}
-
-/// `POST /v1/token` in jwt-cookie mode when the refresh token came from its
-/// cookie: the new tokens are in `Set-Cookie`, never in the body.
-#[derive(Serialize, ToSchema)]
-pub struct CookieRefresh {
-    #[schema(example = "Bearer")]
-    pub token_type: String,
-    /// Seconds.
-    pub expires_in: i64,
-    /// The refresh family's CSRF token.
-    pub csrf_token: String,
-}
-
-/// `grant_type` of the password grant.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PasswordGrantType {
-    Password,
-}
-
-/// `grant_type` of the refresh grant.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RefreshTokenGrantType {
-    RefreshToken,
-}
-
-/// RFC 6749 §4.3: the resource owner password credentials grant.
-#[derive(Serialize, ToSchema)]
-pub struct PasswordGrant {
-    #[schema(inline)]
-    pub grant_type: PasswordGrantType,
-    /// The account's email.
-    #[schema(example = "alice@example.com")]
-    pub username: String,
-    #[schema(
-        min_length = 8,
-        max_length = 1024,
-        example = "correct horse battery staple"
-    )]
-    pub password: String,
-    /// Space-separated scopes, each in `TESSERA_ALLOWED_SCOPES`.
-    pub scope: Option<String>,
-    /// A public client's id, one of `TESSERA_PUBLIC_CLIENTS` (none: the
-    /// token is Tessera's own, `tessera`); any other id is `invalid_grant`.
-    pub client_id: Option<String>,
-}
-
-/// RFC 6749 §6: refreshing. In jwt-cookie mode `refresh_token` may be left
-/// out: the refresh cookie is used then (under the CSRF rules).
-#[derive(Serialize, ToSchema)]
-pub struct RefreshTokenGrant {
-    #[schema(inline)]
-    pub grant_type: RefreshTokenGrantType,
-    #[schema(min_length = 1)]
-    pub refresh_token: String,
-    /// At most the scopes of the original grant.
-    pub scope: Option<String>,
-}
-
-/// The body of `POST /v1/token`.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum TokenGrant {
-    Password(PasswordGrant),
-    RefreshToken(RefreshTokenGrant),
 }
 
 /// One of two shapes: for an answer whose shape depends on the
@@ -615,7 +451,7 @@ pub fn document(state: &AppState) -> utoipa::openapi::OpenApi {
     if settings.browser_mode == BrowserMode::JwtCookie
         && let Some(RefOr::T(Schema::Object(grant))) = components
             .schemas
-            .get_mut(RefreshTokenGrant::name().as_ref())
+            .get_mut(api::tokens::RefreshTokenGrant::name().as_ref())
     {
         grant.required.retain(|field| field != "refresh_token");
         if let Some(RefOr::T(Schema::Object(token))) = grant.properties.get_mut("refresh_token") {

@@ -36,7 +36,7 @@ use crate::core::audit::{AuditEvent, AuditExportQuery, AuditQuery};
 use crate::core::clients::ServiceClient;
 use crate::core::events::Change;
 use crate::core::keys::StoredKey;
-use crate::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
+use crate::core::refresh::{LiveFamily, NewRefreshToken, RefreshFamily, Rotation};
 use crate::core::revocation::Revocation;
 use crate::core::secret::SecretHash;
 use crate::core::sessions::SessionRecord;
@@ -427,6 +427,16 @@ pub trait RefreshStore: Send + Sync {
         &self,
         presented: &SecretHash,
     ) -> StoreResult<Option<(RefreshFamily, OffsetDateTime, bool)>>;
+    /// The user's live families: not revoked, holding an unused token that
+    /// has not expired at `now`. Each comes with that token's issue time
+    /// (the family's last rotation, or its start) and expiry; most
+    /// recently rotated first. At most `limit`.
+    async fn live_families(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveFamily>>;
     /// Revokes a family (its tokens can no longer rotate); returns false if
     /// it was already revoked or unknown.
     async fn revoke_family(&self, family_id: &str, at: OffsetDateTime) -> StoreResult<bool>;

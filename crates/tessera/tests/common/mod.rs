@@ -434,6 +434,17 @@ impl Resp {
     }
 }
 
+/// The value of the first `name="<field>" value="…"` in a page.
+pub fn form_field(html: &str, name: &str) -> String {
+    let needle = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no field {name} in the page: {html}"))
+        + needle.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_owned()
+}
+
 pub fn parse_set_cookie(s: &str) -> SetCookie {
     let mut parts = s.split(';').map(str::trim);
     let (name, value) = parts

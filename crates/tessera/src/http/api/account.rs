@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::core::accounts::Password;
 use crate::http::AppState;
+use crate::http::api::responses::{BadJson, CsrfFailed, HashingSaturated, JsonBodyErrors};
 use crate::http::caller::Caller;
 use crate::http::cookies::session_cookie;
 use crate::http::error::ApiResult;
@@ -33,15 +34,13 @@ pub struct PasswordChange {
     responses(
         (status = 204, description = "The password is changed",
             headers(("Set-Cookie" = String, description = "For a browser caller: a fresh session cookie (in jwt-cookie mode fresh access and refresh cookies)"))),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
+        BadJson,
         (status = 401, description = "`invalid_credentials`: the current password is wrong; `unauthenticated`: no valid session cookie or access token", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when a presented Bearer token was refused"))),
-        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        CsrfFailed,
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: a field is missing or not a string, or the new password is not 8 to 1024 characters or is too easy to guess (named in `error_description`)", body = doc::Error),
-        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+        HashingSaturated,
     ),
 )]
 pub async fn change_password(

@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use crate::core::accounts::{NewAccount, Password};
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadJson, EmailTaken, HashingSaturated, JsonBodyErrors, RateLimited,
+};
 use crate::http::api::views::UserEnvelope;
 use crate::http::csrf::FreshRequest;
 use crate::http::error::ApiResult;
@@ -40,16 +43,13 @@ pub struct RegisterBody {
     request_body(content = RegisterBody, content_type = "application/json"),
     responses(
         (status = 201, description = "The account was created", body = UserEnvelope),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
+        BadJson,
         (status = 403, description = "`csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`; `registration_closed`: registration is closed, needs an invitation, is not open to this email's domain, or the invitation is invalid, used, expired or for another email (the description says which)", body = doc::Error),
-        (status = 409, description = "`conflict`: an account with this email already exists", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        EmailTaken,
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: a field is missing or not a string, the email is not valid, or the password is not 8 to 1024 characters or is too easy to guess (a common password, a pattern, or made from the email: the rule is named in `error_description`)", body = doc::Error),
-        (status = 429, description = "`rate_limited`: this address has spent its budget on the credential endpoints", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
-        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+        RateLimited,
+        HashingSaturated,
     ),
 )]
 pub async fn register(

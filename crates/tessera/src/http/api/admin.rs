@@ -6,13 +6,17 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use crate::core::accounts::UserQuery;
-use crate::core::accounts::UserStatus;
-use crate::core::audit::AuditQuery;
+use crate::core::accounts::{User, UserQuery, UserStatus};
+use crate::core::audit::{AuditEvent, AuditQuery};
+use crate::core::signing::KeyInfo;
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadId, BadJsonOrId, FailClosed, JsonBodyErrors, NoSuchUser, NotAdmin, NotAdminOrCsrfFailed,
+    Unauthenticated,
+};
+use crate::http::api::views::UserEnvelope;
 use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Json;
@@ -33,6 +37,30 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// `GET /v1/admin/keys` and `POST /v1/admin/keys/rotate`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// `GET /v1/admin/users`: a page of users by id.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserPage<'a> {
+    pub users: &'a [User],
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub cursor: Option<&'a str>,
+}
+
+/// `GET /v1/admin/audit`: audit events, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditPage<'a> {
+    pub events: &'a [AuditEvent],
+    /// Pass as `before` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub cursor: Option<&'a str>,
+}
+
 /// The signing keys: the active one and those still accepted or retired.
 #[utoipa::path(
     get,
@@ -40,16 +68,15 @@ impl FromRequestParts<AppState> for Admin {
     tag = "admin",
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     responses(
-        (status = 200, description = "The signing keys", body = doc::KeyList),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        (status = 200, description = "The signing keys", body = KeyList),
+        Unauthenticated,
+        NotAdmin,
+        FailClosed,
     ),
 )]
 pub async fn keys(State(state): State<AppState>, _: Admin) -> ApiResult<Response> {
     let keys = state.core.key_list().await?;
-    Ok(axum::Json(json!({ "keys": keys })).into_response())
+    Ok(axum::Json(KeyList { keys }).into_response())
 }
 
 /// Makes a new key active at once; earlier keys stay accepted until every
@@ -61,12 +88,11 @@ pub async fn keys(State(state): State<AppState>, _: Admin) -> ApiResult<Response
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)")),
     responses(
-        (status = 200, description = "The signing keys after the rotation", body = doc::KeyList),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        (status = 200, description = "The signing keys after the rotation", body = KeyList),
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
         (status = 422, description = "`validation_failed`: HS256 keys come from `TESSERA_HS256_SECRET` and cannot be rotated here", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn rotate_keys(
@@ -75,7 +101,7 @@ pub async fn rotate_keys(
 ) -> ApiResult<Response> {
     state.core.rotate_keys(Some(caller.user_id())).await?;
     let keys = state.core.key_list().await?;
-    Ok(axum::Json(json!({ "keys": keys })).into_response())
+    Ok(axum::Json(KeyList { keys }).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -102,13 +128,12 @@ const MAX_PAGE: u32 = 200;
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     params(UsersQuery),
     responses(
-        (status = 200, description = "A page of users, by id", body = doc::UserPage),
+        (status = 200, description = "A page of users, by id", body = UserPage),
         (status = 400, description = "`invalid_request`: the query string is malformed (e.g. `limit` is not a whole number)", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
+        Unauthenticated,
+        NotAdmin,
         (status = 422, description = "`validation_failed`: `q` is longer than an email can be, or `cursor` longer than an id", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn users(
@@ -126,9 +151,13 @@ pub async fn users(
         })
         .await?;
     let cursor = (users.len() == limit as usize)
-        .then(|| users.last().map(|u| u.id.clone()))
+        .then(|| users.last().map(|u| u.id.as_str()))
         .flatten();
-    Ok(axum::Json(json!({ "users": users, "cursor": cursor })).into_response())
+    Ok(axum::Json(UserPage {
+        users: &users,
+        cursor,
+    })
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -164,17 +193,15 @@ pub struct UserPatch {
     ),
     request_body(content = UserPatch, content_type = "application/json"),
     responses(
-        (status = 200, description = "The user after the change", body = crate::http::api::views::UserEnvelope),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON, or the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 404, description = "`not_found`: no such user", body = doc::Error),
+        (status = 200, description = "The user after the change", body = UserEnvelope),
+        BadJsonOrId,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        NoSuchUser,
         (status = 409, description = "`last_admin`: the change would take the `admin` role from, or suspend, the last active admin; `conflict`: another account has this email", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, a role that is not valid, a status other than `active` or `suspended`, an email that is not valid, or `email_verified` other than `true`", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn update_user(
@@ -225,7 +252,7 @@ pub async fn update_user(
             .set_status_by(Some(admin.user_id()), &id, status)
             .await?;
     }
-    Ok(axum::Json(json!({ "user": user })).into_response())
+    Ok(axum::Json(UserEnvelope { user: &user }).into_response())
 }
 
 /// `POST /v1/admin/users/{id}/revoke`: logout everywhere for that user.
@@ -240,12 +267,11 @@ pub async fn update_user(
     ),
     responses(
         (status = 204, description = "Every session, refresh family and earlier access token of the user is revoked"),
-        (status = 400, description = "`invalid_request`: the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 404, description = "`not_found`: no such user", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        BadId,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        NoSuchUser,
+        FailClosed,
     ),
 )]
 pub async fn revoke_user(
@@ -253,11 +279,7 @@ pub async fn revoke_user(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    state.core.user(&id).await?;
-    state
-        .core
-        .logout_all_by(Some(caller.user_id()), &id)
-        .await?;
+    state.core.revoke_user_by(caller.user_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -293,13 +315,12 @@ fn audit_type_schema() -> utoipa::openapi::Object {
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     params(AuditParams),
     responses(
-        (status = 200, description = "A page of audit events, newest first", body = doc::AuditPage),
+        (status = 200, description = "A page of audit events, newest first", body = AuditPage),
         (status = 400, description = "`invalid_request`: the query string is malformed (e.g. `limit` is not a whole number), or `type` is not a known audit type (the description lists them)", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
+        Unauthenticated,
+        NotAdmin,
         (status = 422, description = "`validation_failed`: `type`, `user_id` or `before` is longer than 64 bytes", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn audit(
@@ -327,7 +348,11 @@ pub async fn audit(
         })
         .await?;
     let cursor = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.id.clone()))
+        .then(|| events.last().map(|e| e.id.as_str()))
         .flatten();
-    Ok(axum::Json(json!({ "events": events, "cursor": cursor })).into_response())
+    Ok(axum::Json(AuditPage {
+        events: &events,
+        cursor,
+    })
+    .into_response())
 }

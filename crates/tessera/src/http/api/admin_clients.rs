@@ -16,6 +16,10 @@ use super::admin::Admin;
 use crate::core::clients::{Actor, ServiceClient};
 use crate::core::time::serde_rfc3339;
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadId, BadJsonOrId, FailClosed, JsonBodyErrors, NoSuchClient, NotAdmin, NotAdminOrCsrfFailed,
+    Unauthenticated,
+};
 use crate::http::error::ApiResult;
 use crate::http::extract::Json;
 use crate::http::openapi as doc;
@@ -85,10 +89,9 @@ pub struct ClientPatch {
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     responses(
         (status = 200, description = "Every service client, oldest first", body = ClientList),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        Unauthenticated,
+        NotAdmin,
+        FailClosed,
     ),
 )]
 pub async fn clients(State(state): State<AppState>, _: Admin) -> ApiResult<Response> {
@@ -113,15 +116,13 @@ pub async fn clients(State(state): State<AppState>, _: Admin) -> ApiResult<Respo
     request_body(content = ClientPatch, content_type = "application/json"),
     responses(
         (status = 200, description = "The client after the change", body = ClientEnvelope),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON, or the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 404, description = "`not_found`: no such client", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        BadJsonOrId,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        NoSuchClient,
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: `disabled` is missing or not a boolean, or the body has another field", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn update_client(
@@ -154,12 +155,11 @@ pub async fn update_client(
     ),
     responses(
         (status = 204, description = "The client is deleted"),
-        (status = 400, description = "`invalid_request`: the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        BadId,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
         (status = 404, description = "`not_found`: no such client (or it was deleted already)", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn delete_client(
@@ -187,12 +187,11 @@ pub async fn delete_client(
     responses(
         (status = 200, description = "The new secret, shown only this once", body = ClientSecret,
             headers(("Cache-Control" = String, description = "Always sent: `no-store`"))),
-        (status = 400, description = "`invalid_request`: the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 404, description = "`not_found`: no such client", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        BadId,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        NoSuchClient,
+        FailClosed,
     ),
 )]
 pub async fn rotate_client_secret(

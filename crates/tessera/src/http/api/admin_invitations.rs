@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::admin::Admin;
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadJson, EmailTaken, JsonBodyErrors, NotAdminOrCsrfFailed, StoreDown, Unauthenticated,
+};
 use crate::http::error::ApiResult;
 use crate::http::extract::Json;
 use crate::http::openapi as doc;
@@ -53,15 +56,13 @@ pub struct InvitationCreated {
     request_body(content = NewInvitation, content_type = "application/json"),
     responses(
         (status = 201, description = "The invitation (audited `invitation_created`, the administrator as `detail.actor`); single use, bound to the address, valid for `invitation_ttl` (7 days by default)", body = InvitationCreated),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 409, description = "`conflict`: an account with this email already exists", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        BadJson,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        EmailTaken,
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, the email is not valid, or a role is not valid", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down", body = doc::Error),
+        StoreDown,
     ),
 )]
 pub async fn create_invitation(

@@ -21,6 +21,10 @@ use super::admin::Admin;
 use crate::core::accounts::{NewAccount, Password};
 use crate::core::secret::BearerSecret;
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadId, BadJson, BadJsonOrId, EmailTaken, FailClosed, HashingSaturated, JsonBodyErrors,
+    NoSuchUser, NotAdminOrCsrfFailed, Unauthenticated,
+};
 use crate::http::api::views::UserEnvelope;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::Json;
@@ -70,16 +74,13 @@ pub struct NewUser {
     request_body(content = NewUser, content_type = "application/json"),
     responses(
         (status = 201, description = "The user was created (audited as `user_created`, the administrator as `detail.actor`); without a password, the user was mailed a link to set one (which also verifies the address); with one, unless `email_verification` is `off`, a link to verify the address", body = UserEnvelope),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 409, description = "`conflict`: an account with this email already exists", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        BadJson,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        EmailTaken,
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, the email is not valid, a role is not valid, or the password is not 8 to 1024 characters or is too easy to guess (named in `error_description`)", body = doc::Error),
-        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+        HashingSaturated,
     ),
 )]
 pub async fn create_user(
@@ -149,16 +150,13 @@ pub struct PasswordSet {
     request_body(content = PasswordSet, content_type = "application/json"),
     responses(
         (status = 204, description = "The password is set (with `send_reset: true`: replaced by one nobody knows, and the user mailed a reset link); every session, refresh family and earlier access token of the user is revoked (audited as `password_reset`, the administrator as `detail.actor`)"),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON, or the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 404, description = "`not_found`: no such user", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        BadJsonOrId,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        NoSuchUser,
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: an unknown field, a field of the wrong type, neither or both of a password and `send_reset: true`, or a password that is not 8 to 1024 characters or is too easy to guess (named in `error_description`)", body = doc::Error),
-        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+        HashingSaturated,
     ),
 )]
 pub async fn set_password(
@@ -206,13 +204,12 @@ pub async fn set_password(
     ),
     responses(
         (status = 204, description = "The user is deleted: their sessions, refresh families and tokens are gone and their access tokens refused at once; their audit events keep the id and lose the email; the email can be registered again (audited as `user_deleted`, the administrator as `detail.actor`)"),
-        (status = 400, description = "`invalid_request`: the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`forbidden`: the caller lacks the `admin` role; `csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 404, description = "`not_found`: no such user", body = doc::Error),
+        BadId,
+        Unauthenticated,
+        NotAdminOrCsrfFailed,
+        NoSuchUser,
         (status = 409, description = "`last_admin`: the user is the last active admin", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn delete_user(

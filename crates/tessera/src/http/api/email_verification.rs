@@ -13,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadJson, BodyTooLarge, JsonBodyErrors, MailRateLimited, RateLimited, StoreDown,
+};
 use crate::http::caller::Caller;
 use crate::http::csrf::FreshRequest;
 use crate::http::error::{ApiError, ApiResult};
@@ -65,15 +68,14 @@ pub struct VerificationConfirmBody {
         description = "`{email}` without credentials; no body (or no `email`) when signed in"),
     responses(
         (status = 202, description = "Accepted: the same answer whether or not an account has this email, or is verified already", body = VerificationRequested),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
+        BadJson,
         (status = 401, description = "`unauthenticated`: no `email` and no valid session cookie or access token", body = doc::Error),
         (status = 403, description = "`csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`, or a cookie-authenticated request without the right `X-CSRF-Token`", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
+        BodyTooLarge,
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = doc::Error),
         (status = 422, description = "`validation_failed`: the email is not valid, or an unknown field", body = doc::Error),
-        (status = 429, description = "`rate_limited`: this address has spent its budget on the credential endpoints, or this email was sent enough mail for now (whether or not it has an account)", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
-        (status = 503, description = "`unavailable`: a store is down", body = doc::Error),
+        MailRateLimited,
+        StoreDown,
     ),
 )]
 pub async fn request(
@@ -129,12 +131,10 @@ pub async fn request(
     responses(
         (status = 204, description = "The address is verified (`email_verified: true` in `/v1/me` and the admin list; audited `email_verified`)"),
         (status = 400, description = "`invalid_token`: the token is used, expired, unknown or not a verification token; `invalid_request`: the body is not valid JSON", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: `token` is missing or not a string, or an unknown field", body = doc::Error),
-        (status = 429, description = "`rate_limited`: this address has spent its budget on the credential endpoints", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
-        (status = 503, description = "`unavailable`: a store is down", body = doc::Error),
+        RateLimited,
+        StoreDown,
     ),
 )]
 pub async fn confirm(

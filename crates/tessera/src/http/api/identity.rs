@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::core::accounts::User;
 use crate::core::time::serde_rfc3339;
 use crate::http::AppState;
+use crate::http::api::responses::{FailClosed, Unauthenticated};
 use crate::http::caller::Caller;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::metrics::credential_kind;
@@ -51,9 +52,8 @@ struct MeBody<'a> {
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     responses(
         (status = 200, description = "The caller", body = MeBody),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        Unauthenticated,
+        FailClosed,
     ),
 )]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
@@ -101,10 +101,9 @@ static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
                 ("X-Auth-Method" = String, description = "Always sent: `session` or `jwt`"),
             )),
         (status = 400, description = "`invalid_request`: the query string is malformed", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
+        Unauthenticated,
         (status = 403, description = "`forbidden`: the caller lacks `role`", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn verify(caller: Caller, Query(query): Query<VerifyQuery>) -> ApiResult<Response> {

@@ -10,6 +10,7 @@ pub mod email_verification;
 pub mod health;
 pub mod identity;
 pub mod password_reset;
+pub mod responses;
 pub mod revocations;
 pub mod sessions;
 pub mod tokens;

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::accounts::Password;
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadJson, HashingSaturated, JsonBodyErrors, MailRateLimited, RateLimited, StoreDown,
+};
 use crate::http::csrf::FreshRequest;
 use crate::http::error::ApiResult;
 use crate::http::extract::{Client, Json};
@@ -61,14 +64,12 @@ pub struct ResetConfirmBody {
     request_body(content = ResetRequestBody, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: the same answer whether or not an account has this email", body = ResetRequested),
-        (status = 400, description = "`invalid_request`: the body is not valid JSON", body = doc::Error),
+        BadJson,
         (status = 403, description = "`csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: the email is missing or not valid", body = doc::Error),
-        (status = 429, description = "`rate_limited`: this address has spent its budget on the credential endpoints, or this email was sent enough mail for now (whether or not it has an account)", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
-        (status = 503, description = "`unavailable`: a store is down", body = doc::Error),
+        MailRateLimited,
+        StoreDown,
     ),
 )]
 pub async fn request(
@@ -101,13 +102,10 @@ pub async fn request(
     responses(
         (status = 204, description = "The password is set; every session and token of the user is revoked"),
         (status = 400, description = "`invalid_token`: the token is used, expired, unknown or not a reset token; `invalid_request`: the body is not valid JSON", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is not `application/json`", body = doc::Error),
+        JsonBodyErrors,
         (status = 422, description = "`validation_failed`: a field is missing or not a string, or the password breaks a rule (named in `error_description`)", body = doc::Error),
-        (status = 429, description = "`rate_limited`: this address has spent its budget on the credential endpoints", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
-        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+        RateLimited,
+        HashingSaturated,
     ),
 )]
 pub async fn confirm(

@@ -22,6 +22,7 @@ use crate::core::events::FOLLOW_INTERVAL;
 use crate::core::feed::{FeedPage, parse_cursor};
 use crate::core::revocation::Revocation;
 use crate::core::secret::SecretHash;
+use crate::http::api::responses::FailClosed;
 use crate::http::openapi as doc;
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -49,7 +50,7 @@ pub struct FeedQuery {
         (status = 401, description = "`invalid_client`: missing or wrong service client credentials", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "`Basic realm=\"tessera\"`"))),
         (status = 422, description = "`validation_failed`: `after` is not a cursor from this feed", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn feed(

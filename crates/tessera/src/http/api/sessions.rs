@@ -12,6 +12,10 @@ use crate::core::accounts::Password;
 use crate::core::secret::BearerSecret;
 use crate::core::sessions::csrf_token_for;
 use crate::http::AppState;
+use crate::http::api::responses::{
+    BadId, CsrfFailed, FailClosed, FormBodyErrors, HashingSaturated, LoginRateLimited, NoSession,
+    Unauthenticated,
+};
 use crate::http::api::views::{SessionList, SessionListItem, SessionState, SessionView};
 use crate::http::caller::{Caller, SessionCaller, session_secret};
 use crate::http::cookies::{clear_session_cookie, read_cookie, session_cookie};
@@ -83,13 +87,10 @@ fn no_content_clearing_cookies(state: &AppState) -> Response {
         (status = 400, description = "`invalid_request`: the body is not valid JSON or cannot be read", body = doc::Error),
         (status = 401, description = "`invalid_credentials`: the email or password is wrong (the same answer for both)", body = doc::Error),
         (status = 403, description = "`account_suspended`: the account is suspended; `email_not_verified`: `email_verification` is `required` and the account's address is not verified (said only after the password matched); `csrf_failed`: `Origin` is foreign or `Sec-Fetch-Site` is `cross-site`", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
+        FormBodyErrors,
         (status = 422, description = "`validation_failed`: a field is missing or not a string, or the password is not 8 to 1024 characters", body = doc::Error),
-        (status = 429, description = "`rate_limited`: too many attempts from this address, or too many failed logins for this account", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
-        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+        LoginRateLimited,
+        HashingSaturated,
     ),
 )]
 pub async fn login(
@@ -156,26 +157,46 @@ async fn login_jwt_cookie(
             &client,
         )
         .await?;
-    let csrf_token = state.core.family_csrf_token(&new.family_id);
+    let csrf_token = family_csrf_token(state, &new.family_id)?;
     let now = state.core.now();
-    let session = serde_json::json!({
-        "id": new.family_id,
-        "created_at": crate::core::time::rfc3339(now),
-        "last_seen_at": crate::core::time::rfc3339(now),
-        "expires_at": crate::core::time::rfc3339(new.refresh_expires_at),
-        "idle_expires_at": crate::core::time::rfc3339(new.refresh_expires_at),
-    });
+    let body = SessionState {
+        user: &new.user,
+        session: family_view(&new.family_id, now, now, new.refresh_expires_at),
+        csrf_token: &csrf_token,
+    };
     let [access, refresh] = pair_cookies(state, &new);
     Ok((
         StatusCode::CREATED,
         AppendHeaders([(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)]),
-        axum::Json(serde_json::json!({
-            "user": new.user,
-            "session": session,
-            "csrf_token": csrf_token,
-        })),
+        axum::Json(body),
     )
         .into_response())
+}
+
+/// A refresh family as the contract's session object: it has no idle
+/// expiry of its own (its token's expiry is both).
+fn family_view(
+    id: &str,
+    created_at: time::OffsetDateTime,
+    last_seen_at: time::OffsetDateTime,
+    expires_at: time::OffsetDateTime,
+) -> SessionView<'_> {
+    SessionView {
+        id,
+        created_at,
+        last_seen_at,
+        expires_at,
+        idle_expires_at: expires_at,
+    }
+}
+
+/// The family's CSRF token; without the key (never after start-up) the
+/// request fails rather than answer without one.
+fn family_csrf_token(state: &AppState, family_id: &str) -> ApiResult<String> {
+    state
+        .core
+        .family_csrf_token(family_id)
+        .ok_or_else(crate::http::error::ApiError::internal)
 }
 
 /// The session the cookie belongs to, with its CSRF token (a reloaded page
@@ -187,8 +208,8 @@ async fn login_jwt_cookie(
     security(("sessionCookie" = []), ("refreshCookie" = [])),
     responses(
         (status = 200, description = "The current session", body = SessionState),
-        (status = 401, description = "`unauthenticated`: no session cookie, or it is unknown, expired or revoked", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        NoSession,
+        FailClosed,
     ),
 )]
 pub async fn current(
@@ -226,22 +247,13 @@ async fn current_jwt_cookie(
         return Ok(None);
     };
     let user = state.core.active_user(&family.user_id).await?;
-    let csrf_token = state.core.family_csrf_token(&family.id);
-    let session = serde_json::json!({
-        "id": family.id,
-        "created_at": crate::core::time::rfc3339(family.created_at),
-        "last_seen_at": crate::core::time::rfc3339(state.core.now()),
-        "expires_at": crate::core::time::rfc3339(expires_at),
-        "idle_expires_at": crate::core::time::rfc3339(expires_at),
-    });
-    Ok(Some(
-        axum::Json(serde_json::json!({
-            "user": &*user,
-            "session": session,
-            "csrf_token": csrf_token,
-        }))
-        .into_response(),
-    ))
+    let csrf_token = family_csrf_token(state, &family.id)?;
+    let body = SessionState {
+        user: &user,
+        session: family_view(&family.id, family.created_at, state.core.now(), expires_at),
+        csrf_token: &csrf_token,
+    };
+    Ok(Some(axum::Json(body).into_response()))
 }
 
 /// Ends the caller's own session (or, for a token, the session or refresh
@@ -255,10 +267,9 @@ async fn current_jwt_cookie(
     responses(
         (status = 204, description = "Signed out: the session (or the token's refresh family) is gone server-side",
             headers(("Set-Cookie" = String, description = "Always sent: clears the session cookie (`Max-Age=0`); in jwt-cookie mode also the access and refresh cookies"))),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        Unauthenticated,
+        CsrfFailed,
+        FailClosed,
     ),
 )]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
@@ -269,7 +280,8 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<
     Ok(no_content_clearing_cookies(&state))
 }
 
-/// The caller's live sessions, newest first.
+/// The caller's live sessions, newest first; in jwt-cookie mode also their
+/// refresh families (browsers and apps, without address or user agent).
 #[utoipa::path(
     get,
     path = "/v1/sessions",
@@ -277,29 +289,41 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     responses(
         (status = 200, description = "The caller's sessions", body = SessionList),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        Unauthenticated,
+        FailClosed,
     ),
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let sessions = state.core.sessions_of(caller.user_id()).await?;
-    let current_id = caller.sid();
-    let body = SessionList {
-        sessions: sessions
-            .iter()
-            .map(|s| SessionListItem {
-                id: &s.id,
-                created_at: s.created_at,
-                last_seen_at: s.last_seen_at,
-                expires_at: s.expires_at,
-                ip: s.ip.as_deref(),
-                user_agent: s.user_agent.as_deref(),
-                current: s.id == current_id,
-            })
-            .collect(),
+    let families = if state.settings.browser_mode == BrowserMode::JwtCookie {
+        state.core.families_of(caller.user_id()).await?
+    } else {
+        Vec::new()
     };
-    Ok(axum::Json(body).into_response())
+    let current_id = caller.sid();
+    let mut items: Vec<SessionListItem> = sessions
+        .iter()
+        .map(|s| SessionListItem {
+            id: &s.id,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            ip: s.ip.as_deref(),
+            user_agent: s.user_agent.as_deref(),
+            current: s.id == current_id,
+        })
+        .chain(families.iter().map(|f| SessionListItem {
+            id: &f.family.id,
+            created_at: f.family.created_at,
+            last_seen_at: f.last_used_at,
+            expires_at: f.expires_at,
+            ip: None,
+            user_agent: None,
+            current: f.family.id == current_id,
+        }))
+        .collect();
+    items.sort_by_key(|item| std::cmp::Reverse(item.created_at));
+    Ok(axum::Json(SessionList { sessions: items }).into_response())
 }
 
 /// Ends one of the caller's own sessions.
@@ -310,18 +334,17 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
     tag = "sessions",
     security(("bearerAuth" = []), ("sessionCookie" = []), ("accessCookie" = [])),
     params(
-        ("id" = String, Path, description = "A session id (`ses_…`) of the caller"),
+        ("id" = String, Path, description = "A session id (`ses_…`) of the caller; in jwt-cookie mode also a refresh family id (`fam_…`)"),
         ("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "Required when the request is authenticated by a cookie: the `csrf_token` of the session (or jwt-cookie refresh family)"),
     ),
     responses(
         (status = 204, description = "The session is gone",
             headers(("Set-Cookie" = String, description = "Clears the browser's cookies when the session ended is the caller's own"))),
-        (status = 400, description = "`invalid_request`: the id is not valid UTF-8 once percent-decoded", body = doc::Error),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
+        BadId,
+        Unauthenticated,
+        CsrfFailed,
         (status = 404, description = "`not_found`: no such session of the caller", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn revoke(
@@ -329,7 +352,11 @@ pub async fn revoke(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    state.core.revoke_session(caller.user_id(), &id).await?;
+    if state.settings.browser_mode == BrowserMode::JwtCookie && id.starts_with("fam_") {
+        state.core.end_family_of(caller.user_id(), &id).await?;
+    } else {
+        state.core.revoke_session(caller.user_id(), &id).await?;
+    }
     if id == caller.sid() {
         return Ok(no_content_clearing_cookies(&state));
     }
@@ -347,10 +374,9 @@ pub async fn revoke(
     responses(
         (status = 204, description = "Everything of the caller's is revoked",
             headers(("Set-Cookie" = String, description = "Always sent: clears the session cookie (`Max-Age=0`); in jwt-cookie mode also the access and refresh cookies"))),
-        (status = 401, description = "`unauthenticated`: no valid session cookie or access token (a refused Bearer token gets the RFC 6750 challenge)", body = doc::Error,
-            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tessera\", error=\"invalid_token\"` when the request presented a Bearer token"))),
-        (status = 403, description = "`csrf_failed`: a cookie-authenticated request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        Unauthenticated,
+        CsrfFailed,
+        FailClosed,
     ),
 )]
 pub async fn logout_all(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {

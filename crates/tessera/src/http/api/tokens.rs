@@ -8,7 +8,6 @@ use axum::response::{AppendHeaders, IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::config::BrowserMode;
 use crate::core::accounts::Password;
@@ -16,6 +15,9 @@ use crate::core::error::CoreError;
 use crate::core::refresh::TokenPair;
 use crate::core::sessions::ClientInfo;
 use crate::http::AppState;
+use crate::http::api::responses::{
+    FailClosed, FormBodyErrors, HashingSaturated, LoginRateLimited, NoSession,
+};
 use crate::http::caller::SessionCaller;
 use crate::http::cookies::read_cookie;
 use crate::http::error::{ApiError, ApiResult};
@@ -23,6 +25,9 @@ use crate::http::extract::{Client, JsonOrForm};
 use crate::http::jwt_cookie::{check_family_csrf, pair_cookies};
 use crate::http::openapi as doc;
 
+/// What `POST /v1/token` reads: every field optional, so that a missing or
+/// wrong one is an RFC 6749 error rather than a 422. The document describes
+/// the body with [`TokenGrant`] instead.
 #[derive(Deserialize, Default)]
 pub struct TokenRequest {
     grant_type: Option<String>,
@@ -31,6 +36,61 @@ pub struct TokenRequest {
     refresh_token: Option<String>,
     scope: Option<String>,
     client_id: Option<String>,
+}
+
+/// `grant_type` of the password grant.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordGrantType {
+    Password,
+}
+
+/// `grant_type` of the refresh grant.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshTokenGrantType {
+    RefreshToken,
+}
+
+/// RFC 6749 §4.3: the resource owner password credentials grant.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PasswordGrant {
+    #[schema(inline)]
+    pub grant_type: PasswordGrantType,
+    /// The account's email.
+    #[schema(example = "alice@example.com")]
+    pub username: String,
+    #[schema(
+        min_length = 8,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
+    pub password: String,
+    /// Space-separated scopes, each in `TESSERA_ALLOWED_SCOPES`.
+    pub scope: Option<String>,
+    /// A public client's id, one of `TESSERA_PUBLIC_CLIENTS` (none: the
+    /// token is Tessera's own, `tessera`); any other id is `invalid_grant`.
+    pub client_id: Option<String>,
+}
+
+/// RFC 6749 §6: refreshing. In jwt-cookie mode `refresh_token` may be left
+/// out: the refresh cookie is used then (under the CSRF rules).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RefreshTokenGrant {
+    #[schema(inline)]
+    pub grant_type: RefreshTokenGrantType,
+    #[schema(min_length = 1)]
+    pub refresh_token: String,
+    /// At most the scopes of the original grant.
+    pub scope: Option<String>,
+}
+
+/// The body of `POST /v1/token`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TokenGrant {
+    Password(PasswordGrant),
+    RefreshToken(RefreshTokenGrant),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -46,6 +106,34 @@ struct TokenResponse<'a> {
     /// The granted scopes, space-separated; empty when none was granted.
     #[schema(example = "read:invoices")]
     scope: &'a str,
+}
+
+/// `POST /v1/token` in jwt-cookie mode when the refresh token came from its
+/// cookie: the new tokens are in `Set-Cookie`, never in the body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CookieRefresh<'a> {
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds.
+    pub expires_in: i64,
+    /// The granted scopes, space-separated; empty when none was granted.
+    #[schema(example = "read:invoices")]
+    pub scope: &'a str,
+    /// The refresh family's CSRF token.
+    // `None` (sent as `null`) only without the CSRF key, which the server
+    // always has once started; the document says a string.
+    #[schema(value_type = String)]
+    pub csrf_token: Option<&'a str>,
+}
+
+/// `POST /v1/session/token`: a short-lived access token tied to the session.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionToken<'a> {
+    pub access_token: &'a str,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds.
+    pub expires_in: i64,
 }
 
 fn oauth_error(code: &'static str, description: &'static str) -> ApiError {
@@ -104,21 +192,18 @@ fn pair_response(pair: &TokenPair) -> Response {
     security((), ("refreshCookie" = [])),
     params(("X-CSRF-Token" = Option<String>, Header, nullable = false, description = "jwt-cookie mode, refresh from the cookie: the refresh family's `csrf_token`")),
     request_body(content(
-        (doc::TokenGrant = "application/x-www-form-urlencoded"),
-        (doc::TokenGrant = "application/json"),
+        (TokenGrant = "application/x-www-form-urlencoded"),
+        (TokenGrant = "application/json"),
     )),
     responses(
         (status = 200, description = "A new token pair (in jwt-cookie mode, refreshing from the cookie: the pair in cookies and the family's CSRF token in the body)",
-            body = doc::OneOf<TokenResponse<'static>, doc::CookieRefresh>,
+            body = doc::OneOf<TokenResponse<'static>, CookieRefresh<'static>>,
             headers(("Set-Cookie" = String, description = "jwt-cookie mode, refresh from the cookie: the new access and refresh cookies"))),
         (status = 400, description = "`invalid_request`: the body cannot be read or a parameter is missing or malformed; `invalid_grant`: wrong credentials, a suspended account, an invalid `client_id`, or a dead or reused refresh token; `unsupported_grant_type`; `invalid_scope`", body = doc::Error),
         (status = 403, description = "`email_not_verified`: the password grant, `email_verification` is `required` and the account's address is not verified (said only after the password matched); `csrf_failed`: jwt-cookie mode, refresh from the cookie without the right `X-CSRF-Token` or with a foreign `Origin`", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
-        (status = 429, description = "`rate_limited`: too many attempts from this address, or too many failed logins for this account", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Always sent: seconds to wait"))),
-        (status = 503, description = "`unavailable`: password hashing is saturated (with `Retry-After`) or a store is down", body = doc::Error,
-            headers(("Retry-After" = u64, description = "Seconds to wait, when hashing is saturated"))),
+        FormBodyErrors,
+        LoginRateLimited,
+        HashingSaturated,
     ),
 )]
 pub async fn token(
@@ -201,12 +286,12 @@ async fn refresh_from_cookie(
     let csrf_token = state.core.family_csrf_token(&pair.family_id);
     Ok((
         AppendHeaders([(header::SET_COOKIE, access), (header::SET_COOKIE, refresh)]),
-        axum::Json(json!({
-            "token_type": "Bearer",
-            "expires_in": pair.access.expires_in,
-            "scope": pair.scope.as_deref().unwrap_or(""),
-            "csrf_token": csrf_token,
-        })),
+        axum::Json(CookieRefresh {
+            token_type: "Bearer",
+            expires_in: pair.access.expires_in,
+            scope: pair.scope.as_deref().unwrap_or(""),
+            csrf_token: csrf_token.as_deref(),
+        }),
     )
         .into_response())
 }
@@ -233,9 +318,8 @@ pub struct RevokeRequest {
     responses(
         (status = 200, description = "Done, whatever the token was (RFC 7009): a refresh token revokes its family, an access token is denied until its `exp`"),
         (status = 400, description = "`invalid_request`: the body cannot be read or `token` is missing", body = doc::Error),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FormBodyErrors,
+        FailClosed,
     ),
 )]
 pub async fn revoke(
@@ -288,9 +372,8 @@ pub(super) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
         (status = 400, description = "`invalid_request`: the body cannot be read or `token` is missing", body = doc::Error),
         (status = 401, description = "`invalid_client`: missing or wrong service client credentials", body = doc::Error,
             headers(("WWW-Authenticate" = String, description = "Always sent: `Basic realm=\"tessera\"` (the Bearer challenge instead when the Authorization header is over 8 KiB)"))),
-        (status = 413, description = "`payload_too_large`: the body is larger than 64 KiB", body = doc::Error),
-        (status = 415, description = "`unsupported_media_type`: the body is neither `application/json` nor `application/x-www-form-urlencoded`", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FormBodyErrors,
+        FailClosed,
     ),
 )]
 pub async fn introspect(
@@ -315,10 +398,10 @@ pub async fn introspect(
     security(("sessionCookie" = [])),
     params(("X-CSRF-Token" = String, Header, description = "Required: the session's `csrf_token`")),
     responses(
-        (status = 200, description = "A short-lived access token tied to the session", body = doc::SessionToken),
-        (status = 401, description = "`unauthenticated`: no session cookie, or it is unknown, expired or revoked", body = doc::Error),
+        (status = 200, description = "A short-lived access token tied to the session", body = SessionToken),
+        NoSession,
         (status = 403, description = "`csrf_failed`: the request without the right `X-CSRF-Token`, or with a foreign `Origin`", body = doc::Error),
-        (status = 503, description = "`unavailable`: a store is down (requests fail closed)", body = doc::Error),
+        FailClosed,
     ),
 )]
 pub async fn session_token(
@@ -326,10 +409,10 @@ pub async fn session_token(
     caller: SessionCaller,
 ) -> ApiResult<Response> {
     let token = state.core.session_access_token(&caller.auth).await?;
-    Ok(axum::Json(json!({
-        "access_token": token.token,
-        "token_type": "Bearer",
-        "expires_in": token.expires_in,
-    }))
+    Ok(axum::Json(SessionToken {
+        access_token: &token.token,
+        token_type: "Bearer",
+        expires_in: token.expires_in,
+    })
     .into_response())
 }

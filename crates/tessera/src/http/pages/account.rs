@@ -7,14 +7,17 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::browser::{Via, fresh_family_cookies};
 use super::support::{
     Flash, Nav, PageError, SignedIn, SignedInForm, ago, core_message, describe_user_agent,
-    parse_query, render, see_other, see_other_with_cookie, when,
+    parse_query, render, see_other, see_other_with_cookie, see_other_with_cookies, signed_out_to,
+    when,
 };
 use crate::core::accounts::Password;
 use crate::core::error::CoreError;
+use crate::core::tokens::FIRST_PARTY_CLIENT;
 use crate::http::AppState;
-use crate::http::cookies::{clear_session_cookie, session_cookie};
+use crate::http::cookies::session_cookie;
 use crate::http::extract::Client;
 
 struct SessionRow {
@@ -82,26 +85,53 @@ async fn account_page(
     flash: Option<Flash>,
     password_error: Option<String>,
 ) -> Result<AccountPage, PageError> {
-    let user = &who.auth.user;
+    let user = &who.user;
     let now = state.core.now();
-    let mut sessions = state
-        .core
-        .sessions_of(&user.id)
-        .await
-        .map_err(PageError::core)?
-        .into_iter()
-        .map(|s| SessionRow {
-            current: s.id == who.auth.session.id,
-            device: describe_user_agent(s.user_agent.as_deref()),
-            user_agent: s.user_agent.unwrap_or_default(),
-            ip: s.ip.unwrap_or_else(|| "unknown".to_owned()),
-            created: when(s.created_at),
-            created_ago: ago(now, s.created_at),
-            last_seen: when(s.last_seen_at),
-            last_seen_ago: ago(now, s.last_seen_at),
-            id: s.id,
-        })
-        .collect::<Vec<_>>();
+    let mut sessions = match &who.via {
+        Via::Session(_) => state
+            .core
+            .sessions_of(&user.id)
+            .await
+            .map_err(PageError::core)?
+            .into_iter()
+            .map(|s| SessionRow {
+                current: s.id == who.via.id(),
+                device: describe_user_agent(s.user_agent.as_deref()),
+                user_agent: s.user_agent.unwrap_or_default(),
+                ip: s.ip.unwrap_or_else(|| "unknown".to_owned()),
+                created: when(s.created_at),
+                created_ago: ago(now, s.created_at),
+                last_seen: when(s.last_seen_at),
+                last_seen_ago: ago(now, s.last_seen_at),
+                id: s.id,
+            })
+            .collect::<Vec<_>>(),
+        // jwt-cookie mode: the devices are refresh families (browsers and
+        // apps); "last active" is their last refresh. Families keep no
+        // address or user agent.
+        Via::Family(_) => state
+            .core
+            .families_of(&user.id)
+            .await
+            .map_err(PageError::core)?
+            .into_iter()
+            .map(|f| SessionRow {
+                current: f.family.id == who.via.id(),
+                device: if f.family.client_id == FIRST_PARTY_CLIENT {
+                    "Browser".to_owned()
+                } else {
+                    format!("App ({})", f.family.client_id)
+                },
+                user_agent: String::new(),
+                ip: "not recorded".to_owned(),
+                created: when(f.family.created_at),
+                created_ago: ago(now, f.family.created_at),
+                last_seen: when(f.last_used_at),
+                last_seen_ago: ago(now, f.last_used_at),
+                id: f.family.id,
+            })
+            .collect::<Vec<_>>(),
+    };
     // The device in hand first, then the others newest first (the core's
     // order; the sort is stable).
     sessions.sort_by_key(|s| !s.current);
@@ -133,22 +163,25 @@ pub async fn revoke_session(
     State(state): State<AppState>,
     SignedInForm { who, form }: SignedInForm<SessionForm>,
 ) -> Result<Response, PageError> {
-    if form.session_id == who.auth.session.id {
-        state
-            .core
-            .logout(&who.auth)
-            .await
-            .map_err(PageError::core)?;
-        return Ok(see_other_with_cookie(
-            "/login?done=signed_out",
-            clear_session_cookie(&state.settings),
-        ));
+    if form.session_id == who.via.id() {
+        who.sign_out(&state).await.map_err(PageError::core)?;
+        return Ok(signed_out_to(&state, "/login?done=signed_out"));
     }
-    match state
-        .core
-        .revoke_session(who.user_id(), &form.session_id)
-        .await
-    {
+    let ended = match who.via {
+        Via::Session(_) => {
+            state
+                .core
+                .revoke_session(who.user_id(), &form.session_id)
+                .await
+        }
+        Via::Family(_) => {
+            state
+                .core
+                .end_family_of(who.user_id(), &form.session_id)
+                .await
+        }
+    };
+    match ended {
         Ok(()) => Ok(see_other("/account?done=session_revoked")),
         Err(CoreError::NotFound(_)) => Ok(see_other("/account?done=session_gone")),
         Err(e) => Err(PageError::core(e)),
@@ -165,14 +198,12 @@ pub async fn logout_all(
         .logout_all(who.user_id())
         .await
         .map_err(PageError::core)?;
-    Ok(see_other_with_cookie(
-        "/login?done=signed_out_everywhere",
-        clear_session_cookie(&state.settings),
-    ))
+    Ok(signed_out_to(&state, "/login?done=signed_out_everywhere"))
 }
 
 /// Changes the password; every other device is signed out and this one
-/// gets a fresh session (rotation on a privilege change).
+/// gets a fresh session or refresh family (rotation on a privilege
+/// change).
 pub async fn change_password(
     State(state): State<AppState>,
     Client(client): Client,
@@ -196,13 +227,17 @@ pub async fn change_password(
         )
         .await;
     }
+    let session = match &who.via {
+        Via::Session(session) => Some(session.as_ref()),
+        Via::Family(_) => None,
+    };
     let result = state
         .core
         .change_password(
             who.user_id(),
             Password::new(form.current_password),
             Password::new(form.new_password),
-            Some(&who.auth.session),
+            session,
             &client,
         )
         .await;
@@ -212,8 +247,15 @@ pub async fn change_password(
             let cookie = session_cookie(&state.settings, new.secret.expose(), max_age);
             Ok(see_other_with_cookie("/account?done=password", cookie))
         }
-        // Not reached with a session, but harmless: the old session is gone.
-        Ok(None) => Ok(see_other("/login")),
+        // jwt-cookie mode: every family of the user was revoked, this one
+        // too; the browser gets a new one.
+        Ok(None) => match fresh_family_cookies(&state, &who.user).await {
+            Ok(cookies) => Ok(see_other_with_cookies("/account?done=password", cookies)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a new refresh family after a password change failed");
+                Ok(signed_out_to(&state, "/login?done=password_changed"))
+            }
+        },
         Err(CoreError::InvalidCredentials) => {
             refuse(
                 &state,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::support::{
     Flash, Nav, PageError, SignedIn, SignedInForm, ago, core_message, day, form_status,
-    parse_query, render, see_other, see_other_with_cookie, when, with_query,
+    parse_query, render, see_other, signed_out_to, when, with_query,
 };
 use crate::core::accounts::UserQuery;
 use crate::core::accounts::{ADMIN_ROLE, UserStatus};
@@ -19,7 +19,6 @@ use crate::core::audit::AUDIT_TYPES;
 use crate::core::error::CoreError;
 use crate::core::secret::is_id;
 use crate::http::AppState;
-use crate::http::cookies::clear_session_cookie;
 
 pub(super) mod clients;
 pub(super) mod invitations;
@@ -148,7 +147,7 @@ fn flash_for(done: &str) -> Option<Flash> {
 }
 
 fn require_admin(who: &SignedIn) -> Result<(), PageError> {
-    if who.auth.user.has_role("admin") {
+    if who.user.has_role("admin") {
         Ok(())
     } else {
         Err(PageError::forbidden(
@@ -194,7 +193,7 @@ async fn admin_page(
             roles_text: u.roles.join(" "),
             suspended: u.status == UserStatus::Suspended,
             created: day(u.created_at),
-            is_self: u.id == who.auth.user.id,
+            is_self: u.id == who.user.id,
             // Under `email_verification = off` nothing is flagged.
             email_verified: u.email_verified
                 || state.core.email_verification()
@@ -395,11 +394,11 @@ pub async fn set_roles(
     // its refusal.
     match state
         .core
-        .set_roles_by(Some(&who.auth.user.id), &form.user_id, &roles)
+        .set_roles_by(Some(&who.user.id), &form.user_id, &roles)
         .await
     {
         // No longer an admin: this page is not theirs any more.
-        Ok(user) if user.id == who.auth.user.id && !user.has_role(ADMIN_ROLE) => {
+        Ok(user) if user.id == who.user.id && !user.has_role(ADMIN_ROLE) => {
             Ok(see_other("/account"))
         }
         Ok(_) => Ok(done(&form.q, "roles")),
@@ -429,11 +428,11 @@ pub async fn set_status(
     // last active admin).
     match state
         .core
-        .set_status_by(Some(&who.auth.user.id), &form.user_id, status)
+        .set_status_by(Some(&who.user.id), &form.user_id, status)
         .await
     {
         // That ended this browser's session.
-        Ok(user) if user.id == who.auth.user.id && status == UserStatus::Suspended => {
+        Ok(user) if user.id == who.user.id && status == UserStatus::Suspended => {
             Ok(users::signed_out(&state))
         }
         Ok(_) => Ok(done(
@@ -456,23 +455,20 @@ pub async fn revoke_user(
     SignedInForm { who, form }: SignedInForm<UserForm>,
 ) -> Result<Response, PageError> {
     require_admin(&who)?;
-    // The core revokes by id without looking the user up; check it exists so
-    // a typo is an error rather than a silent success.
-    if let Err(e) = state.core.user(&form.user_id).await {
+    if let Err(e) = state
+        .core
+        .revoke_user_by(who.user_id(), &form.user_id)
+        .await
+    {
+        if matches!(e, CoreError::Unavailable | CoreError::Unauthenticated) {
+            return Err(PageError::core(e));
+        }
         let status = form_status(&e);
         return refuse(&state, &who, &form.q, status, core_message(&e).into_owned()).await;
     }
-    state
-        .core
-        .logout_all_by(Some(who.user_id()), &form.user_id)
-        .await
-        .map_err(PageError::core)?;
-    if form.user_id == who.auth.user.id {
+    if form.user_id == who.user.id {
         // That included this browser's session.
-        return Ok(see_other_with_cookie(
-            "/login?done=signed_out_everywhere",
-            clear_session_cookie(&state.settings),
-        ));
+        return Ok(signed_out_to(&state, "/login?done=signed_out_everywhere"));
     }
     Ok(done(&form.q, "revoked"))
 }

@@ -26,18 +26,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::browser::{SignInFailed, clearing_cookies, sign_in};
 use super::support::{
     Flash, Nav, PageError, PageForm, PageFresh, SignedInForm, add_retry_after, core_message,
-    current_session, form_status, parse_query, render, see_other, see_other_with_cookie,
+    current_session, form_status, parse_query, render, see_other, see_other_with_cookies,
+    signed_out_to,
 };
-use crate::config::BrowserMode;
 use crate::core::accounts::{NewAccount, Password};
 use crate::core::error::CoreError;
 use crate::core::registration::Registration;
-use crate::core::secret::BearerSecret;
 use crate::core::verification::EmailVerification;
 use crate::http::AppState;
-use crate::http::cookies::{clear_session_cookie, read_cookie, session_cookie};
+use crate::http::cookies::read_cookie;
 use crate::http::extract::Client;
 
 #[derive(Template)]
@@ -51,7 +51,6 @@ struct LoginPage {
     /// Where to go after sign-in (`/login?return_to=`), already checked
     /// by [`safe_return_to`]; empty for the default page.
     return_to: String,
-    jwt_mode: bool,
     /// The sign-in worked but its cookie did not come back.
     cookie_refused: Option<CookieRefused>,
     /// The password matched but the email is not verified (offer a new
@@ -91,10 +90,10 @@ pub(super) fn clear_login_marker() -> HeaderValue {
     HeaderValue::from_static("tessera_signed_in=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
-/// The 303 after a successful page sign-in: the session cookie and, where
-/// a browser may refuse it, the marker.
-fn signed_in_redirect(state: &AppState, location: &str, session: HeaderValue) -> Response {
-    let mut response = see_other_with_cookie(location, session);
+/// The 303 after a successful page sign-in: the credential's cookies and,
+/// where a browser may refuse them, the marker.
+fn signed_in_redirect(state: &AppState, location: &str, cookies: Vec<HeaderValue>) -> Response {
+    let mut response = see_other_with_cookies(location, cookies);
     if cookie_may_be_refused(state) {
         response
             .headers_mut()
@@ -143,7 +142,6 @@ struct RegisterPage {
     nav: Nav,
     error: Option<String>,
     email: String,
-    jwt_mode: bool,
     /// The invitation the form carries (hidden), if any.
     invitation: String,
     /// Why there is no form (registration closed, or an invitation is
@@ -234,10 +232,6 @@ fn registration_open(state: &AppState) -> bool {
     state.core.registration() == Registration::Open
 }
 
-fn jwt_mode(state: &AppState) -> bool {
-    state.settings.browser_mode != BrowserMode::Session
-}
-
 /// `/`: the account when signed in, else the login page.
 pub async fn root(State(state): State<AppState>, parts: Parts) -> Result<Response, PageError> {
     match current_session(&parts, &state).await? {
@@ -248,7 +242,7 @@ pub async fn root(State(state): State<AppState>, parts: Parts) -> Result<Respons
 
 fn signed_out_redirect(state: &AppState, to: &str, dead_cookie: bool) -> Response {
     if dead_cookie {
-        let mut response = see_other_with_cookie(to, clear_session_cookie(&state.settings));
+        let mut response = signed_out_to(state, to);
         response
             .headers_mut()
             .append(header::SET_COOKIE, clear_login_marker());
@@ -283,6 +277,9 @@ pub async fn login_page(
         "password_reset" => Some(Flash::ok(
             "Your new password is set, and every device was signed out. Sign in with it.",
         )),
+        "password_changed" => Some(Flash::ok(
+            "Your password was changed and every device was signed out. Sign in with the new one.",
+        )),
         _ => None,
     };
     // A sign-in a moment ago whose cookie did not come back (and not a
@@ -311,16 +308,15 @@ pub async fn login_page(
         email: String::new(),
         next,
         return_to: return_to.unwrap_or_default(),
-        jwt_mode: jwt_mode(&state),
         cookie_refused,
         unverified: false,
         registration_open: registration_open(&state),
     };
     let mut response = render(StatusCode::OK, &page);
     if dead_cookie {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, clear_session_cookie(&state.settings));
+        for cookie in clearing_cookies(&state) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
     }
     if marker {
         response
@@ -328,20 +324,6 @@ pub async fn login_page(
             .append(header::SET_COOKIE, clear_login_marker());
     }
     Ok(response)
-}
-
-/// The session cookie the browser sent, valid or not: login ends it.
-fn carried_session(headers: &HeaderMap, state: &AppState) -> Option<BearerSecret> {
-    read_cookie(headers, state.settings.session_cookie_name()).and_then(BearerSecret::parse)
-}
-
-fn set_session(
-    state: &AppState,
-    secret: &BearerSecret,
-    expires_at: time::OffsetDateTime,
-) -> HeaderValue {
-    let max_age = (expires_at - state.core.now()).whole_seconds();
-    session_cookie(&state.settings, secret.expose(), max_age)
 }
 
 pub async fn login(
@@ -363,7 +345,6 @@ pub async fn login(
             email,
             next,
             return_to: return_to.clone().unwrap_or_default(),
-            jwt_mode: jwt_mode(&state),
             cookie_refused: None,
             unverified,
             registration_open: registration_open(&state),
@@ -371,13 +352,6 @@ pub async fn login(
         render(status, &page)
     };
     let failed = |status, message, email| failed_unverified(status, message, email, false);
-    if jwt_mode(&state) {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            "This server signs browsers in through the API (jwt-cookie mode).".to_owned(),
-            email,
-        );
-    }
     if email.is_empty() || form.password.is_empty() {
         return failed(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -385,23 +359,17 @@ pub async fn login(
             email,
         );
     }
-    let carried = carried_session(&headers, &state);
-    let result = state
-        .core
-        .login(
-            &email,
-            Password::new(form.password),
-            carried.as_ref(),
-            client,
-        )
-        .await;
+    let result = sign_in(
+        &state,
+        &headers,
+        &email,
+        Password::new(form.password),
+        client,
+    )
+    .await;
     match result {
-        Ok(new) => signed_in_redirect(
-            &state,
-            return_to.as_deref().unwrap_or(next),
-            set_session(&state, &new.secret, new.auth.session.expires_at),
-        ),
-        Err(e) => {
+        Ok(cookies) => signed_in_redirect(&state, return_to.as_deref().unwrap_or(next), cookies),
+        Err(SignInFailed { error: e, clear }) => {
             let unverified = matches!(e, CoreError::EmailNotVerified);
             let mut response = failed_unverified(
                 form_status(&e),
@@ -410,12 +378,10 @@ pub async fn login(
                 unverified,
             );
             add_retry_after(&mut response, &e);
-            // The core ended the session the browser carried, even though
-            // this login failed: drop the cookie too.
-            if carried.is_some() {
-                response
-                    .headers_mut()
-                    .append(header::SET_COOKIE, clear_session_cookie(&state.settings));
+            // What the browser carried was ended, even though this login
+            // failed: drop its cookies too.
+            for cookie in clear {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
             }
             response
         }
@@ -435,7 +401,6 @@ pub async fn register_page(
         nav: Nav::anonymous(&state, "register"),
         error: None,
         email: String::new(),
-        jwt_mode: jwt_mode(&state),
         invitation: String::new(),
         closed: None,
     };
@@ -496,7 +461,6 @@ pub async fn register(
             nav: Nav::anonymous(&state, "register"),
             error: Some(message),
             email,
-            jwt_mode: jwt_mode(&state),
             invitation: invitation.clone(),
             closed: None,
         };
@@ -509,19 +473,11 @@ pub async fn register(
             nav: Nav::anonymous(&state, "register"),
             error: None,
             email: String::new(),
-            jwt_mode: jwt_mode(&state),
             invitation: String::new(),
             closed: Some(message),
         };
         render(StatusCode::FORBIDDEN, &page)
     };
-    if jwt_mode(&state) {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            "This server creates accounts through the API (jwt-cookie mode).".to_owned(),
-            email,
-        );
-    }
     if email.is_empty() {
         return failed(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -578,38 +534,22 @@ pub async fn register(
     }
     // Signed in straight away; if that fails (a busy server), the account
     // exists and the login page says so.
-    let carried = carried_session(&headers, &state);
-    match state
-        .core
-        .login(&email, password, carried.as_ref(), client)
-        .await
-    {
-        Ok(new) => signed_in_redirect(
-            &state,
-            "/account?done=welcome",
-            set_session(&state, &new.secret, new.auth.session.expires_at),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "sign-in right after registration failed");
-            signed_out_redirect(&state, "/login?done=registered", carried.is_some())
+    match sign_in(&state, &headers, &email, password, client).await {
+        Ok(cookies) => signed_in_redirect(&state, "/account?done=welcome", cookies),
+        Err(SignInFailed { error, clear }) => {
+            tracing::warn!(error = %error, "sign-in right after registration failed");
+            see_other_with_cookies("/login?done=registered", clear)
         }
     }
 }
 
-/// Ends this browser's session.
+/// Ends this browser's session (or refresh family).
 pub async fn logout(
     State(state): State<AppState>,
     SignedInForm { who, .. }: SignedInForm<NoFields>,
 ) -> Result<Response, PageError> {
-    state
-        .core
-        .logout(&who.auth)
-        .await
-        .map_err(PageError::core)?;
-    Ok(see_other_with_cookie(
-        "/login?done=signed_out",
-        clear_session_cookie(&state.settings),
-    ))
+    who.sign_out(&state).await.map_err(PageError::core)?;
+    Ok(signed_out_to(&state, "/login?done=signed_out"))
 }
 
 #[cfg(test)]

@@ -11,13 +11,14 @@
 //! `Origin: null` on the pages' own posts) and `no-store`; the stylesheet is
 //! served by Tessera itself and may be cached.
 //!
-//! Only the default `session` browser mode is supported here; in
-//! `jwt-cookie` mode the login page points to the API.
+//! The pages work in both browser modes: on a session cookie (`session`),
+//! or on the access and refresh cookies (`jwt-cookie`), see [`browser`].
 
 mod account;
 mod admin;
 mod auth;
 pub mod brand;
+mod browser;
 mod reset;
 mod support;
 mod verify;
@@ -31,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::AppState;
+use crate::config::BrowserMode;
 
 /// The pages' stylesheet, embedded in the binary.
 const STYLESHEET: &str = include_str!("../../../static/tessera.css");
@@ -40,8 +42,8 @@ const STYLESHEET: &str = include_str!("../../../static/tessera.css");
 pub const STYLESHEET_PATH: &str = concat!("/static/tessera.css?v=", env!("CARGO_PKG_VERSION"));
 
 /// The pages' routes, merged into the main router.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router(state: &AppState) -> Router<AppState> {
+    let pages = Router::new()
         .route("/", get(auth::root))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/register", get(auth::register_page).post(auth::register))
@@ -67,7 +69,17 @@ pub fn router() -> Router<AppState> {
         .route("/admin/clients/create", post(admin::clients::create))
         .route("/admin/clients/status", post(admin::clients::set_status))
         .route("/admin/clients/secret", post(admin::clients::rotate_secret))
-        .route("/admin/clients/delete", post(admin::clients::delete))
+        .route("/admin/clients/delete", post(admin::clients::delete));
+    // jwt-cookie mode: a page whose access cookie expired refreshes it.
+    let pages = if state.settings.browser_mode == BrowserMode::JwtCookie {
+        pages.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::refresh_expired_access,
+        ))
+    } else {
+        pages
+    };
+    pages
         .route("/static/tessera.css", get(stylesheet))
         .layer(axum::middleware::map_response(security_headers))
 }

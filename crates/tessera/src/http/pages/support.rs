@@ -13,6 +13,7 @@
 //!   handler cannot forget it).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use askama::Template;
 use axum::body::Bytes;
@@ -24,14 +25,12 @@ use serde::de::DeserializeOwned;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::config::BrowserMode;
+use super::browser::{Via, clearing_cookies};
+use crate::core::accounts::User;
 use crate::core::error::CoreError;
 use crate::core::registration::Registration;
 use crate::core::secret::secrets_equal;
-use crate::core::sessions::{Authenticated, csrf_token_for};
 use crate::http::AppState;
-use crate::http::caller::session_secret;
-use crate::http::cookies::{clear_session_cookie, read_cookie};
 use crate::http::csrf::{Refusal, Seen, check_fresh_request, check_provenance};
 use crate::http::error::{retry_after, status_and_code};
 
@@ -169,7 +168,7 @@ pub enum PageError {
     /// Not signed in (no session, or it ended): go to the login page,
     /// dropping a dead cookie on the way.
     SignIn {
-        clear: Option<HeaderValue>,
+        clear: Vec<HeaderValue>,
         next: Option<&'static str>,
     },
     /// An error page (with the signed-in header when `nav` is known).
@@ -294,7 +293,7 @@ impl PageError {
     pub fn core(e: CoreError) -> Self {
         if matches!(e, CoreError::Unauthenticated) {
             return Self::SignIn {
-                clear: None,
+                clear: Vec::new(),
                 next: None,
             };
         }
@@ -402,8 +401,10 @@ impl IntoResponse for PageError {
                     _ => "/login",
                 };
                 let mut response = see_other(location);
-                if let Some(cookie) = clear {
-                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                if !clear.is_empty() {
+                    for cookie in clear {
+                        response.headers_mut().append(header::SET_COOKIE, cookie);
+                    }
                     // The session ended here: a sign-in marker still held
                     // must not read as a refused cookie on the login page.
                     response
@@ -452,9 +453,23 @@ pub fn see_other(location: &str) -> Response {
 
 /// 303 that also sets (or clears) the session cookie.
 pub fn see_other_with_cookie(location: &str, cookie: HeaderValue) -> Response {
+    see_other_with_cookies(location, vec![cookie])
+}
+
+/// 303 that also sets (or clears) cookies.
+pub fn see_other_with_cookies(location: &str, cookies: Vec<HeaderValue>) -> Response {
     let mut response = see_other(location);
-    response.headers_mut().append(header::SET_COOKIE, cookie);
+    for cookie in cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     response
+}
+
+/// The 303 after the browser's own credential ended (signed out, signed
+/// out everywhere, its account changed by its own admin): to the login
+/// page, with the cookies dropped.
+pub fn signed_out_to(state: &AppState, location: &str) -> Response {
+    see_other_with_cookies(location, clearing_cookies(state))
 }
 
 /// A page location with a query built safely from pairs (empty values
@@ -518,17 +533,22 @@ impl FromRequestParts<AppState> for PageFresh {
 // ---------------------------------------------------------------------------
 // Signed-in browsers
 
-/// A browser with a live session, on a page.
+/// A signed-in browser, on a page: by its session, or (jwt-cookie mode)
+/// by its access cookie ([`super::browser`]).
 pub struct SignedIn {
-    pub auth: Authenticated,
+    /// The user as the store has it now (not as a token once said).
+    pub user: Arc<User>,
+    pub via: Via,
+    /// What the page's forms must carry: the session's CSRF token, or the
+    /// refresh family's.
     pub csrf_token: String,
 }
 
 impl SignedIn {
     pub fn nav(&self, section: &'static str) -> Nav {
         Nav {
-            email: Some(self.auth.user.email.clone()),
-            is_admin: self.auth.user.has_role("admin"),
+            email: Some(self.user.email.clone()),
+            is_admin: self.user.has_role("admin"),
             csrf_token: self.csrf_token.clone(),
             section,
             links: true,
@@ -538,7 +558,7 @@ impl SignedIn {
     }
 
     pub fn user_id(&self) -> &str {
-        &self.auth.user.id
+        &self.user.id
     }
 }
 
@@ -547,37 +567,26 @@ fn next_for(path: &str) -> Option<&'static str> {
     (path == "/admin").then_some("/admin")
 }
 
-/// The live session of the request: `Ok(Ok(who))` when signed in,
-/// `Ok(Err(dead_cookie))` when not (`dead_cookie`: the browser holds a
-/// session cookie that no longer works and should be dropped), `Err` when
-/// the store cannot tell (fail closed).
+/// The signed-in browser of the request: `Ok(Ok(who))` when signed in,
+/// `Ok(Err(dead_cookie))` when not (`dead_cookie`: the browser holds
+/// credential cookies that no longer work and should be dropped), `Err`
+/// when the store cannot tell (fail closed).
 pub async fn current_session(
     parts: &Parts,
     state: &AppState,
 ) -> Result<Result<SignedIn, bool>, PageError> {
-    let carries_cookie =
-        read_cookie(&parts.headers, state.settings.session_cookie_name()).is_some();
-    if state.settings.browser_mode != BrowserMode::Session {
-        return Ok(Err(false));
-    }
-    let Some(secret) = session_secret(parts, state) else {
-        return Ok(Err(carries_cookie));
-    };
-    match state.core.authenticate_session(&secret).await {
-        Ok(auth) => Ok(Ok(SignedIn {
-            auth,
-            csrf_token: csrf_token_for(&secret),
-        })),
-        Err(CoreError::Unauthenticated) => Ok(Err(true)),
-        Err(e) => Err(PageError::core(e)),
-    }
+    super::browser::current(parts, state).await
 }
 
 async fn signed_in(parts: &Parts, state: &AppState) -> Result<SignedIn, PageError> {
     match current_session(parts, state).await? {
         Ok(who) => Ok(who),
         Err(dead_cookie) => Err(PageError::SignIn {
-            clear: dead_cookie.then(|| clear_session_cookie(&state.settings)),
+            clear: if dead_cookie {
+                clearing_cookies(state)
+            } else {
+                Vec::new()
+            },
             next: next_for(parts.uri.path()),
         }),
     }

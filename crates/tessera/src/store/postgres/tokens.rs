@@ -23,7 +23,7 @@ use super::{LogLock, PostgresStore, backend, unstorable};
 use crate::core::audit::{AuditEvent, AuditExportQuery, AuditQuery};
 use crate::core::clients::ServiceClient;
 use crate::core::keys::{StoredKey, TokenAlg};
-use crate::core::refresh::{NewRefreshToken, RefreshFamily, Rotation};
+use crate::core::refresh::{LiveFamily, NewRefreshToken, RefreshFamily, Rotation};
 use crate::core::revocation::Revocation;
 use crate::core::secret::SecretHash;
 use crate::core::time::{from_millis, to_millis};
@@ -266,6 +266,42 @@ impl RefreshStore for PostgresStore {
         let used: Option<i64> = row.try_get("used_at").map_err(backend)?;
         let expires_at = from_millis(row.try_get("expires_at").map_err(backend)?);
         Ok(Some((family_from_row(&row)?, expires_at, used.is_some())))
+    }
+
+    async fn live_families(
+        &self,
+        user_id: &str,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<LiveFamily>> {
+        if unstorable(&[user_id]) {
+            return Ok(Vec::new());
+        }
+        let rows = query(
+            "SELECT f.id AS family_id, f.user_id, f.client_id, f.scope,
+                 f.created_at AS family_created_at, f.revoked_at,
+                 t.created_at AS token_created_at, t.expires_at
+             FROM refresh_families f JOIN refresh_tokens t ON t.family_id = f.id
+             WHERE f.user_id = $1 AND f.revoked_at IS NULL
+               AND t.used_at IS NULL AND t.expires_at > $2
+             ORDER BY t.created_at DESC, f.id
+             LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(to_millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LiveFamily {
+                    family: family_from_row(row)?,
+                    last_used_at: from_millis(row.try_get("token_created_at").map_err(backend)?),
+                    expires_at: from_millis(row.try_get("expires_at").map_err(backend)?),
+                })
+            })
+            .collect()
     }
 
     async fn revoke_family(&self, family_id: &str, at: OffsetDateTime) -> StoreResult<bool> {

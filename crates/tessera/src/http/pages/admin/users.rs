@@ -14,14 +14,13 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::super::support::{
-    Flash, PageError, SignedIn, SignedInForm, core_message, form_status, see_other_with_cookie,
+    Flash, PageError, SignedIn, SignedInForm, core_message, form_status, signed_out_to,
 };
 use super::{done, refuse, require_admin};
 use crate::core::accounts::{NewAccount, Password};
 use crate::core::error::CoreError;
 use crate::core::secret::BearerSecret;
 use crate::http::AppState;
-use crate::http::cookies::clear_session_cookie;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -112,12 +111,9 @@ pub(super) async fn refused(
 }
 
 /// After the admin's own sessions ended (their own password set, their
-/// own account deleted or suspended): to the login page, cookie dropped.
+/// own account deleted or suspended): to the login page, cookies dropped.
 pub(super) fn signed_out(state: &AppState) -> Response {
-    see_other_with_cookie(
-        "/login?done=signed_out_everywhere",
-        clear_session_cookie(&state.settings),
-    )
+    signed_out_to(state, "/login?done=signed_out_everywhere")
 }
 
 pub(super) fn flash_for(done: &str) -> Option<Flash> {
