@@ -339,8 +339,10 @@ pub struct Effective {
     pub source: String,
 }
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
+/// The validated configuration. (Its `Debug` shows the effective values
+/// as `config show` prints them, secrets and URL passwords redacted: the
+/// fields themselves hold them in clear.)
+#[derive(Clone)]
 pub struct Settings {
     pub addr: SocketAddr,
     pub public_url: PublicUrl,
@@ -436,6 +438,14 @@ pub struct Settings {
     /// `TESSERA_*` variables left out because Kubernetes set them for a
     /// Service named `tessera` ([`is_kubernetes_service_variable`]).
     pub kubernetes_variables: Vec<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("effective", &self.effective)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A setting that cannot be used; its `Display` is the one line to print.
@@ -1536,6 +1546,34 @@ fn parse_public_url(s: &str) -> Option<PublicUrl> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_redacts_passwords_and_secrets() {
+        let s = Settings::from_pairs(&[
+            (
+                "database_url",
+                "postgres://tessera:db-pass-123@db.internal/tessera",
+            ),
+            ("redis_url", "redis://:redis-pass-456@cache.internal:6379"),
+            ("smtp_url", "smtp://mailer:smtp-pass-789@mail.internal:587"),
+            ("token_alg", "HS256"),
+            (
+                "hs256_secret",
+                "an-hs256-secret-that-is-long-enough-0123456789",
+            ),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        for secret in [
+            "db-pass-123",
+            "redis-pass-456",
+            "smtp-pass-789",
+            "an-hs256-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("db.internal"), "{shown}");
+    }
 
     #[test]
     fn return_origins_are_bare_origins() {

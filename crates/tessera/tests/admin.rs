@@ -1426,3 +1426,28 @@ async fn an_admin_signing_a_user_out_everywhere_is_named_as_the_actor() {
     let unnamed = events.iter().filter(|e| e.detail.get("actor").is_none());
     assert_eq!(unnamed.count(), 1, "{events:?}");
 }
+
+#[tokio::test]
+async fn the_first_signing_key_is_audited_as_created_and_later_ones_as_rotated() {
+    let t = TestApp::new().await;
+    let core = &t.app.core;
+    let created = core
+        .audit_events(Some("key_created"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].detail["previous"], Value::Null);
+    assert!(
+        core.audit_events(Some("key_rotated"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    core.rotate_keys_with(None, false).await.unwrap();
+    let rotated = core
+        .audit_events(Some("key_rotated"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(rotated.len(), 1);
+    assert_eq!(rotated[0].detail["previous"], created[0].detail["kid"]);
+}

@@ -1663,6 +1663,22 @@ async fn a_form_from_another_address_of_this_server_is_refused_with_the_fix() {
         html.contains("href=\"http://localhost:8080/\" id=\"continue-to\""),
         "{html}"
     );
+    // A page on another site is not this server under another name: no
+    // advice to make it the public URL.
+    let r = t
+        .send(
+            Req::post("/login")
+                .header("origin", "https://evil.example")
+                .form(&[("email", "alice@example.com"), ("password", PASSWORD)]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let alert = alert_text(&r.text());
+    assert!(
+        alert.contains("sent from a page at https://evil.example"),
+        "{alert}"
+    );
+    assert!(!alert.contains("TESSERA_PUBLIC_URL"), "{alert}");
 
     // `Origin: null`: `Referer` tells where the page was, and only its
     // scheme, host and port are repeated.

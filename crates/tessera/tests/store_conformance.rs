@@ -599,7 +599,13 @@ async fn deleting_a_user_forgets_its_email_and_frees_it(backend: Backend) {
     plain.user_agent = Some("curl/8".into());
     let mut theirs = event("evt_4", "user_created", Some("usr_b"), t0() + ms(3));
     theirs.detail = json!({"email": "usr_b@example.com", "note": "alice.ünal@example.com"});
-    for e in [&mine, &shouting, &plain, &theirs] {
+    // An address the user had before an email change, recorded when the
+    // account was made, and mentioned since.
+    let mut former = event("evt_5", "user_created", Some("usr_a"), t0() + ms(4));
+    former.detail = json!({"email": "Former.Name@Example.net", "roles": []});
+    let mut mention = event("evt_6", "login_failed", Some("usr_a"), t0() + ms(5));
+    mention.detail = json!({"note": "typed FORMER.NAME@example.net"});
+    for e in [&mine, &shouting, &plain, &theirs, &former, &mention] {
         f.a.audit.record(e).await.unwrap();
     }
 
@@ -649,7 +655,7 @@ async fn deleting_a_user_forgets_its_email_and_frees_it(backend: Backend) {
 
     let events = audit_all(&b).await;
     let by_id = |id: &str| events.iter().find(|e| e.id == id).unwrap().clone();
-    assert_eq!(events.len(), 4, "events are kept");
+    assert_eq!(events.len(), 6, "events are kept");
     let mine = by_id("evt_1");
     assert_eq!(mine.user_id.as_deref(), Some("usr_a"), "the id stays");
     assert_eq!(
@@ -665,6 +671,12 @@ async fn deleting_a_user_forgets_its_email_and_frees_it(backend: Backend) {
     assert_eq!(by_id("evt_3").detail, plain.detail, "nothing to forget");
     assert_eq!(by_id("evt_3").user_agent, plain.user_agent);
     assert_eq!(by_id("evt_4").detail, theirs.detail, "another user's event");
+    assert_eq!(
+        by_id("evt_5").detail,
+        json!({"email": "[deleted]", "roles": []}),
+        "an earlier address of theirs"
+    );
+    assert_eq!(by_id("evt_6").detail, json!({"note": "[deleted]"}));
     for e in events
         .iter()
         .filter(|e| e.user_id.as_deref() == Some("usr_a"))

@@ -14,7 +14,9 @@ use super::time::serde_rfc3339;
 /// Every audit event type Tessera records (the contract's list, plus
 /// `user_reactivated`, `password_change_failed`: a wrong current
 /// password at a password change, counted and limited like a failed
-/// login, and `email_changed`: an administrator gave a user a new email).
+/// login, `email_changed`: an administrator gave a user a new email, and
+/// `key_created`: the deployment's first signing key, which rotates
+/// nothing out).
 pub const AUDIT_TYPES: &[&str] = &[
     "login_succeeded",
     "login_failed",
@@ -35,6 +37,7 @@ pub const AUDIT_TYPES: &[&str] = &[
     "email_verified",
     "email_changed",
     "invitation_created",
+    "key_created",
     "key_rotated",
     "rate_limited",
     "client_created",

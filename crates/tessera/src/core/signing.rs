@@ -173,8 +173,14 @@ impl Tessera {
         // (null for a rotation of the server's own: first key, interval,
         // algorithm change).
         let admin = actor.filter(|a| super::secret::is_id("usr", a));
+        // The first key of a deployment rotates nothing out.
+        let event = if current.is_none() {
+            "key_created"
+        } else {
+            "key_rotated"
+        };
         self.audit(
-            "key_rotated",
+            event,
             admin,
             None,
             json!({

@@ -83,6 +83,28 @@ impl Refusal {
         }
     }
 
+    /// The refused origin when it is plausibly this very server under
+    /// another address (a loopback address, or the public URL's host on
+    /// another scheme or port), so that setting `TESSERA_PUBLIC_URL` to it
+    /// may be the fix. Never for another site: anyone can make a browser
+    /// post from their page, and a refusal must not read as advice to trust
+    /// it (the WARN log, which only operators read, names it always).
+    pub fn alias_origin(&self, public_origin: &str) -> Option<&str> {
+        let Refusal::ForeignOrigin(Seen::Origin(o)) = self else {
+            return None;
+        };
+        let (Ok(seen), Ok(public)) = (url::Url::parse(o), url::Url::parse(public_origin)) else {
+            return None;
+        };
+        let loopback = match seen.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        (loopback || seen.host() == public.host()).then_some(o.as_str())
+    }
+
     /// One sentence for `error_description`: where the request came from,
     /// the public URL, and the fix.
     pub fn description(&self, public_origin: &str) -> String {
@@ -93,11 +115,17 @@ impl Refusal {
         match (self, self.seen()) {
             (_, Seen::Origin(o)) => format!(
                 "the request comes from {o}{}, but {rule}: open {public_origin} in the browser \
-                 instead of {o}, or, if {o} is the address clients should use, set \
-                 TESSERA_PUBLIC_URL={o} and restart Tessera",
+                 instead of {o}{}",
                 match self {
                     Refusal::CrossSite(_) => " (another site)",
                     Refusal::ForeignOrigin(_) => "",
+                },
+                match self.alias_origin(public_origin) {
+                    Some(o) => format!(
+                        ", or, if {o} is the address clients should use, set \
+                         TESSERA_PUBLIC_URL={o} and restart Tessera"
+                    ),
+                    None => String::new(),
                 }
             ),
             (_, Seen::Null) => format!(
@@ -429,6 +457,30 @@ mod tests {
         ] {
             assert!(check_session_request(&bad, ORIGIN, "tok").is_err());
         }
+    }
+
+    #[test]
+    fn only_an_alias_of_this_server_is_suggested_as_the_public_url() {
+        for (origin, suggested) in [
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:3000", true),
+            ("http://[::1]:8080", true),
+            ("http://auth.example.com", true),
+            ("https://auth.example.com:8443", true),
+            ("https://evil.example", false),
+            ("https://auth.example.com.evil.example", false),
+        ] {
+            let e = check_fresh_request(&headers(&[("origin", origin)]), ORIGIN).unwrap_err();
+            assert_eq!(
+                e.description.contains("TESSERA_PUBLIC_URL"),
+                suggested,
+                "{origin}: {}",
+                e.description
+            );
+        }
+        // Cross-site is never this server.
+        let cross = Refusal::CrossSite(Seen::Origin("http://127.0.0.1:8080".into()));
+        assert_eq!(cross.alias_origin(ORIGIN), None);
     }
 
     #[test]

@@ -34,6 +34,19 @@ pub fn forms(email: &str, email_key: &str) -> Vec<String> {
     forms
 }
 
+/// Adds to `forms` the address an event of the user recorded as theirs
+/// (`user_created` keeps the address the account was made with): a user
+/// whose email was changed before the deletion is forgotten under every
+/// address the log holds for them, not only the last one.
+pub fn add_recorded(forms: &mut Vec<String>, detail: &Value) {
+    if let Some(email) = detail.get("email").and_then(Value::as_str) {
+        let key = tessera_wire::email::key(email);
+        if key.contains('@') && !forms.contains(&key) {
+            forms.push(key);
+        }
+    }
+}
+
 /// Whether `text` mentions one of `forms`.
 pub fn mentions(text: &str, forms: &[String]) -> bool {
     if !text.contains(AT_SIGNS) {
@@ -125,6 +138,21 @@ mod tests {
         );
         assert_eq!(scrub_text(Some("curl/8"), &forms), None);
         assert_eq!(scrub_text(None, &forms), None);
+    }
+
+    #[test]
+    fn an_address_the_log_recorded_is_forgotten_too() {
+        let mut forms = forms("new@example.org", "new@example.org");
+        add_recorded(
+            &mut forms,
+            &json!({"email": "Old@Example.org", "roles": []}),
+        );
+        add_recorded(&mut forms, &json!({"email": "new@example.org"}));
+        add_recorded(&mut forms, &json!({"email": "not an address"}));
+        add_recorded(&mut forms, &json!({"via": "admin"}));
+        assert_eq!(forms, ["new@example.org", "old@example.org"]);
+        let mut login = json!({"detail": "signed in as OLD@example.org"});
+        assert!(scrub(&mut login, &forms));
     }
 
     #[test]

@@ -250,12 +250,12 @@ impl PageError {
             (Refusal::ForeignOrigin(_), Seen::Unknown) => "from another origin".into(),
             (Refusal::CrossSite(_), Seen::Unknown) => "from another site".into(),
         };
-        let operator = match refusal.seen() {
-            Seen::Origin(o) => format!(
+        let operator = match refusal.alias_origin(public_origin) {
+            Some(o) => format!(
                 " If you run this server and {o} is the address people should use, set \
                  TESSERA_PUBLIC_URL to {o} and restart Tessera."
             ),
-            _ => String::new(),
+            None => String::new(),
         };
         Self::Page {
             status: StatusCode::FORBIDDEN,

@@ -121,8 +121,9 @@ async fn guarded_in(
     Ok(UserWrite::Done)
 }
 
-/// The user's audit events lose every string that mentions the email
-/// (see [`forget`]); only events holding an at sign are read.
+/// The user's audit events lose every string that mentions the email, or
+/// an address they recorded as the user's (see [`forget`]); only events
+/// holding an at sign are read.
 async fn forget_email(conn: &mut PgConnection, id: &str, forms: &[String]) -> StoreResult<()> {
     let any_at = forget::AT_SIGNS
         .iter()
@@ -141,14 +142,22 @@ async fn forget_email(conn: &mut PgConnection, id: &str, forms: &[String]) -> St
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
+    let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let event: String = row.try_get("id").map_err(backend)?;
         let user_agent: Option<String> = row.try_get("user_agent").map_err(backend)?;
         let detail: String = row.try_get("detail").map_err(backend)?;
-        let mut detail: serde_json::Value = serde_json::from_str(&detail)
+        let detail: serde_json::Value = serde_json::from_str(&detail)
             .map_err(|e| StoreError::Backend(format!("bad detail column: {e}")))?;
-        let scrubbed_detail = forget::scrub(&mut detail, forms);
-        let scrubbed_agent = forget::scrub_text(user_agent.as_deref(), forms);
+        events.push((event, user_agent, detail));
+    }
+    let mut forms = forms.to_vec();
+    for (_, _, detail) in &events {
+        forget::add_recorded(&mut forms, detail);
+    }
+    for (event, user_agent, mut detail) in events {
+        let scrubbed_detail = forget::scrub(&mut detail, &forms);
+        let scrubbed_agent = forget::scrub_text(user_agent.as_deref(), &forms);
         if !scrubbed_detail && scrubbed_agent.is_none() {
             continue;
         }
