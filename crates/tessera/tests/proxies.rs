@@ -9,7 +9,8 @@
 //! - a signed-in browser (session from Tessera's API, through the proxy,
 //!   with the right `Origin`) reaches the app as its user, `X-Auth-Method:
 //!   session`, with forged `X-Auth-*` headers gone and without Tessera's
-//!   session cookie (other cookies kept);
+//!   cookies (session, and jwt-cookie mode's access and refresh; other
+//!   cookies kept);
 //! - a Bearer token reaches it with `X-Auth-Method: jwt`;
 //! - the `admin` part answers 403 to a user without the role, and lets an
 //!   admin through;
@@ -492,11 +493,24 @@ async fn check_recipe(proxy: &Proxy, backends: &Backends) {
         cookies.contains("theme=dark") && cookies.contains("lang=en"),
         "{name}: other cookies kept: {echo}"
     );
-    // The session cookie first, or alone.
+    // The session cookie first, or alone; and jwt-cookie mode's two
+    // cookies anywhere beside it (this server reads only the session one).
+    let access = "__Host-tessera_access=eyJhbGciOiJFZERTQSJ9.e30.c2ln";
+    let refresh = "__Host-tessera_refresh=Zm9vYmFyYmF6";
     for (sent, kept) in [
         (format!("{cookie}; lang=en"), "lang=en"),
         (cookie.clone(), ""),
         (format!("theme=dark; {cookie}"), "theme=dark"),
+        (format!("{access}; {cookie}; {refresh}; lang=en"), "lang=en"),
+        (
+            format!("theme=dark; {refresh}; {cookie}; {access}"),
+            "theme=dark",
+        ),
+        (format!("{cookie}; {access}; {refresh}"), ""),
+        (
+            format!("a=1; {access}; b=2; {cookie}; c=3; {refresh}; d=4"),
+            "a=1; b=2; c=3; d=4",
+        ),
     ] {
         let echo = upstream_saw(
             name,
