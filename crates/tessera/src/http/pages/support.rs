@@ -7,7 +7,8 @@
 //!   is present and foreign or `Sec-Fetch-Site` is `cross-site`
 //!   ([`PageFresh`], built on [`check_fresh_request`]);
 //! - every form posted by a signed-in browser must carry the hidden field
-//!   `csrf_token` equal to the session's CSRF token (constant-time compare),
+//!   `csrf_token` equal to the session's CSRF token, or in jwt-cookie mode
+//!   the refresh family's (constant-time compare),
 //!   and any `Origin` it has must be the public URL's, `Origin: null` being
 //!   foreign ([`check_session_form`], enforced by [`SignedInForm`], so a
 //!   handler cannot forget it).
