@@ -26,11 +26,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::browser::{SignInFailed, clearing_cookies, sign_in};
+use super::browser::{SignInFailed, clearing_cookies, current, sign_in};
 use super::support::{
     Flash, Nav, PageError, PageForm, PageFresh, SignedInForm, add_retry_after, core_message,
-    current_session, form_status, parse_query, render, see_other, see_other_with_cookies,
-    signed_out_to,
+    form_status, parse_query, render, see_other, see_other_with_cookies, signed_out_to,
 };
 use crate::core::accounts::{NewAccount, Password};
 use crate::core::error::CoreError;
@@ -234,7 +233,7 @@ fn registration_open(state: &AppState) -> bool {
 
 /// `/`: the account when signed in, else the login page.
 pub async fn root(State(state): State<AppState>, parts: Parts) -> Result<Response, PageError> {
-    match current_session(&parts, &state).await? {
+    match current(&parts, &state).await? {
         Ok(_) => Ok(see_other("/account")),
         Err(dead_cookie) => Ok(signed_out_redirect(&state, "/login", dead_cookie)),
     }
@@ -260,7 +259,7 @@ pub async fn login_page(
     let query: LoginQuery = parse_query(query.as_deref())?;
     let next = safe_next(&query.next);
     let return_to = return_to(&state, &query.return_to);
-    let dead_cookie = match current_session(&parts, &state).await? {
+    let dead_cookie = match current(&parts, &state).await? {
         Ok(_) => return Ok(see_other(return_to.as_deref().unwrap_or(next))),
         Err(dead_cookie) => dead_cookie,
     };
@@ -394,7 +393,7 @@ pub async fn register_page(
     parts: Parts,
 ) -> Result<Response, PageError> {
     let query: RegisterQuery = parse_query(query.as_deref())?;
-    if current_session(&parts, &state).await?.is_ok() {
+    if current(&parts, &state).await?.is_ok() {
         return Ok(see_other("/account"));
     }
     let mut page = RegisterPage {

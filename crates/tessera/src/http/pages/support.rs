@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use time::macros::format_description;
 use time::{OffsetDateTime, UtcOffset};
 
-use super::browser::{Via, clearing_cookies};
+use super::browser::{Via, clearing_cookies, current};
 use crate::core::accounts::User;
 use crate::core::error::CoreError;
 use crate::core::registration::Registration;
@@ -568,19 +568,8 @@ fn next_for(path: &str) -> Option<&'static str> {
     (path == "/admin").then_some("/admin")
 }
 
-/// The signed-in browser of the request: `Ok(Ok(who))` when signed in,
-/// `Ok(Err(dead_cookie))` when not (`dead_cookie`: the browser holds
-/// credential cookies that no longer work and should be dropped), `Err`
-/// when the store cannot tell (fail closed).
-pub async fn current_session(
-    parts: &Parts,
-    state: &AppState,
-) -> Result<Result<SignedIn, bool>, PageError> {
-    super::browser::current(parts, state).await
-}
-
 async fn signed_in(parts: &Parts, state: &AppState) -> Result<SignedIn, PageError> {
-    match current_session(parts, state).await? {
+    match current(parts, state).await? {
         Ok(who) => Ok(who),
         Err(dead_cookie) => Err(PageError::SignIn {
             clear: if dead_cookie {
