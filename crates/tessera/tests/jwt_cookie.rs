@@ -401,8 +401,12 @@ async fn a_page_refreshes_an_expired_access_cookie() {
     // A form posted from a page left open past the access token's life.
     t.advance(Duration::from_secs(11 * 60));
     // The new family's token waits for the second after the password
-    // change's cut-off (`past_user_cut_off`), and this clock only moves by
-    // hand: move it on while the request runs.
+    // change's cut-off (`past_user_cut_off`: at most until the next whole
+    // second, in real time), and this clock only moves by hand. Start on a
+    // whole second, so that wait is a full second, and move the clock on
+    // by whole seconds while the request runs.
+    let into_second = t.app.core.now().nanosecond();
+    t.advance(Duration::from_nanos(1_000_000_000 - u64::from(into_second)));
     let change = t.send(page_form(
         "/account/password",
         &b,
